@@ -1,0 +1,44 @@
+"""llm-pgcache: a durable, shared cache for LLM responses on PostgreSQL + pgvector."""
+
+from importlib.metadata import version as _version
+
+from llm_pgcache.cache import Cache, Counters, Stats
+from llm_pgcache.entries import CacheHit
+from llm_pgcache.errors import (
+    BackendError,
+    ConfigurationError,
+    InvalidInputError,
+    InvalidNamespaceError,
+    InvalidRequestError,
+    InvalidResponseError,
+    InvalidTTLError,
+    LLMPgCacheError,
+    MissingExtraError,
+    SchemaError,
+)
+from llm_pgcache.keys import RequestKeys, request_keys
+from llm_pgcache.store.postgres import TableStats, init_connection
+
+__version__ = _version("llm-pgcache")
+
+__all__ = [
+    "BackendError",
+    "Cache",
+    "CacheHit",
+    "ConfigurationError",
+    "Counters",
+    "InvalidInputError",
+    "InvalidNamespaceError",
+    "InvalidRequestError",
+    "InvalidResponseError",
+    "InvalidTTLError",
+    "LLMPgCacheError",
+    "MissingExtraError",
+    "RequestKeys",
+    "SchemaError",
+    "Stats",
+    "TableStats",
+    "__version__",
+    "init_connection",
+    "request_keys",
+]

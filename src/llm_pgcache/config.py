@@ -1,0 +1,83 @@
+"""Settings read from the environment, for the edges only (CLI, migrations).
+
+The library itself takes explicit arguments; nothing here is a global.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from llm_pgcache.errors import ConfigurationError
+
+DEFAULT_EMBEDDING_DIM = 1536
+MAX_EMBEDDING_DIM = 16000  # pgvector's limit for the `vector` type
+
+ENV_DSN = "LLM_PGCACHE_DSN"
+ENV_DSN_FALLBACK = "DATABASE_URL"
+ENV_EMBEDDING_DIM = "LLM_PGCACHE_EMBEDDING_DIM"
+ENV_EMBEDDED_DIR = "LLM_PGCACHE_EMBEDDED_DIR"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """What the environment says about where and how to cache.
+
+    Attributes:
+        dsn: PostgreSQL DSN, or None for the embedded server.
+        embedding_dim: dimension of the `embedding` column, used by the migrations.
+        embedded_dir: data directory of the embedded server, or None for the default.
+    """
+
+    dsn: str | None = None
+    embedding_dim: int = DEFAULT_EMBEDDING_DIM
+    embedded_dir: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        dim = env.get(ENV_EMBEDDING_DIM)
+        return cls(
+            dsn=env.get(ENV_DSN) or env.get(ENV_DSN_FALLBACK) or None,
+            embedding_dim=parse_embedding_dim(dim) if dim else DEFAULT_EMBEDDING_DIM,
+            embedded_dir=env.get(ENV_EMBEDDED_DIR) or None,
+        )
+
+
+def parse_embedding_dim(value: str | int) -> int:
+    """Validate an embedding dimension given as text or int."""
+    try:
+        dim = int(value)
+    except ValueError:
+        raise ConfigurationError(f"embedding dimension must be an integer, got {value!r}") from None
+    if not 1 <= dim <= MAX_EMBEDDING_DIM:
+        raise ConfigurationError(
+            f"embedding dimension must be between 1 and {MAX_EMBEDDING_DIM}, got {dim}"
+        )
+    return dim
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    """The SQLAlchemy URL that reaches `dsn` through the asyncpg driver."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or scheme not in {"postgres", "postgresql", "postgresql+asyncpg"}:
+        raise ConfigurationError(
+            f"not a PostgreSQL DSN (expected postgresql://...): {redact_dsn(dsn)}"
+        )
+    return f"postgresql+asyncpg://{rest}"
+
+
+def asyncpg_dsn(dsn: str) -> str:
+    """The DSN asyncpg accepts (it does not know SQLAlchemy's driver suffix)."""
+    return "postgresql://" + sqlalchemy_url(dsn).partition("://")[2]
+
+
+def redact_dsn(dsn: str) -> str:
+    """`dsn` with any password replaced, for messages and logs."""
+    scheme, sep, rest = dsn.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return dsn
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostpart}"

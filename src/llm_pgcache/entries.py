@@ -1,0 +1,122 @@
+"""Values that cross layers: what is stored, what a hit returns, and how responses are encoded.
+
+Responses are JSON (never pickle). PostgreSQL's jsonb cannot hold a NUL character
+(U+0000), so a response containing one, anywhere, is stored wrapped: as the base64 of its
+UTF-8 JSON under `NUL_SAFE_MARKER`. A response whose own top level happens to use that
+key is wrapped too, so decoding is unambiguous.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from llm_pgcache.errors import InvalidResponseError
+
+NUL_SAFE_MARKER = "llm_pgcache:json_base64"
+
+Tier = Literal["memory", "redis", "postgres-exact", "postgres-semantic"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheHit:
+    """A response answered from the cache.
+
+    Attributes:
+        response: the stored response, as the JSON dict it was stored as.
+        tier: which tier answered.
+        model: the model of the cached request.
+        created_at: when the entry was stored (database clock).
+        expires_at: when it stops being served; None for never.
+        prompt_tokens, completion_tokens: the upstream usage that this hit saved.
+        tags: the entry's tags.
+        similarity: cosine similarity for semantic hits; 1.0 for exact ones.
+    """
+
+    response: dict[str, Any]
+    tier: Tier
+    model: str
+    created_at: datetime
+    expires_at: datetime | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    tags: tuple[str, ...]
+    similarity: float = 1.0
+
+    @property
+    def tokens_saved(self) -> int:
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], *, tier: Tier) -> CacheHit:
+        return cls(
+            response=load_response(record["response"]),
+            tier=tier,
+            model=record["model"],
+            created_at=record["created_at"],
+            expires_at=record["expires_at"],
+            prompt_tokens=record["prompt_tokens"],
+            completion_tokens=record["completion_tokens"],
+            tags=tuple(record["tags"]),
+        )
+
+
+def response_dict(response: object) -> dict[str, Any]:
+    """A ChatCompletion (any pydantic model) or a JSON object, as a plain dict."""
+    model_dump = getattr(response, "model_dump", None)
+    if callable(model_dump):
+        response = model_dump(mode="json")
+    if not isinstance(response, Mapping):
+        raise InvalidResponseError(
+            f"response must be a ChatCompletion or a JSON object, got {type(response).__name__}"
+        )
+    return dict(response)
+
+
+def dump_response(response: Mapping[str, Any]) -> str:
+    """The jsonb text stored for `response`.
+
+    Raises:
+        InvalidResponseError: the response holds values that are not JSON.
+    """
+    try:
+        text = json.dumps(response, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidResponseError(f"response is not JSON-serializable: {exc}") from exc
+    if "\\u0000" in text or NUL_SAFE_MARKER in response or not _is_utf8(text):
+        # The escape may also be a literal backslash followed by "u0000", and lone
+        # surrogates are not UTF-8: wrapping is lossless either way.
+        wrapped = base64.b64encode(text.encode("utf-8", "surrogatepass")).decode("ascii")
+        return json.dumps({NUL_SAFE_MARKER: wrapped})
+    return text
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def load_response(text: str) -> dict[str, Any]:
+    """The response that `dump_response` turned into `text`."""
+    value: dict[str, Any] = json.loads(text)
+    wrapped = value.get(NUL_SAFE_MARKER)
+    if isinstance(wrapped, str) and len(value) == 1:
+        raw = base64.b64decode(wrapped).decode("utf-8", "surrogatepass")
+        decoded: dict[str, Any] = json.loads(raw)
+        return decoded
+    return value
+
+
+def storable_text(text: str) -> str:
+    """`text` for a PostgreSQL text column, which rejects NUL: NUL becomes U+FFFD.
+
+    Only used for the descriptive `prompt` column; keys are computed from the original.
+    """
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")

@@ -1,0 +1,71 @@
+"""Every exception llm-pgcache raises on purpose.
+
+Each class's docstring is its default message; subclasses carry structured
+attributes where a caller may want to act on them.
+"""
+
+from __future__ import annotations
+
+
+class LLMPgCacheError(Exception):
+    """An llm-pgcache error occurred."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(LLMPgCacheError):
+    """The cache is not configured correctly."""
+
+
+class MissingExtraError(ConfigurationError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, *, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{package} is not installed; install it with: pip install 'llm-pgcache[{extra}]'"
+        )
+
+
+class BackendError(LLMPgCacheError):
+    """The cache backend is unreachable or failed to answer in time.
+
+    The `Cache` turns this into a miss unless it was opened with `strict=True`.
+    """
+
+
+class SchemaError(LLMPgCacheError):
+    """The database schema is missing or does not match this version of llm-pgcache.
+
+    Run `llm-pgcache migrate` (or `alembic upgrade head`) against the database.
+    """
+
+
+class InvalidInputError(LLMPgCacheError, ValueError):
+    """An argument passed to the cache is invalid; nothing was read or written."""
+
+
+class InvalidRequestError(InvalidInputError):
+    """The request cannot be turned into a cache key."""
+
+
+class InvalidResponseError(InvalidInputError):
+    """The response cannot be stored as JSON."""
+
+
+class InvalidTTLError(InvalidInputError):
+    """The time-to-live is not a positive number of seconds within range."""
+
+    def __init__(self, ttl: object, reason: str) -> None:
+        self.ttl = ttl
+        super().__init__(f"invalid ttl {ttl!r}: {reason}")
+
+
+class InvalidNamespaceError(InvalidInputError):
+    """The namespace is empty, too long or contains a NUL character."""
+
+    def __init__(self, namespace: object, reason: str) -> None:
+        self.namespace = namespace
+        super().__init__(f"invalid namespace {namespace!r}: {reason}")

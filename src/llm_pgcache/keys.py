@@ -1,0 +1,154 @@
+"""Cache keys: one canonical form of a chat completion request.
+
+`request_keys(request)` turns the keyword arguments of `chat.completions.create` into
+
+- `exact_key`: sha256 of the canonical request (all output-affecting parameters),
+- `scope_key`: sha256 of the canonical request without the last user turn, so that
+  semantic matches happen only between requests that differ in that turn alone,
+- `text`: the last user turn, the text a semantic lookup embeds.
+
+The canonical form is versioned (`KEY_FORMAT_VERSION`): when the rules below change,
+the version changes too, and old rows can never collide with new keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from llm_pgcache.errors import InvalidRequestError
+
+KEY_FORMAT_VERSION = 1
+
+# Parameters that change how a request travels or is billed, never what the model says.
+TRANSPORT_PARAMS = frozenset(
+    {
+        "extra_headers",
+        "extra_query",
+        "metadata",
+        "prompt_cache_key",
+        "safety_identifier",
+        "service_tier",
+        "store",
+        "stream",
+        "stream_options",
+        "timeout",
+        "user",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestKeys:
+    """The keys under which one request is cached."""
+
+    exact_key: bytes
+    scope_key: bytes
+    model: str
+    text: str
+
+
+def request_keys(request: Mapping[str, Any]) -> RequestKeys:
+    """Compute the cache keys of a chat completion request.
+
+    Args:
+        request: the keyword arguments of `chat.completions.create`.
+
+    Raises:
+        InvalidRequestError: the request has no model or messages, or holds values
+            that are not JSON (after dropping the openai client's NOT_GIVEN markers).
+    """
+    if not isinstance(request, Mapping):
+        raise InvalidRequestError(f"request must be a mapping, got {type(request).__name__}")
+    params = {
+        name: _canonical(value, name)
+        for name, value in request.items()
+        if name not in TRANSPORT_PARAMS and not _is_omitted(value)
+    }
+    model = params.get("model")
+    if not isinstance(model, str) or not model or "\x00" in model:
+        raise InvalidRequestError("request needs a model: a non-empty string without NUL")
+    messages = params.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("request needs messages: a non-empty list")
+
+    last_user = _last_user_index(messages)
+    text = _text_of(messages[last_user]) if last_user is not None else ""
+    scoped_messages = [
+        {"role": "user", "content": None} if i == last_user else message
+        for i, message in enumerate(messages)
+    ]
+    return RequestKeys(
+        exact_key=_digest(params),
+        scope_key=_digest({**params, "messages": scoped_messages}),
+        model=model,
+        text=text,
+    )
+
+
+def _digest(params: dict[str, Any]) -> bytes:
+    canonical = json.dumps(
+        {"v": KEY_FORMAT_VERSION, "request": params},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
+
+
+def _is_omitted(value: object) -> bool:
+    # openai's NOT_GIVEN / Omit sentinels mean "parameter absent".
+    return type(value).__name__ in {"NotGiven", "Omit"}
+
+
+def _canonical(value: Any, path: str) -> Any:
+    """A JSON value equal for equal requests: models dumped, integral floats as ints."""
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidRequestError(f"request parameter {path} is not a finite number")
+        return int(value) if value.is_integer() else value
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidRequestError(f"request parameter {path} has a non-string key {key!r}")
+            if not _is_omitted(item):
+                out[key] = _canonical(item, f"{path}.{key}")
+        return out
+    if isinstance(value, list | tuple):
+        return [_canonical(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump):  # a pydantic model, e.g. a message object from openai
+        return _canonical(model_dump(mode="json", exclude_unset=True), path)
+    raise InvalidRequestError(
+        f"request parameter {path} is a {type(value).__name__}, which is not JSON"
+    )
+
+
+def _last_user_index(messages: list[Any]) -> int | None:
+    for i in range(len(messages) - 1, -1, -1):
+        message = messages[i]
+        if isinstance(message, dict) and message.get("role") == "user":
+            return i
+    return None
+
+
+def _text_of(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: keep the text ones
+        return "\n".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+        )
+    return ""

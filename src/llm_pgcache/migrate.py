@@ -1,0 +1,50 @@
+"""Run the alembic migrations programmatically (`llm-pgcache migrate`, the embedded default)."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.resources import files
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+from llm_pgcache.errors import ConfigurationError
+
+
+def script_location() -> Path:
+    """Where the alembic scripts are: inside the wheel, or at the root of a source checkout."""
+    packaged = Path(str(files("llm_pgcache"))) / "_migrations"
+    source = Path(__file__).resolve().parents[2] / "migrations"
+    for candidate in (packaged, source):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise ConfigurationError(f"alembic scripts not found in {packaged} or {source}")
+
+
+def alembic_config(dsn: str, *, embedding_dim: int | None = None) -> Config:
+    """An alembic `Config` for our scripts, aimed at `dsn`."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    config.attributes["dsn"] = dsn
+    if embedding_dim is not None:
+        config.attributes["embedding_dim"] = embedding_dim
+    return config
+
+
+def upgrade_sync(dsn: str, *, revision: str = "head", embedding_dim: int | None = None) -> None:
+    """`alembic upgrade <revision>` against `dsn`. Blocks: call it outside an event loop."""
+    command.upgrade(alembic_config(dsn, embedding_dim=embedding_dim), revision)
+
+
+def downgrade_sync(dsn: str, *, revision: str = "base") -> None:
+    """`alembic downgrade <revision>` against `dsn`. Blocks: call it outside an event loop."""
+    command.downgrade(alembic_config(dsn), revision)
+
+
+async def upgrade(dsn: str, *, revision: str = "head", embedding_dim: int | None = None) -> None:
+    """`alembic upgrade <revision>` against `dsn`, from async code.
+
+    The alembic environment runs its own event loop, so it runs in a worker thread.
+    """
+    await asyncio.to_thread(upgrade_sync, dsn, revision=revision, embedding_dim=embedding_dim)

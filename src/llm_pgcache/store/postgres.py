@@ -1,0 +1,237 @@
+"""The PostgreSQL repository: every asyncpg call of the package lives here.
+
+Driver errors are translated in one place (`translate_errors`): connection loss and
+timeouts become `BackendError`, a missing table or column `SchemaError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+import asyncpg
+from pgvector.asyncpg import register_vector
+
+from llm_pgcache import sql
+from llm_pgcache.config import asyncpg_dsn, redact_dsn
+from llm_pgcache.errors import BackendError, InvalidInputError, SchemaError
+
+SCHEMA_REVISION = "0001"  # the alembic head this code runs against (a test checks it)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEntry:
+    """One row to write."""
+
+    namespace: str
+    cache_key: bytes
+    scope_key: bytes
+    model: str
+    prompt: str | None
+    response_json: str
+    tags: Sequence[str]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    ttl_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TableStats:
+    """What `llm-pgcache stats` reports about the table."""
+
+    entries: int
+    expired: int
+    stored_tokens: int
+    table_bytes: int
+    index_bytes: int
+    top_models: tuple[tuple[str, int], ...]
+
+
+async def init_connection(connection: asyncpg.Connection) -> None:
+    """Prepare a new connection for llm-pgcache: registers the pgvector codec.
+
+    Pass it as `init=` when creating a pool that you hand to `Cache.connect(pool=...)`.
+    """
+    await register_vector(connection)
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool reset hook: our statements leave no session state, so skip the reset query.
+
+    asyncpg's default reset costs a round trip per release, which halves point-lookup
+    throughput.
+    """
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn driver errors into llm-pgcache errors, keeping the cause."""
+    try:
+        yield
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
+        raise SchemaError(f"{SchemaError.__doc__}\n({exc})") from exc
+    except (
+        asyncpg.CharacterNotInRepertoireError,
+        asyncpg.UntranslatableCharacterError,
+        asyncpg.DataError,
+    ) as exc:
+        raise InvalidInputError(f"the database rejected a value: {exc}") from exc
+    except (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as exc:
+        raise BackendError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
+
+
+class PostgresStore:
+    """Cache rows in the `llm_cache` table, over an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool, *, owns_pool: bool, embedding_dim: int) -> None:
+        self._pool = pool
+        self._owns_pool = owns_pool
+        self.embedding_dim = embedding_dim
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        connect_timeout: float = 10.0,
+    ) -> Self:
+        """Check the schema, then open a pool on `dsn`.
+
+        Raises:
+            BackendError: the server cannot be reached.
+            SchemaError: the schema is missing or at an unknown revision.
+        """
+        dsn = asyncpg_dsn(dsn)
+        try:
+            connection = await asyncpg.connect(dsn, timeout=connect_timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise BackendError(
+                f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc or type(exc).__name__}"
+            ) from exc
+        try:
+            embedding_dim = await check_schema(connection)
+        finally:
+            await connection.close()
+        with translate_errors():
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                init=init_connection,
+                reset=_keep_session,
+                timeout=connect_timeout,
+            )
+        return cls(pool, owns_pool=True, embedding_dim=embedding_dim)
+
+    @classmethod
+    async def from_pool(cls, pool: asyncpg.Pool) -> Self:
+        """Use a pool the caller owns (created with `init=init_connection`); not closed by us."""
+        with translate_errors():
+            async with pool.acquire() as connection:
+                embedding_dim = await check_schema(connection)
+        return cls(pool, owns_pool=False, embedding_dim=embedding_dim)
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Close our pool; connections still busy after `timeout` seconds are terminated."""
+        if not self._owns_pool:
+            return
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout)
+        except TimeoutError:
+            self._pool.terminate()
+
+    async def get(self, namespace: str, cache_key: bytes) -> asyncpg.Record | None:
+        """The live row of `cache_key` in `namespace`, or None."""
+        with translate_errors():
+            record: asyncpg.Record | None = await self._pool.fetchrow(
+                sql.GET_EXACT, namespace, cache_key
+            )
+        return record
+
+    async def put(self, entry: StoredEntry) -> None:
+        """Insert or replace the row of (namespace, cache_key)."""
+        with translate_errors():
+            await self._pool.execute(
+                sql.PUT,
+                entry.namespace,
+                entry.cache_key,
+                entry.scope_key,
+                entry.model,
+                entry.prompt,
+                entry.response_json,
+                list(entry.tags),
+                entry.prompt_tokens,
+                entry.completion_tokens,
+                entry.ttl_seconds,
+            )
+
+    async def delete(
+        self,
+        namespace: str,
+        *,
+        cache_key: bytes | None = None,
+        tag: str | None = None,
+        model: str | None = None,
+    ) -> int:
+        """Delete the rows of `namespace` matching at most one filter; returns the count."""
+        query: str
+        args: tuple[Any, ...]
+        if cache_key is not None:
+            query, args = sql.DELETE_BY_KEY, (namespace, cache_key)
+        elif tag is not None:
+            query, args = sql.DELETE_BY_TAG, (namespace, tag)
+        elif model is not None:
+            query, args = sql.DELETE_BY_MODEL, (namespace, model)
+        else:
+            query, args = sql.DELETE_NAMESPACE, (namespace,)
+        with translate_errors():
+            status: str = await self._pool.execute(query, *args)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def table_stats(self, namespace: str | None = None, *, top: int = 5) -> TableStats:
+        """Row counts, sizes and the most cached models (of one namespace, or all)."""
+        with translate_errors():
+            async with self._pool.acquire() as connection:
+                counts = await connection.fetchrow(sql.COUNT_ENTRIES, namespace)
+                sizes = await connection.fetchrow(sql.TABLE_SIZES)
+                models = await connection.fetch(sql.TOP_MODELS, namespace, top)
+        return TableStats(
+            entries=counts["entries"],
+            expired=counts["expired"],
+            stored_tokens=counts["stored_tokens"],
+            table_bytes=sizes["table_bytes"],
+            index_bytes=sizes["index_bytes"],
+            top_models=tuple((row["model"], row["entries"]) for row in models),
+        )
+
+
+async def check_schema(connection: asyncpg.Connection) -> int:
+    """Verify the schema is migrated to `SCHEMA_REVISION`; returns the embedding dimension."""
+    with translate_errors():
+        state = await connection.fetchrow(sql.SCHEMA_STATE)
+        revision = (
+            await connection.fetchval(sql.SCHEMA_REVISION) if state["has_version_table"] else None
+        )
+    if not state["has_table"] or revision is None:
+        raise SchemaError(
+            "the llm_cache table does not exist: run `llm-pgcache migrate` "
+            "(or `alembic upgrade head`) against this database"
+        )
+    if revision != SCHEMA_REVISION:
+        raise SchemaError(
+            f"the database schema is at revision {revision}, this llm-pgcache expects "
+            f"{SCHEMA_REVISION}: run `llm-pgcache migrate`, or upgrade llm-pgcache"
+        )
+    dim: int = state["embedding_dim"]
+    return dim
+
