@@ -160,18 +160,27 @@ class Cache:
     ) -> Self:
         if pool is not None:
             store = await PostgresStore.from_pool(pool)
+        else:
+            dsn = dsn or Settings.from_env().dsn
+            store = await cls._open_store(dsn, min_size, max_size, embedded_dir)
+        try:
             return cls(store, **options)
-        dsn = dsn or Settings.from_env().dsn
+        except BaseException:
+            await store.close()
+            raise
+
+    @staticmethod
+    async def _open_store(
+        dsn: str | None, min_size: int, max_size: int, embedded_dir: str | None
+    ) -> PostgresStore:
         if dsn is not None:
-            store = await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
-            return cls(store, **options)
+            return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
         dsn = await embedded.start(embedded_dir)
         try:
-            store = await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
+            return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
         except SchemaError:  # a new embedded server: migrate it, as `llm-pgcache migrate` does
             await migrate.upgrade(dsn)
-            store = await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
-        return cls(store, **options)
+            return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
 
     async def __aenter__(self) -> Self:
         return self

@@ -62,6 +62,29 @@ def request_keys(request: Mapping[str, Any]) -> RequestKeys:
         InvalidRequestError: the request has no model or messages, or holds values
             that are not JSON (after dropping the openai client's NOT_GIVEN markers).
     """
+    params = _output_params(request)
+    messages = params["messages"]
+    last_user = _last_user_index(messages)
+    text = _text_of(messages[last_user]) if last_user is not None else ""
+    scoped_messages = [
+        {"role": "user", "content": None} if i == last_user else message
+        for i, message in enumerate(messages)
+    ]
+    return RequestKeys(
+        exact_key=_sha256(_canonical_json(params)),
+        scope_key=_sha256(_canonical_json({**params, "messages": scoped_messages})),
+        model=params["model"],
+        text=text,
+    )
+
+
+def canonical_request(request: Mapping[str, Any]) -> str:
+    """The canonical JSON text whose sha256 is the request's `exact_key`."""
+    return _canonical_json(_output_params(request))
+
+
+def _output_params(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's output-affecting parameters, canonicalized and checked."""
     if not isinstance(request, Mapping):
         raise InvalidRequestError(f"request must be a mapping, got {type(request).__name__}")
     params = {
@@ -75,30 +98,21 @@ def request_keys(request: Mapping[str, Any]) -> RequestKeys:
     messages = params.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("request needs messages: a non-empty list")
-
-    last_user = _last_user_index(messages)
-    text = _text_of(messages[last_user]) if last_user is not None else ""
-    scoped_messages = [
-        {"role": "user", "content": None} if i == last_user else message
-        for i, message in enumerate(messages)
-    ]
-    return RequestKeys(
-        exact_key=_digest(params),
-        scope_key=_digest({**params, "messages": scoped_messages}),
-        model=model,
-        text=text,
-    )
+    return params
 
 
-def _digest(params: dict[str, Any]) -> bytes:
-    canonical = json.dumps(
+def _canonical_json(params: dict[str, Any]) -> str:
+    return json.dumps(
         {"v": KEY_FORMAT_VERSION, "request": params},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
         allow_nan=False,
     )
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
+
+
+def _sha256(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 def _is_omitted(value: object) -> bool:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 
+import alembic.util
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 
-from llm_pgcache.errors import ConfigurationError
+from llm_pgcache.config import redact_dsn
+from llm_pgcache.errors import BackendError, ConfigurationError
 
 
 def script_location() -> Path:
@@ -34,12 +39,25 @@ def alembic_config(dsn: str, *, embedding_dim: int | None = None) -> Config:
 
 def upgrade_sync(dsn: str, *, revision: str = "head", embedding_dim: int | None = None) -> None:
     """`alembic upgrade <revision>` against `dsn`. Blocks: call it outside an event loop."""
-    command.upgrade(alembic_config(dsn, embedding_dim=embedding_dim), revision)
+    with _translate_errors(dsn):
+        command.upgrade(alembic_config(dsn, embedding_dim=embedding_dim), revision)
 
 
 def downgrade_sync(dsn: str, *, revision: str = "base") -> None:
     """`alembic downgrade <revision>` against `dsn`. Blocks: call it outside an event loop."""
-    command.downgrade(alembic_config(dsn), revision)
+    with _translate_errors(dsn):
+        command.downgrade(alembic_config(dsn), revision)
+
+
+@contextlib.contextmanager
+def _translate_errors(dsn: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, TimeoutError, sqlalchemy.exc.DBAPIError) as exc:
+        cause = getattr(exc, "orig", None) or exc
+        raise BackendError(f"migrating {redact_dsn(dsn)} failed: {cause}") from exc
+    except alembic.util.CommandError as exc:
+        raise ConfigurationError(f"alembic: {exc}") from exc
 
 
 async def upgrade(dsn: str, *, revision: str = "head", embedding_dim: int | None = None) -> None:

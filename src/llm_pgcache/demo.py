@@ -1,0 +1,120 @@
+"""`llm-pgcache demo`: a short scripted session of chat requests through the cache.
+
+The upstream is the real OpenAI API (or any OpenAI-compatible `OPENAI_BASE_URL`) when
+configured; otherwise an offline stand-in with canned answers and realistic latency,
+labelled as such in the output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO
+
+from llm_pgcache.cache import Cache
+
+DEMO_NAMESPACE = "llm-pgcache-demo"
+DEMO_MODEL = "gpt-4o-mini"
+
+QUESTIONS = (
+    "What is the capital of France?",
+    "Explain what a B-tree index is in one sentence.",
+    "Give me a haiku about caching.",
+)
+
+_CANNED = {
+    QUESTIONS[0]: "The capital of France is Paris.",
+    QUESTIONS[1]: "A B-tree index keeps keys sorted in a balanced tree of wide pages, so "
+    "lookups, range scans and inserts take a logarithmic number of page reads.",
+    QUESTIONS[2]: "Asked once, answered once;\nthe second time it is free:\nmemory of rain.",
+}
+
+Upstream = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def offline_upstream(request: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in for a chat completion API: canned answers after 0.6-1.2 s."""
+    await asyncio.sleep(random.uniform(0.6, 1.2))  # noqa: S311 - simulated latency
+    question = request["messages"][-1]["content"]
+    answer = _CANNED.get(question, "(offline stand-in) I would answer: " + question)
+    prompt_tokens = sum(len(m["content"].split()) for m in request["messages"]) + 8
+    completion_tokens = len(answer.split())
+    return {
+        "id": f"chatcmpl-offline-{random.getrandbits(48):012x}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def openai_upstream() -> Upstream:
+    """The real API through the `openai` client (OPENAI_API_KEY / OPENAI_BASE_URL)."""
+    from openai import AsyncOpenAI  # noqa: PLC0415 - only when configured
+
+    client = AsyncOpenAI()
+
+    async def call(request: dict[str, Any]) -> dict[str, Any]:
+        completion = await client.chat.completions.create(**request)
+        return completion.model_dump(mode="json")
+
+    return call
+
+
+def choose_upstream(environ: dict[str, str] | None = None) -> tuple[str, Upstream]:
+    """The upstream to use and a label saying which it is."""
+    env = dict(os.environ) if environ is None else environ
+    if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
+        where = env.get("OPENAI_BASE_URL") or "the OpenAI API"
+        return f"upstream: {where}", openai_upstream()
+    return (
+        "upstream: OFFLINE STAND-IN (no OPENAI_API_KEY or OPENAI_BASE_URL set): canned "
+        "answers, simulated latency 0.6-1.2 s",
+        offline_upstream,
+    )
+
+
+async def run_demo(cache: Cache, upstream: Upstream, label: str, out: TextIO) -> None:
+    """Ask each question twice (a miss, then an exact hit) and print what answered."""
+    await cache.invalidate(namespace=DEMO_NAMESPACE)  # start from a clean slate
+    print(label, file=out)
+    print(f"{'tier':<16} {'latency':>10}  question", file=out)
+    for question in (*QUESTIONS, *QUESTIONS):
+        request = {
+            "model": DEMO_MODEL,
+            "messages": [{"role": "user", "content": question}],
+            "temperature": 0,
+        }
+        started = time.perf_counter()
+        hit = await cache.get(request, namespace=DEMO_NAMESPACE)
+        if hit is None:
+            response = await upstream(request)
+            await cache.set(request, response, ttl=3600, namespace=DEMO_NAMESPACE)
+            tier = "miss -> upstream"
+        else:
+            response = hit.response
+            tier = hit.tier
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        print(f"{tier:<16} {elapsed_ms:>8.2f} ms  {question}", file=out)
+    counters = cache.counters
+    table = (await cache.stats(namespace=DEMO_NAMESPACE)).table
+    print(
+        f"\nhits {counters.hits}, misses {counters.misses}, hit rate {counters.hit_rate:.0%}, "
+        f"tokens saved {counters.tokens_saved}; {table.entries} entries in namespace "
+        f"{DEMO_NAMESPACE!r}",
+        file=out,
+    )

@@ -1,0 +1,141 @@
+"""Fixtures: one real PostgreSQL + pgvector per session, a fresh namespace per test.
+
+The server is `LLM_PGCACHE_TEST_DSN` when set, else an embedded PostgreSQL started once
+under the session's temporary directory. Tests that need a database of their own (the
+migration tests) create one with `fresh_database`; everything else shares one migrated
+database and is isolated by namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from llm_pgcache import Cache, embedded, migrate
+from llm_pgcache.config import asyncpg_dsn
+
+FreshDatabase = Callable[[], Awaitable[str]]
+
+
+def _with_database(dsn: str, database: str) -> str:
+    """`dsn` pointed at another database on the same server."""
+    base, _, query = asyncpg_dsn(dsn).partition("?")
+    scheme, _, rest = base.partition("://")
+    authority = rest.split("/", 1)[0]
+    return f"{scheme}://{authority}/{database}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """DSN of the server (its maintenance database)."""
+    configured = os.environ.get("LLM_PGCACHE_TEST_DSN")
+    if configured:
+        return configured
+    return embedded.start_sync(tmp_path_factory.mktemp("pg") / "data")
+
+
+@pytest.fixture(scope="session")
+async def create_database(server_dsn: str) -> AsyncIterator[FreshDatabase]:
+    """Factory: a new empty database on the test server; dropped at the end of the session."""
+    created: list[str] = []
+
+    async def create() -> str:
+        name = f"llm_pgcache_test_{uuid.uuid4().hex[:12]}"
+        connection = await asyncpg.connect(asyncpg_dsn(server_dsn))
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+        created.append(name)
+        return _with_database(server_dsn, name)
+
+    yield create
+    connection = await asyncpg.connect(asyncpg_dsn(server_dsn))
+    try:
+        for name in created:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def dsn(create_database: FreshDatabase) -> str:
+    """A database migrated to head, shared by the session."""
+    database = await create_database()
+    await migrate.upgrade(database)
+    return database
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace no other test uses."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def cache(dsn: str, namespace: str) -> AsyncIterator[Cache]:
+    async with Cache.connect(dsn, namespace=namespace, strict=True, min_size=1) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def db(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the shared database, to look at rows behind the cache's back."""
+    connection = await asyncpg.connect(asyncpg_dsn(dsn))
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+def make_request() -> Callable[..., dict[str, object]]:
+    """Factory of chat completion requests."""
+
+    def make(question: str = "What is the capital of France?", **params: object) -> dict[str, object]:
+        return {
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": question},
+            ],
+            **params,
+        }
+
+    return make
+
+
+@pytest.fixture
+def make_response() -> Callable[..., dict[str, object]]:
+    """Factory of ChatCompletion JSON dicts."""
+
+    def make(content: str = "Paris.", *, prompt_tokens: int = 12, completion_tokens: int = 2) -> dict[str, object]:
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

@@ -1,0 +1,211 @@
+"""Exact lookups through the public Cache, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import asyncpg
+import pytest
+from openai.types.chat import ChatCompletion
+
+from llm_pgcache import BackendError, Cache, InvalidInputError, request_keys
+
+Factory = Callable[..., dict[str, object]]
+
+
+async def test_miss_then_hit(cache: Cache, make_request: Factory, make_response: Factory) -> None:
+    request, response = make_request(), make_response()
+    assert await cache.get(request) is None
+    await cache.set(request, response)
+    hit = await cache.get(request)
+    assert hit is not None
+    assert hit.response == response
+    assert hit.tier == "postgres-exact"
+    assert hit.model == "gpt-4o-mini"
+    assert hit.expires_at is None
+    assert (hit.prompt_tokens, hit.completion_tokens) == (12, 2)
+
+
+async def test_chat_completion_round_trips(
+    cache: Cache, make_request: Factory, make_response: Factory
+) -> None:
+    completion = ChatCompletion.model_validate(make_response("Paris, of course."))
+    await cache.set(make_request(), completion)
+    hit = await cache.get(make_request())
+    assert hit is not None
+    assert ChatCompletion.model_validate(hit.response) == completion
+
+
+async def test_any_key_order_hits(cache: Cache, make_request: Factory, make_response: Factory) -> None:
+    request = make_request(temperature=0, seed=1)
+    await cache.set(request, make_response())
+    reordered = dict(reversed(list(request.items())))
+    assert await cache.get(reordered) is not None
+    assert await cache.get(make_request(temperature=0, seed=2)) is None
+
+
+async def test_set_replaces(cache: Cache, make_request: Factory, make_response: Factory) -> None:
+    await cache.set(make_request(), make_response("first"))
+    await cache.set(make_request(), make_response("second"))
+    hit = await cache.get(make_request())
+    assert hit is not None
+    assert hit.response["choices"][0]["message"]["content"] == "second"  # type: ignore[index]
+
+
+async def test_namespaces_never_leak(
+    cache: Cache, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    await cache.set(make_request(), make_response("mine"))
+    assert await cache.get(make_request(), namespace=f"{namespace}-other") is None
+    await cache.set(make_request(), make_response("theirs"), namespace=f"{namespace}-other")
+    mine = await cache.get(make_request())
+    theirs = await cache.get(make_request(), namespace=f"{namespace}-other")
+    assert mine is not None
+    assert theirs is not None
+    assert mine.response["choices"][0]["message"]["content"] == "mine"  # type: ignore[index]
+    assert theirs.response["choices"][0]["message"]["content"] == "theirs"  # type: ignore[index]
+    assert await cache.invalidate(namespace=f"{namespace}-other") == 1
+    assert await cache.get(make_request()) is not None
+
+
+async def test_expired_rows_are_never_returned(
+    cache: Cache, namespace: str, db: asyncpg.Connection, make_request: Factory,
+    make_response: Factory,
+) -> None:
+    await cache.set(make_request(), make_response(), ttl=3600)
+    assert await cache.get(make_request()) is not None
+    # Move the row past its expiry instead of sleeping; the purge job has not run.
+    await db.execute(
+        "UPDATE llm_cache SET expires_at = now() - interval '1 second' WHERE namespace = $1",
+        namespace,
+    )
+    assert await cache.get(make_request()) is None
+    assert await db.fetchval("SELECT count(*) FROM llm_cache WHERE namespace = $1", namespace) == 1
+
+
+async def test_ttl_sets_expires_at_from_the_database_clock(
+    cache: Cache, make_request: Factory, make_response: Factory, db: asyncpg.Connection
+) -> None:
+    await cache.set(make_request(), make_response(), ttl=timedelta(minutes=10))
+    hit = await cache.get(make_request())
+    assert hit is not None
+    assert hit.expires_at is not None
+    db_now: datetime = await db.fetchval("SELECT now()")
+    assert timedelta(minutes=9) < hit.expires_at - db_now <= timedelta(minutes=10)
+
+
+async def test_default_ttl_per_model(
+    dsn: str, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    async with Cache.connect(
+        dsn, namespace=namespace, default_ttl=60, model_ttls={"gpt-4o": 7200, "o1*": 86400}
+    ) as cache:
+        for model, expected in [("gpt-4o", 7200), ("o1-mini", 86400), ("gpt-4o-mini", 60)]:
+            await cache.set(make_request(model=model), make_response())
+            hit = await cache.get(make_request(model=model))
+            assert hit is not None
+            assert hit.expires_at is not None
+            lifetime = (hit.expires_at - hit.created_at).total_seconds()
+            assert lifetime == pytest.approx(expected, abs=1)
+        await cache.set(make_request(model="gpt-4o"), make_response(), ttl=5)
+        hit = await cache.get(make_request(model="gpt-4o"))
+        assert hit is not None
+        assert hit.expires_at is not None
+        assert (hit.expires_at - hit.created_at).total_seconds() == pytest.approx(5, abs=1)
+
+
+async def test_invalidate_by_key_tag_model_and_namespace(
+    cache: Cache, make_request: Factory, make_response: Factory
+) -> None:
+    a, b, c, d = (make_request(q) for q in ("a", "b", "c", "d"))
+    await cache.set(a, make_response(), tags=["faq", "v1"])
+    await cache.set(b, make_response(), tags=["faq"])
+    await cache.set(c, make_response(), tags=["v1"])
+    await cache.set({**d, "model": "gpt-4o"}, make_response())
+
+    assert await cache.invalidate(key=a) == 1
+    assert await cache.get(a) is None
+    assert await cache.invalidate(tag="faq") == 1  # b; a is gone already
+    assert await cache.get(b) is None
+    assert await cache.get(c) is not None
+    assert await cache.invalidate(model="gpt-4o") == 1
+    assert await cache.get({**d, "model": "gpt-4o"}) is None
+    assert await cache.invalidate(key=request_keys(c).exact_key) == 1
+    await cache.set(d, make_response())
+    assert await cache.invalidate(namespace=cache.namespace) == 1
+    assert await cache.get(d) is None
+
+
+async def test_invalidate_needs_one_explicit_target(cache: Cache, make_request: Factory) -> None:
+    with pytest.raises(InvalidInputError):
+        await cache.invalidate()
+    with pytest.raises(InvalidInputError):
+        await cache.invalidate(tag="a", model="b")
+    with pytest.raises(InvalidInputError):
+        await cache.invalidate(key=b"short")
+
+
+async def test_counters(cache: Cache, make_request: Factory, make_response: Factory) -> None:
+    await cache.get(make_request("one"))
+    await cache.set(make_request("one"), make_response(prompt_tokens=100, completion_tokens=20))
+    await cache.get(make_request("one"))
+    await cache.get(make_request("one"))
+    counters = cache.counters
+    assert (counters.hits, counters.misses) == (2, 1)
+    assert counters.hit_rate == pytest.approx(2 / 3)
+    assert counters.tokens_saved == 240
+
+
+async def test_stats_count_entries_expired_and_models(
+    cache: Cache, namespace: str, db: asyncpg.Connection, make_request: Factory,
+    make_response: Factory,
+) -> None:
+    await cache.set(make_request("a"), make_response())
+    await cache.set(make_request("b"), make_response(), ttl=60)
+    await cache.set(make_request("c", model="gpt-4o"), make_response())
+    await db.execute(
+        "UPDATE llm_cache SET expires_at = now() - interval '1 hour' "
+        "WHERE namespace = $1 AND expires_at IS NOT NULL",
+        namespace,
+    )
+    table = (await cache.stats()).table
+    assert (table.entries, table.expired) == (3, 1)
+    assert table.top_models == (("gpt-4o-mini", 2), ("gpt-4o", 1))
+    assert table.table_bytes > 0
+    assert table.index_bytes > 0
+
+
+async def test_concurrent_puts_of_one_key_never_raise_or_duplicate(
+    cache: Cache, namespace: str, db: asyncpg.Connection, make_request: Factory,
+    make_response: Factory,
+) -> None:
+    responses = [make_response(f"answer {i}") for i in range(50)]
+    await asyncio.gather(*(cache.set(make_request(), r) for r in responses))
+    rows = await db.fetch("SELECT response FROM llm_cache WHERE namespace = $1", namespace)
+    assert len(rows) == 1
+    hit = await cache.get(make_request())
+    assert hit is not None
+    assert hit.response in responses
+
+
+async def test_connect_as_context_manager_closes(dsn: str, make_request: Factory) -> None:
+    async with Cache.connect(dsn, namespace="ctx", strict=True) as cache:
+        assert await cache.get(make_request()) is None
+    with pytest.raises(BackendError, match="closed"):
+        await cache.get(make_request())
+
+
+async def test_a_pool_passed_in_is_not_closed(dsn: str, make_request: Factory) -> None:
+    from llm_pgcache import init_connection
+    from llm_pgcache.config import asyncpg_dsn
+
+    pool = await asyncpg.create_pool(asyncpg_dsn(dsn), min_size=1, max_size=2, init=init_connection)
+    try:
+        cache = await Cache.connect(pool=pool, namespace="pool")
+        await cache.get(make_request())
+        await cache.close()
+        assert await pool.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()

@@ -1,0 +1,155 @@
+"""The canonical request: equal requests share keys, different outputs never do."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from openai import NOT_GIVEN
+
+from llm_pgcache import InvalidRequestError, request_keys
+from llm_pgcache.keys import KEY_FORMAT_VERSION, canonical_request
+
+BASE = {
+    "model": "gpt-4o-mini",
+    "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ],
+    "temperature": 0.2,
+}
+
+
+def test_dict_order_does_not_matter() -> None:
+    reordered = {
+        "temperature": 0.2,
+        "messages": [
+            {"content": "You are terse.", "role": "system"},
+            {"content": "What is the capital of France?", "role": "user"},
+        ],
+        "model": "gpt-4o-mini",
+    }
+    assert request_keys(reordered) == request_keys(BASE)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("model", "gpt-4o"),
+        ("temperature", 0.3),
+        ("top_p", 0.9),
+        ("max_tokens", 50),
+        ("max_completion_tokens", 50),
+        ("seed", 7),
+        ("stop", ["\n"]),
+        ("n", 2),
+        ("presence_penalty", 0.5),
+        ("frequency_penalty", 0.5),
+        ("logit_bias", {"50256": -100}),
+        ("response_format", {"type": "json_object"}),
+        ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+        ("tool_choice", "required"),
+        ("reasoning_effort", "high"),
+        ("some_future_parameter", True),
+    ],
+)
+def test_every_output_parameter_changes_the_key(name: str, value: object) -> None:
+    changed = request_keys({**BASE, name: value})
+    assert changed.exact_key != request_keys(BASE).exact_key
+    assert changed.scope_key != request_keys(BASE).scope_key
+
+
+def test_system_prompt_changes_both_keys() -> None:
+    other = {**BASE, "messages": [{"role": "system", "content": "Be verbose."}, BASE["messages"][1]]}
+    assert request_keys(other).exact_key != request_keys(BASE).exact_key
+    assert request_keys(other).scope_key != request_keys(BASE).scope_key
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("timeout", 30),
+        ("extra_headers", {"X-Trace": "abc"}),
+        ("extra_query", {"a": "b"}),
+        ("user", "user-42"),
+        ("stream", True),
+        ("stream_options", {"include_usage": True}),
+        ("metadata", {"request_id": "r1"}),
+        ("store", False),
+        ("service_tier", "auto"),
+    ],
+)
+def test_transport_parameters_do_not_change_the_key(name: str, value: object) -> None:
+    assert request_keys({**BASE, name: value}) == request_keys(BASE)
+
+
+def test_not_given_is_the_same_as_absent() -> None:
+    assert request_keys({**BASE, "seed": NOT_GIVEN}) == request_keys(BASE)
+
+
+def test_integral_floats_equal_ints() -> None:
+    assert request_keys({**BASE, "temperature": 1.0}) == request_keys({**BASE, "temperature": 1})
+
+
+def test_last_user_turn_is_the_text_and_outside_the_scope() -> None:
+    paraphrase = {
+        **BASE,
+        "messages": [BASE["messages"][0], {"role": "user", "content": "France's capital city?"}],
+    }
+    keys, other = request_keys(BASE), request_keys(paraphrase)
+    assert keys.text == "What is the capital of France?"
+    assert other.text == "France's capital city?"
+    assert keys.exact_key != other.exact_key
+    assert keys.scope_key == other.scope_key
+
+
+def test_text_of_content_parts() -> None:
+    request = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Describe"},
+                    {"type": "image_url", "image_url": {"url": "https://example.invalid/a.png"}},
+                    {"type": "text", "text": "this image"},
+                ],
+            }
+        ],
+    }
+    assert request_keys(request).text == "Describe\nthis image"
+
+
+def test_the_canonical_form_is_versioned_and_is_what_is_hashed() -> None:
+    canonical = canonical_request(BASE)
+    assert json.loads(canonical)["v"] == KEY_FORMAT_VERSION
+    assert request_keys(BASE).exact_key == hashlib.sha256(canonical.encode()).digest()
+
+
+def test_pydantic_messages_key_like_their_dicts() -> None:
+    from openai.types.chat import ChatCompletionUserMessageParam  # a TypedDict: plain dict
+
+    message: ChatCompletionUserMessageParam = {"role": "user", "content": "hi"}
+    assert request_keys({"model": "m", "messages": [message]}) == request_keys(
+        {"model": "m", "messages": [{"content": "hi", "role": "user"}]}
+    )
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"messages": BASE["messages"]},
+        {"model": "", "messages": BASE["messages"]},
+        {"model": "gpt\x00", "messages": BASE["messages"]},
+        {"model": "m", "messages": []},
+        {"model": "m"},
+        {**BASE, "temperature": float("nan")},
+        {**BASE, "tools": [object()]},
+        {**BASE, "logit_bias": {1: 2}},
+        ["not", "a", "mapping"],
+    ],
+)
+def test_unkeyable_requests_raise(request_: object) -> None:
+    with pytest.raises(InvalidRequestError):
+        request_keys(request_)  # type: ignore[arg-type]
