@@ -95,7 +95,9 @@ async def db(dsn: str) -> AsyncIterator[asyncpg.Connection]:
 def make_request() -> Callable[..., dict[str, object]]:
     """Factory of chat completion requests."""
 
-    def make(question: str = "What is the capital of France?", **params: object) -> dict[str, object]:
+    def make(
+        question: str = "What is the capital of France?", **params: object
+    ) -> dict[str, object]:
         return {
             "model": "gpt-4o-mini",
             "messages": [
@@ -112,7 +114,9 @@ def make_request() -> Callable[..., dict[str, object]]:
 def make_response() -> Callable[..., dict[str, object]]:
     """Factory of ChatCompletion JSON dicts."""
 
-    def make(content: str = "Paris.", *, prompt_tokens: int = 12, completion_tokens: int = 2) -> dict[str, object]:
+    def make(
+        content: str = "Paris.", *, prompt_tokens: int = 12, completion_tokens: int = 2
+    ) -> dict[str, object]:
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",

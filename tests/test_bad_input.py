@@ -39,7 +39,10 @@ async def assert_intact(cache: Cache, make_request: Factory, response: dict[str,
 
 
 async def test_nul_in_prompt_and_response_round_trips(
-    cache: Cache, db: asyncpg.Connection, namespace: str, make_request: Factory,
+    cache: Cache,
+    db: asyncpg.Connection,
+    namespace: str,
+    make_request: Factory,
     make_response: Factory,
 ) -> None:
     request = make_request("before\x00after")
@@ -61,7 +64,9 @@ async def test_nul_in_keys_of_the_response(cache: Cache, make_request: Factory) 
     assert hit.response == response
 
 
-async def test_a_response_using_the_wrapper_key_round_trips(cache: Cache, make_request: Factory) -> None:
+async def test_a_response_using_the_wrapper_key_round_trips(
+    cache: Cache, make_request: Factory
+) -> None:
     response = {NUL_SAFE_MARKER: "not base64 at all"}
     await cache.set(make_request(), response)
     hit = await cache.get(make_request())
@@ -69,7 +74,9 @@ async def test_a_response_using_the_wrapper_key_round_trips(cache: Cache, make_r
     assert hit.response == response
 
 
-async def test_escape_lookalikes_and_unicode_round_trip(cache: Cache, make_request: Factory) -> None:
+async def test_escape_lookalikes_and_unicode_round_trip(
+    cache: Cache, make_request: Factory
+) -> None:
     response = {"text": "literal \\u0000 backslash, emoji 🦀, lone surrogate \ud800, ümlaut"}
     await cache.set(make_request(), response)
     hit = await cache.get(make_request())
@@ -89,8 +96,12 @@ async def test_one_megabyte_prompt_and_response(
 
 
 async def test_oversized_response_is_refused(
-    dsn: str, namespace: str, make_request: Factory, make_response: Factory,
-    stored: dict[str, object], cache: Cache,
+    dsn: str,
+    namespace: str,
+    make_request: Factory,
+    make_response: Factory,
+    stored: dict[str, object],
+    cache: Cache,
 ) -> None:
     async with Cache.connect(dsn, namespace=namespace, max_entry_bytes=10_000) as small:
         with pytest.raises(InvalidInputError, match="max_entry_bytes"):
@@ -122,7 +133,10 @@ async def test_non_json_response_is_refused(
     [0, -1, -0.5, math.inf, math.nan, 10**12, timedelta(seconds=-5), "60", True],
 )
 async def test_bad_ttl_is_refused(
-    cache: Cache, make_request: Factory, make_response: Factory, stored: dict[str, object],
+    cache: Cache,
+    make_request: Factory,
+    make_response: Factory,
+    stored: dict[str, object],
     ttl: object,
 ) -> None:
     with pytest.raises(InvalidTTLError):
@@ -132,7 +146,10 @@ async def test_bad_ttl_is_refused(
 
 @pytest.mark.parametrize("bad_namespace", ["", "x" * 201, "a\x00b", 42])
 async def test_bad_namespace_is_refused(
-    cache: Cache, make_request: Factory, make_response: Factory, stored: dict[str, object],
+    cache: Cache,
+    make_request: Factory,
+    make_response: Factory,
+    stored: dict[str, object],
     bad_namespace: object,
 ) -> None:
     with pytest.raises(InvalidNamespaceError):
@@ -151,7 +168,10 @@ async def test_bad_namespace_at_connect(dsn: str) -> None:
 
 @pytest.mark.parametrize("tags", ["one-string", [""], ["a\x00"], [42], ["x" * 201]])
 async def test_bad_tags_are_refused(
-    cache: Cache, make_request: Factory, make_response: Factory, stored: dict[str, object],
+    cache: Cache,
+    make_request: Factory,
+    make_response: Factory,
+    stored: dict[str, object],
     tags: object,
 ) -> None:
     with pytest.raises(InvalidInputError):

@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 from openai.types.chat import ChatCompletion
 
-from llm_pgcache import BackendError, Cache, InvalidInputError, request_keys
+from llm_pgcache import BackendError, Cache, InvalidInputError, init_connection, request_keys
+from llm_pgcache.config import asyncpg_dsn
 
 Factory = Callable[..., dict[str, object]]
 
@@ -38,7 +39,9 @@ async def test_chat_completion_round_trips(
     assert ChatCompletion.model_validate(hit.response) == completion
 
 
-async def test_any_key_order_hits(cache: Cache, make_request: Factory, make_response: Factory) -> None:
+async def test_any_key_order_hits(
+    cache: Cache, make_request: Factory, make_response: Factory
+) -> None:
     request = make_request(temperature=0, seed=1)
     await cache.set(request, make_response())
     reordered = dict(reversed(list(request.items())))
@@ -71,7 +74,10 @@ async def test_namespaces_never_leak(
 
 
 async def test_expired_rows_are_never_returned(
-    cache: Cache, namespace: str, db: asyncpg.Connection, make_request: Factory,
+    cache: Cache,
+    namespace: str,
+    db: asyncpg.Connection,
+    make_request: Factory,
     make_response: Factory,
 ) -> None:
     await cache.set(make_request(), make_response(), ttl=3600)
@@ -159,7 +165,10 @@ async def test_counters(cache: Cache, make_request: Factory, make_response: Fact
 
 
 async def test_stats_count_entries_expired_and_models(
-    cache: Cache, namespace: str, db: asyncpg.Connection, make_request: Factory,
+    cache: Cache,
+    namespace: str,
+    db: asyncpg.Connection,
+    make_request: Factory,
     make_response: Factory,
 ) -> None:
     await cache.set(make_request("a"), make_response())
@@ -178,7 +187,10 @@ async def test_stats_count_entries_expired_and_models(
 
 
 async def test_concurrent_puts_of_one_key_never_raise_or_duplicate(
-    cache: Cache, namespace: str, db: asyncpg.Connection, make_request: Factory,
+    cache: Cache,
+    namespace: str,
+    db: asyncpg.Connection,
+    make_request: Factory,
     make_response: Factory,
 ) -> None:
     responses = [make_response(f"answer {i}") for i in range(50)]
@@ -198,9 +210,6 @@ async def test_connect_as_context_manager_closes(dsn: str, make_request: Factory
 
 
 async def test_a_pool_passed_in_is_not_closed(dsn: str, make_request: Factory) -> None:
-    from llm_pgcache import init_connection
-    from llm_pgcache.config import asyncpg_dsn
-
     pool = await asyncpg.create_pool(asyncpg_dsn(dsn), min_size=1, max_size=2, init=init_connection)
     try:
         cache = await Cache.connect(pool=pool, namespace="pool")

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from openai import NOT_GIVEN
+from openai.types.chat import ChatCompletionUserMessageParam
 
 from llm_pgcache import InvalidRequestError, request_keys
 from llm_pgcache.keys import KEY_FORMAT_VERSION, canonical_request
@@ -61,7 +62,10 @@ def test_every_output_parameter_changes_the_key(name: str, value: object) -> Non
 
 
 def test_system_prompt_changes_both_keys() -> None:
-    other = {**BASE, "messages": [{"role": "system", "content": "Be verbose."}, BASE["messages"][1]]}
+    other = {
+        **BASE,
+        "messages": [{"role": "system", "content": "Be verbose."}, BASE["messages"][1]],
+    }
     assert request_keys(other).exact_key != request_keys(BASE).exact_key
     assert request_keys(other).scope_key != request_keys(BASE).scope_key
 
@@ -128,8 +132,6 @@ def test_the_canonical_form_is_versioned_and_is_what_is_hashed() -> None:
 
 
 def test_pydantic_messages_key_like_their_dicts() -> None:
-    from openai.types.chat import ChatCompletionUserMessageParam  # a TypedDict: plain dict
-
     message: ChatCompletionUserMessageParam = {"role": "user", "content": "hi"}
     assert request_keys({"model": "m", "messages": [message]}) == request_keys(
         {"model": "m", "messages": [{"content": "hi", "role": "user"}]}

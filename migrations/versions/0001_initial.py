@@ -53,7 +53,6 @@ def upgrade() -> None:
     )
     op.create_index("llm_cache_expires_at_idx", "llm_cache", ["expires_at"])
     op.create_index("llm_cache_tags_idx", "llm_cache", ["tags"], postgresql_using="gin")
-    op.create_index("llm_cache_namespace_model_idx", "llm_cache", ["namespace", "model"])
     op.create_index(
         "llm_cache_embedding_ivfflat",
         "llm_cache",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Awaitable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -89,7 +89,9 @@ class Cache:
         self._store = store
         self.namespace = _check_namespace(namespace)
         self.default_ttl = _ttl_seconds(default_ttl)
-        self.model_ttls = {pattern: _ttl_seconds(ttl) for pattern, ttl in (model_ttls or {}).items()}
+        self.model_ttls = {
+            pattern: _ttl_seconds(ttl) for pattern, ttl in (model_ttls or {}).items()
+        }
         self.store_prompts = store_prompts
         self.strict = strict
         self.max_entry_bytes = max_entry_bytes
@@ -146,47 +148,33 @@ class Cache:
             "strict": strict,
             "max_entry_bytes": max_entry_bytes,
         }
-        return _Connecting(cls._open(dsn, pool, min_size, max_size, embedded_dir, options))
+        if pool is not None:
+            opening = PostgresStore.from_pool(pool)
+        else:
+            opening = _open_store(
+                dsn or Settings.from_env().dsn,
+                min_size=min_size,
+                max_size=max_size,
+                embedded_dir=embedded_dir,
+            )
+        return _Connecting(cls._open(opening, options))
 
     @classmethod
-    async def _open(
-        cls,
-        dsn: str | None,
-        pool: asyncpg.Pool | None,
-        min_size: int,
-        max_size: int,
-        embedded_dir: str | None,
-        options: dict[str, Any],
-    ) -> Self:
-        if pool is not None:
-            store = await PostgresStore.from_pool(pool)
-        else:
-            dsn = dsn or Settings.from_env().dsn
-            store = await cls._open_store(dsn, min_size, max_size, embedded_dir)
+    async def _open(cls, opening: Awaitable[PostgresStore], options: dict[str, Any]) -> Self:
+        store = await opening
         try:
             return cls(store, **options)
         except BaseException:
             await store.close()
             raise
 
-    @staticmethod
-    async def _open_store(
-        dsn: str | None, min_size: int, max_size: int, embedded_dir: str | None
-    ) -> PostgresStore:
-        if dsn is not None:
-            return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
-        dsn = await embedded.start(embedded_dir)
-        try:
-            return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
-        except SchemaError:  # a new embedded server: migrate it, as `llm-pgcache migrate` does
-            await migrate.upgrade(dsn)
-            return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
-
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()
@@ -195,7 +183,9 @@ class Cache:
         """Close the connections the cache opened (not a pool passed in)."""
         await self._store.close()
 
-    async def get(self, request: Mapping[str, Any], *, namespace: str | None = None) -> CacheHit | None:
+    async def get(
+        self, request: Mapping[str, Any], *, namespace: str | None = None
+    ) -> CacheHit | None:
         """The cached response of `request`, or None on a miss.
 
         Args:
@@ -256,7 +246,9 @@ class Cache:
                 f"response is {len(response_json)} bytes as JSON, over max_entry_bytes="
                 f"{self.max_entry_bytes}"
             )
-        usage = body.get("usage") if isinstance(body.get("usage"), Mapping) else {}
+        usage = body.get("usage")
+        if not isinstance(usage, Mapping):
+            usage = {}
         entry = StoredEntry(
             namespace=ns,
             cache_key=keys.exact_key,
@@ -364,11 +356,26 @@ class _Connecting:
         return self._cache
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         if self._cache is not None:
             await self._cache.close()
+
+
+async def _open_store(
+    dsn: str | None, *, min_size: int, max_size: int, embedded_dir: str | None
+) -> PostgresStore:
+    if dsn is not None:
+        return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
+    dsn = await embedded.start(embedded_dir)
+    try:
+        return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
+    except SchemaError:  # a new embedded server: migrate it, as `llm-pgcache migrate` does
+        await migrate.upgrade(dsn)
+        return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
 
 
 def _ttl_seconds(ttl: TTL | None) -> float | None:

@@ -70,7 +70,8 @@ def openai_upstream() -> Upstream:
 
     async def call(request: dict[str, Any]) -> dict[str, Any]:
         completion = await client.chat.completions.create(**request)
-        return completion.model_dump(mode="json")
+        response: dict[str, Any] = completion.model_dump(mode="json")
+        return response
 
     return call
 

