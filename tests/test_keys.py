@@ -7,10 +7,10 @@ import json
 
 import pytest
 from openai import NOT_GIVEN
-from openai.types.chat import ChatCompletionUserMessageParam
+from openai.types.chat import ChatCompletionMessage, ChatCompletionUserMessageParam
 
 from llm_pgcache import InvalidRequestError, request_keys
-from llm_pgcache.keys import KEY_FORMAT_VERSION, canonical_request
+from llm_pgcache.keys import KEY_FORMAT_VERSION, canonical_request, exact_key
 
 BASE = {
     "model": "gpt-4o-mini",
@@ -92,6 +92,24 @@ def test_not_given_is_the_same_as_absent() -> None:
     assert request_keys({**BASE, "seed": NOT_GIVEN}) == request_keys(BASE)
 
 
+def test_int_keys_equal_their_json_strings() -> None:
+    # The openai client sends {50256: -100} as {"50256": -100}: the same request.
+    assert request_keys({**BASE, "logit_bias": {50256: -100}}) == request_keys(
+        {**BASE, "logit_bias": {"50256": -100}}
+    )
+
+
+def test_message_objects_key_like_their_dicts() -> None:
+    previous = ChatCompletionMessage(role="assistant", content="Paris.")
+    as_object = {**BASE, "messages": [*BASE["messages"], previous]}
+    as_dict = {**BASE, "messages": [*BASE["messages"], {"role": "assistant", "content": "Paris."}]}
+    assert request_keys(as_object) == request_keys(as_dict)
+
+
+def test_exact_key_alone_equals_the_full_computation() -> None:
+    assert exact_key(BASE) == request_keys(BASE).exact_key
+
+
 def test_integral_floats_equal_ints() -> None:
     assert request_keys({**BASE, "temperature": 1.0}) == request_keys({**BASE, "temperature": 1})
 
@@ -148,7 +166,7 @@ def test_pydantic_messages_key_like_their_dicts() -> None:
         {"model": "m"},
         {**BASE, "temperature": float("nan")},
         {**BASE, "tools": [object()]},
-        {**BASE, "logit_bias": {1: 2}},
+        {**BASE, "logit_bias": {(1, 2): 3}},
         ["not", "a", "mapping"],
     ],
 )

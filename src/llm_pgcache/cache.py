@@ -23,7 +23,7 @@ from llm_pgcache.errors import (
     InvalidTTLError,
     SchemaError,
 )
-from llm_pgcache.keys import request_keys
+from llm_pgcache.keys import exact_key, request_keys
 from llm_pgcache.store.postgres import PostgresStore, StoredEntry, TableStats
 
 logger = logging.getLogger("llm_pgcache")
@@ -196,10 +196,10 @@ class Cache:
             InvalidRequestError: the request cannot be keyed (no model, non-JSON values...).
             BackendError: only with `strict=True`; otherwise a backend failure is a miss.
         """
-        keys = request_keys(request)
+        key = exact_key(request)
         ns = self.namespace if namespace is None else _check_namespace(namespace)
         try:
-            record = await self._store.get(ns, keys.exact_key)
+            record = await self._store.get(ns, key)
         except BackendError as exc:
             self._backend_failed(exc)
             self._misses += 1
@@ -300,7 +300,7 @@ class Cache:
                 raise InvalidInputError("a key given as bytes must be a 32-byte sha256 digest")
             cache_key = key
         elif key is not None:
-            cache_key = request_keys(key).exact_key
+            cache_key = exact_key(key)
         return await self._store.delete(ns, cache_key=cache_key, tag=tag, model=model)
 
     @property

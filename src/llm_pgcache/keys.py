@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,17 +77,26 @@ def request_keys(request: Mapping[str, Any]) -> RequestKeys:
     )
 
 
+def exact_key(request: Mapping[str, Any]) -> bytes:
+    """`request_keys(request).exact_key`, computed alone for the exact-lookup hot path."""
+    return _sha256(_canonical_json(_output_params(request)))
+
+
 def canonical_request(request: Mapping[str, Any]) -> str:
     """The canonical JSON text whose sha256 is the request's `exact_key`."""
     return _canonical_json(_output_params(request))
 
 
 def _output_params(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The request's output-affecting parameters, canonicalized and checked."""
+    """The request's output-affecting parameters, checked.
+
+    Top-level numbers that are integral become ints (temperature=1.0 keys like
+    temperature=1); message objects (pydantic models) become their dicts.
+    """
     if not isinstance(request, Mapping):
         raise InvalidRequestError(f"request must be a mapping, got {type(request).__name__}")
     params = {
-        name: _canonical(value, name)
+        name: int(value) if type(value) is float and value.is_integer() else value
         for name, value in request.items()
         if name not in TRANSPORT_PARAMS and not _is_omitted(value)
     }
@@ -96,19 +104,36 @@ def _output_params(request: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(model, str) or not model or "\x00" in model:
         raise InvalidRequestError("request needs a model: a non-empty string without NUL")
     messages = params.get("messages")
-    if not isinstance(messages, list) or not messages:
+    if not isinstance(messages, list | tuple) or not messages:
         raise InvalidRequestError("request needs messages: a non-empty list")
+    params["messages"] = [
+        message if type(message) is dict else _json_value(message) for message in messages
+    ]
     return params
 
 
 def _canonical_json(params: dict[str, Any]) -> str:
-    return json.dumps(
-        {"v": KEY_FORMAT_VERSION, "request": params},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+    try:
+        return json.dumps(
+            {"v": KEY_FORMAT_VERSION, "request": params},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+            default=_json_value,
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"request is not JSON: {exc}") from exc
+
+
+def _json_value(value: Any) -> Any:
+    """Pydantic models (openai's message objects) as JSON; anything else unchanged."""
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump):
+        return model_dump(mode="json", exclude_unset=True)
+    if isinstance(value, dict | list | str | int | float | bool | tuple) or value is None:
+        return value
+    raise TypeError(f"a {type(value).__name__} is not JSON")
 
 
 def _sha256(text: str) -> bytes:
@@ -118,32 +143,6 @@ def _sha256(text: str) -> bytes:
 def _is_omitted(value: object) -> bool:
     # openai's NOT_GIVEN / Omit sentinels mean "parameter absent".
     return type(value).__name__ in {"NotGiven", "Omit"}
-
-
-def _canonical(value: Any, path: str) -> Any:
-    """A JSON value equal for equal requests: models dumped, integral floats as ints."""
-    if value is None or isinstance(value, bool | str | int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidRequestError(f"request parameter {path} is not a finite number")
-        return int(value) if value.is_integer() else value
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidRequestError(f"request parameter {path} has a non-string key {key!r}")
-            if not _is_omitted(item):
-                out[key] = _canonical(item, f"{path}.{key}")
-        return out
-    if isinstance(value, list | tuple):
-        return [_canonical(item, f"{path}[{i}]") for i, item in enumerate(value)]
-    model_dump = getattr(value, "model_dump", None)
-    if callable(model_dump):  # a pydantic model, e.g. a message object from openai
-        return _canonical(model_dump(mode="json", exclude_unset=True), path)
-    raise InvalidRequestError(
-        f"request parameter {path} is a {type(value).__name__}, which is not JSON"
-    )
 
 
 def _last_user_index(messages: list[Any]) -> int | None:

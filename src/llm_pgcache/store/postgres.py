@@ -1,14 +1,13 @@
 """The PostgreSQL repository: every asyncpg call of the package lives here.
 
-Driver errors are translated in one place (`translate_errors`): connection loss and
+Driver errors are translated in one place (`translate_error`): connection loss and
 timeouts become `BackendError`, a missing table or column `SchemaError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -17,7 +16,7 @@ from pgvector.asyncpg import register_vector
 
 from llm_pgcache import sql
 from llm_pgcache.config import asyncpg_dsn, redact_dsn
-from llm_pgcache.errors import BackendError, InvalidInputError, SchemaError
+from llm_pgcache.errors import BackendError, InvalidInputError, LLMPgCacheError, SchemaError
 
 SCHEMA_REVISION = "0001"  # the alembic head this code runs against (a test checks it)
 
@@ -66,7 +65,8 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
-_BACKEND_ERRORS = (
+# Everything the driver raises for a failed statement or connection.
+DRIVER_ERRORS = (
     OSError,
     TimeoutError,
     asyncpg.PostgresError,
@@ -75,21 +75,18 @@ _BACKEND_ERRORS = (
 )
 
 
-@contextlib.contextmanager
-def translate_errors() -> Iterator[None]:
-    """Turn driver errors into llm-pgcache errors, keeping the cause."""
-    try:
-        yield
-    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
-        raise SchemaError(f"{SchemaError.__doc__}\n({exc})") from exc
-    except (
-        asyncpg.CharacterNotInRepertoireError,
-        asyncpg.UntranslatableCharacterError,
-        asyncpg.DataError,
-    ) as exc:
-        raise InvalidInputError(f"the database rejected a value: {exc}") from exc
-    except _BACKEND_ERRORS as exc:
-        raise BackendError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
+def translate_error(exc: Exception) -> LLMPgCacheError:
+    """The llm-pgcache error for a driver error; raise it `from exc`."""
+    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError):
+        return SchemaError(f"{SchemaError.__doc__}\n({exc})")
+    if isinstance(
+        exc,
+        asyncpg.CharacterNotInRepertoireError
+        | asyncpg.UntranslatableCharacterError
+        | asyncpg.DataError,
+    ):
+        return InvalidInputError(f"the database rejected a value: {exc}")
+    return BackendError(f"PostgreSQL failed: {type(exc).__name__}: {exc}")
 
 
 class PostgresStore:
@@ -118,7 +115,7 @@ class PostgresStore:
         dsn = asyncpg_dsn(dsn)
         try:
             connection = await asyncpg.connect(dsn, timeout=connect_timeout)
-        except _BACKEND_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise BackendError(
                 f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc or type(exc).__name__}"
             ) from exc
@@ -126,7 +123,7 @@ class PostgresStore:
             embedding_dim = await check_schema(connection)
         finally:
             await connection.close()
-        with translate_errors():
+        try:
             pool = await asyncpg.create_pool(
                 dsn,
                 min_size=min_size,
@@ -135,14 +132,18 @@ class PostgresStore:
                 reset=_keep_session,
                 timeout=connect_timeout,
             )
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
         return cls(pool, owns_pool=True, embedding_dim=embedding_dim)
 
     @classmethod
     async def from_pool(cls, pool: asyncpg.Pool) -> Self:
         """Use a pool the caller owns (created with `init=init_connection`); not closed by us."""
-        with translate_errors():
+        try:
             async with pool.acquire() as connection:
                 embedding_dim = await check_schema(connection)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
         return cls(pool, owns_pool=False, embedding_dim=embedding_dim)
 
     async def close(self, grace: float = 10.0) -> None:
@@ -156,15 +157,17 @@ class PostgresStore:
 
     async def get(self, namespace: str, cache_key: bytes) -> asyncpg.Record | None:
         """The live row of `cache_key` in `namespace`, or None."""
-        with translate_errors():
+        try:
             record: asyncpg.Record | None = await self._pool.fetchrow(
                 sql.GET_EXACT, namespace, cache_key
             )
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
         return record
 
     async def put(self, entry: StoredEntry) -> None:
         """Insert or replace the row of (namespace, cache_key)."""
-        with translate_errors():
+        try:
             await self._pool.execute(
                 sql.PUT,
                 entry.namespace,
@@ -178,6 +181,8 @@ class PostgresStore:
                 entry.completion_tokens,
                 entry.ttl_seconds,
             )
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
 
     async def delete(
         self,
@@ -198,17 +203,21 @@ class PostgresStore:
             query, args = sql.DELETE_BY_MODEL, (namespace, model)
         else:
             query, args = sql.DELETE_NAMESPACE, (namespace,)
-        with translate_errors():
+        try:
             status: str = await self._pool.execute(query, *args)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
         return int(status.rsplit(" ", 1)[-1])
 
     async def table_stats(self, namespace: str | None = None, *, top: int = 5) -> TableStats:
         """Row counts, sizes and the most cached models (of one namespace, or all)."""
-        with translate_errors():
+        try:
             async with self._pool.acquire() as connection:
                 counts = await connection.fetchrow(sql.COUNT_ENTRIES, namespace)
                 sizes = await connection.fetchrow(sql.TABLE_SIZES)
                 models = await connection.fetch(sql.TOP_MODELS, namespace, top)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
         return TableStats(
             entries=counts["entries"],
             expired=counts["expired"],
@@ -221,11 +230,13 @@ class PostgresStore:
 
 async def check_schema(connection: asyncpg.Connection) -> int:
     """Verify the schema is migrated to `SCHEMA_REVISION`; returns the embedding dimension."""
-    with translate_errors():
+    try:
         state = await connection.fetchrow(sql.SCHEMA_STATE)
         revision = (
             await connection.fetchval(sql.SCHEMA_REVISION) if state["has_version_table"] else None
         )
+    except DRIVER_ERRORS as exc:
+        raise translate_error(exc) from exc
     if not state["has_table"] or revision is None:
         raise SchemaError(
             "the llm_cache table does not exist: run `llm-pgcache migrate` "
