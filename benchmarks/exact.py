@@ -136,7 +136,8 @@ async def main() -> None:
         await cache.close()
 
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
         "rows": args.rows,
         "ops_per_round": args.ops,
         "rounds": args.rounds,
