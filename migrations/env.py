@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from llm_pgcache.config import Settings, parse_embedding_dim, sqlalchemy_url
 from llm_pgcache.errors import ConfigurationError
-from llm_pgcache.schema import TABLE_NAME, VERSION_TABLE, build_metadata
+from llm_pgcache.schema import VERSION_TABLE, build_metadata
 
 config = context.config
 settings = Settings.from_env()
@@ -33,7 +33,7 @@ target_metadata = build_metadata(embedding_dim)
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
     # The database may hold the host application's tables too: compare only ours.
-    return type_ != "table" or name == TABLE_NAME
+    return type_ != "table" or name in target_metadata.tables
 
 
 def run_migrations(connection: Connection) -> None:

@@ -14,11 +14,11 @@ async def test_named_query_prepares(db: asyncpg.Connection, name: str) -> None:
     assert statement.get_parameters() is not None
 
 
-def test_every_query_constant_is_named() -> None:
+def test_every_statement_constant_is_named() -> None:
     constants = {
         value for key, value in vars(sql).items() if key.isupper() and isinstance(value, str)
     }
-    assert constants == set(sql.NAMED_QUERIES.values())
+    assert constants == {*sql.NAMED_QUERIES.values(), *sql.MAINTENANCE_STATEMENTS.values()}
 
 
 async def test_exact_lookup_uses_the_unique_index(db: asyncpg.Connection) -> None:

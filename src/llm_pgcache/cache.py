@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import math
+from collections import Counter
 from collections.abc import Awaitable, Generator, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -15,35 +14,43 @@ import asyncpg
 
 from llm_pgcache import embedded, migrate
 from llm_pgcache.config import Settings
+from llm_pgcache.embeddings import Embedder
 from llm_pgcache.entries import CacheHit, dump_response, response_dict, storable_text
 from llm_pgcache.errors import (
     BackendError,
+    EmbeddingDimensionError,
     InvalidInputError,
-    InvalidNamespaceError,
-    InvalidTTLError,
     SchemaError,
 )
 from llm_pgcache.keys import exact_key, request_keys
+from llm_pgcache.semantic import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
 from llm_pgcache.store.postgres import PostgresStore, StoredEntry, TableStats
+from llm_pgcache.validation import (
+    TTL,
+    check_namespace,
+    check_tags,
+    check_threshold,
+    token_count,
+    ttl_seconds,
+)
 
 logger = logging.getLogger("llm_pgcache")
 
-MAX_TTL_SECONDS = 100 * 365 * 24 * 3600.0
-MAX_NAMESPACE_LENGTH = 200
-MAX_TAG_LENGTH = 200
 DEFAULT_MAX_ENTRY_BYTES = 16 * 1024 * 1024
-
-TTL = float | int | timedelta
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Counters:
     """In-process counters of one `Cache` since it was opened."""
 
-    hits: int
+    hits_by_tier: dict[str, int]
     misses: int
     tokens_saved: int
     backend_errors: int
+
+    @property
+    def hits(self) -> int:
+        return sum(self.hits_by_tier.values())
 
     @property
     def hit_rate(self) -> float:
@@ -84,18 +91,35 @@ class Cache:
         store_prompts: bool = True,
         strict: bool = False,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+        embedder: Embedder | None = None,
+        similarity_threshold: float | None = None,
+        semantic: bool = True,
+        search: SearchOptions | None = None,
     ) -> None:
         """Wrap an opened store; prefer `Cache.connect`, which opens one. No I/O here."""
         self._store = store
-        self.namespace = _check_namespace(namespace)
-        self.default_ttl = _ttl_seconds(default_ttl)
-        self.model_ttls = {
-            pattern: _ttl_seconds(ttl) for pattern, ttl in (model_ttls or {}).items()
-        }
+        self.namespace = check_namespace(namespace)
+        self.default_ttl = ttl_seconds(default_ttl)
+        self.model_ttls = {pattern: ttl_seconds(ttl) for pattern, ttl in (model_ttls or {}).items()}
         self.store_prompts = store_prompts
         self.strict = strict
         self.max_entry_bytes = max_entry_bytes
-        self._hits = 0
+        self.semantic = semantic and embedder is not None
+        self._semantic: SemanticSearch | None = None
+        if embedder is not None:
+            if embedder.dim != store.embedding_dim:
+                raise EmbeddingDimensionError(
+                    embedder_dim=embedder.dim, table_dim=store.embedding_dim
+                )
+            if similarity_threshold is None:
+                similarity_threshold = getattr(
+                    embedder, "suggested_threshold", DEFAULT_SIMILARITY_THRESHOLD
+                )
+            self._semantic = SemanticSearch(store, embedder, search or SearchOptions())
+        self.similarity_threshold = check_threshold(
+            DEFAULT_SIMILARITY_THRESHOLD if similarity_threshold is None else similarity_threshold
+        )
+        self._hits: Counter[str] = Counter()
         self._misses = 0
         self._tokens_saved = 0
         self._backend_errors = 0
@@ -112,6 +136,10 @@ class Cache:
         store_prompts: bool = True,
         strict: bool = False,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+        embedder: Embedder | None = None,
+        similarity_threshold: float | None = None,
+        semantic: bool = True,
+        search: SearchOptions | None = None,
         pool: asyncpg.Pool | None = None,
         min_size: int = 2,
         max_size: int = 10,
@@ -130,6 +158,13 @@ class Cache:
                 semantic matching); False stores keys only.
             strict: raise backend errors instead of treating them as misses.
             max_entry_bytes: refuse to store larger responses.
+            embedder: turns the last user turn into a vector for semantic lookups (e.g.
+                `OpenAIEmbedder()`, or the offline `HashingEmbedder`); None: exact only.
+                Its dimension must equal the table's (`LLM_PGCACHE_EMBEDDING_DIM`).
+            similarity_threshold: lowest cosine similarity served as a semantic hit;
+                default: the embedder's `suggested_threshold`, else 0.9.
+            semantic: whether lookups fall through to semantic search (per call too).
+            search: ivfflat search settings (candidates, probes, max_probes).
             pool: an asyncpg pool you own (created with `init=llm_pgcache.init_connection`);
                 it is not closed by `close()`.
             min_size, max_size: size of the pool the cache opens for itself.
@@ -139,6 +174,7 @@ class Cache:
             BackendError: the server cannot be reached.
             SchemaError: the database is not migrated (a DSN was given).
             ConfigurationError: a bad DSN, or no DSN and the `embedded` extra is missing.
+            EmbeddingDimensionError: the embedder's dimension differs from the table's.
         """
         options: dict[str, Any] = {
             "namespace": namespace,
@@ -147,6 +183,10 @@ class Cache:
             "store_prompts": store_prompts,
             "strict": strict,
             "max_entry_bytes": max_entry_bytes,
+            "embedder": embedder,
+            "similarity_threshold": similarity_threshold,
+            "semantic": semantic,
+            "search": search,
         }
         if pool is not None:
             opening = PostgresStore.from_pool(pool)
@@ -184,34 +224,74 @@ class Cache:
         await self._store.close()
 
     async def get(
-        self, request: Mapping[str, Any], *, namespace: str | None = None
+        self,
+        request: Mapping[str, Any],
+        *,
+        namespace: str | None = None,
+        semantic: bool | None = None,
+        threshold: float | None = None,
     ) -> CacheHit | None:
         """The cached response of `request`, or None on a miss.
+
+        Looks up the exact request first; on a miss, when the cache has an embedder and
+        `semantic` is on, the nearest stored request of the same scope (same model, system
+        prompt, earlier turns and parameters; only the last user turn may differ) whose
+        similarity reaches the threshold. The embedding made here is kept for a `set` of
+        the same request that follows, so a miss is embedded once.
 
         Args:
             request: the keyword arguments of `chat.completions.create`.
             namespace: overrides the cache's namespace for this call.
+            semantic: overrides the cache's `semantic` for this call.
+            threshold: overrides the cache's `similarity_threshold` for this call.
 
         Raises:
             InvalidRequestError: the request cannot be keyed (no model, non-JSON values...).
+            InvalidInputError: a bad threshold, or `semantic=True` without an embedder.
             BackendError: only with `strict=True`; otherwise a backend failure is a miss.
         """
         key = exact_key(request)
-        ns = self.namespace if namespace is None else _check_namespace(namespace)
+        ns = self.namespace if namespace is None else check_namespace(namespace)
+        semantic_search = self._semantic_for(semantic)
+        if threshold is not None:
+            check_threshold(threshold)
         try:
             record = await self._store.get(ns, key)
+            hit = None
+            if record is not None:
+                hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
+            elif semantic_search is not None:
+                hit = await self._nearest(semantic_search, ns, request, threshold)
         except BackendError as exc:
             self._backend_failed(exc)
             self._misses += 1
             return None
         self._backend_ok()
-        if record is None:
+        if hit is None:
             self._misses += 1
             return None
-        hit = CacheHit.from_record(record, tier="postgres-exact")
-        self._hits += 1
+        self._hits[hit.tier] += 1
         self._tokens_saved += hit.tokens_saved
         return hit
+
+    async def _nearest(
+        self,
+        search: SemanticSearch,
+        namespace: str,
+        request: Mapping[str, Any],
+        threshold: float | None,
+    ) -> CacheHit | None:
+        keys = request_keys(request)
+        if not keys.text.strip():
+            return None
+        vector = await search.embed(keys.text)
+        search.pending.put(namespace, keys.exact_key, vector)
+        return await search.nearest(
+            namespace,
+            keys,
+            vector,
+            threshold=self.similarity_threshold if threshold is None else threshold,
+        )
 
     async def set(
         self,
@@ -221,6 +301,7 @@ class Cache:
         ttl: TTL | None = None,
         tags: Iterable[str] = (),
         namespace: str | None = None,
+        semantic: bool | None = None,
     ) -> None:
         """Store `response` as the answer to `request`, replacing any previous one.
 
@@ -231,14 +312,19 @@ class Cache:
                 `default_ttl`.
             tags: labels for `invalidate(tag=...)`.
             namespace: overrides the cache's namespace for this call.
+            semantic: whether to store an embedding (default: the cache's `semantic`);
+                the one made by a missed `get` of the same request is reused.
 
         Raises:
             InvalidRequestError, InvalidResponseError, InvalidTTLError, InvalidInputError:
                 bad input; nothing is written.
+            InvalidEmbeddingError, EmbeddingDimensionError: the embedder returned an
+                unusable vector; nothing is written.
             BackendError: only with `strict=True`; otherwise the failure is logged.
         """
         keys = request_keys(request)
-        ns = self.namespace if namespace is None else _check_namespace(namespace)
+        ns = self.namespace if namespace is None else check_namespace(namespace)
+        semantic_search = self._semantic_for(semantic)
         body = response_dict(response)
         response_json = dump_response(body)
         if len(response_json) > self.max_entry_bytes:
@@ -249,6 +335,17 @@ class Cache:
         usage = body.get("usage")
         if not isinstance(usage, Mapping):
             usage = {}
+        checked_tags = check_tags(tags)
+        expiry = self._ttl_for(keys.model) if ttl is None else ttl_seconds(ttl)
+        try:
+            embedding = None
+            if semantic_search is not None and keys.text.strip():
+                embedding = semantic_search.pending.pop(ns, keys.exact_key)
+                if embedding is None:
+                    embedding = await semantic_search.embed(keys.text)
+        except BackendError as exc:  # the embedder is down: store for exact lookups only
+            self._backend_failed(exc)
+            embedding = None
         entry = StoredEntry(
             namespace=ns,
             cache_key=keys.exact_key,
@@ -256,10 +353,16 @@ class Cache:
             model=keys.model,
             prompt=storable_text(keys.text) if self.store_prompts else None,
             response_json=response_json,
-            tags=_check_tags(tags),
-            prompt_tokens=_token_count(usage.get("prompt_tokens")),
-            completion_tokens=_token_count(usage.get("completion_tokens")),
-            ttl_seconds=self._ttl_for(keys.model) if ttl is None else _ttl_seconds(ttl),
+            tags=checked_tags,
+            prompt_tokens=token_count(usage.get("prompt_tokens")),
+            completion_tokens=token_count(usage.get("completion_tokens")),
+            ttl_seconds=expiry,
+            embedding=embedding,
+            embedder=(
+                None
+                if embedding is None or semantic_search is None
+                else semantic_search.embedder.name
+            ),
         )
         try:
             await self._store.put(entry)
@@ -293,7 +396,7 @@ class Cache:
             raise InvalidInputError(
                 "name what to invalidate: key=, tag=, model=, or namespace= for a whole namespace"
             )
-        ns = self.namespace if namespace is None else _check_namespace(namespace)
+        ns = self.namespace if namespace is None else check_namespace(namespace)
         cache_key = None
         if isinstance(key, bytes):
             if len(key) != 32:
@@ -303,11 +406,19 @@ class Cache:
             cache_key = exact_key(key)
         return await self._store.delete(ns, cache_key=cache_key, tag=tag, model=model)
 
+    async def report_wrong_hit(self, hit: CacheHit) -> bool:
+        """Remove the entry that answered `hit`, so a known-bad answer is not served again.
+
+        Use it when a semantic hit answered a question it should not have. Returns whether
+        the entry was still there.
+        """
+        return await self._store.delete(hit.namespace, cache_key=hit.key) > 0
+
     @property
     def counters(self) -> Counters:
-        """Hits, misses, hit rate and tokens saved by this process since `connect`."""
+        """Hits per tier, misses, hit rate and tokens saved by this process since `connect`."""
         return Counters(
-            hits=self._hits,
+            hits_by_tier=dict(self._hits),
             misses=self._misses,
             tokens_saved=self._tokens_saved,
             backend_errors=self._backend_errors,
@@ -317,6 +428,14 @@ class Cache:
         """This process's counters and the table's counts (of the namespace, or all)."""
         ns = None if all_namespaces else (namespace or self.namespace)
         return Stats(counters=self.counters, table=await self._store.table_stats(ns))
+
+    def _semantic_for(self, semantic: bool | None) -> SemanticSearch | None:
+        """The semantic search to use for a call, given its `semantic` argument."""
+        if semantic is None:
+            return self._semantic if self.semantic else None
+        if semantic and self._semantic is None:
+            raise InvalidInputError("semantic=True needs a cache opened with an embedder")
+        return self._semantic if semantic else None
 
     def _ttl_for(self, model: str) -> float | None:
         if model in self.model_ttls:
@@ -376,50 +495,3 @@ async def _open_store(
     except SchemaError:  # a new embedded server: migrate it, as `llm-pgcache migrate` does
         await migrate.upgrade(dsn)
         return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
-
-
-def _ttl_seconds(ttl: TTL | None) -> float | None:
-    if ttl is None:
-        return None
-    if isinstance(ttl, timedelta):
-        seconds = ttl.total_seconds()
-    elif isinstance(ttl, int | float) and not isinstance(ttl, bool):
-        seconds = float(ttl)
-    else:
-        raise InvalidTTLError(ttl, "expected seconds (int or float) or a timedelta")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise InvalidTTLError(ttl, "must be a positive, finite number of seconds")
-    if seconds > MAX_TTL_SECONDS:
-        raise InvalidTTLError(ttl, "over 100 years; pass ttl=None for no expiry")
-    return seconds
-
-
-def _check_namespace(namespace: object) -> str:
-    if not isinstance(namespace, str):
-        raise InvalidNamespaceError(namespace, "must be a string")
-    if not namespace:
-        raise InvalidNamespaceError(namespace, "must not be empty")
-    if len(namespace) > MAX_NAMESPACE_LENGTH:
-        raise InvalidNamespaceError(namespace, f"longer than {MAX_NAMESPACE_LENGTH} characters")
-    if "\x00" in namespace:
-        raise InvalidNamespaceError(namespace, "contains a NUL character")
-    return namespace
-
-
-def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(tags, str):
-        raise InvalidInputError("tags must be a collection of strings, not one string")
-    checked = tuple(tags)
-    for tag in checked:
-        if not isinstance(tag, str) or not tag or "\x00" in tag or len(tag) > MAX_TAG_LENGTH:
-            raise InvalidInputError(
-                f"invalid tag {tag!r}: tags are non-empty strings of at most "
-                f"{MAX_TAG_LENGTH} characters, without NUL"
-            )
-    return checked
-
-
-def _token_count(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
-        return value
-    return None

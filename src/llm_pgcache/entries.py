@@ -29,16 +29,23 @@ class CacheHit:
     Attributes:
         response: the stored response, as the JSON dict it was stored as.
         tier: which tier answered.
+        namespace: the namespace of the entry.
+        key: the entry's `exact_key` (what `invalidate(key=...)` and
+            `report_wrong_hit` delete).
         model: the model of the cached request.
         created_at: when the entry was stored (database clock).
         expires_at: when it stops being served; None for never.
         prompt_tokens, completion_tokens: the upstream usage that this hit saved.
         tags: the entry's tags.
         similarity: cosine similarity for semantic hits; 1.0 for exact ones.
+        matched_prompt: for semantic hits, the stored prompt that matched (None when
+            prompts are not stored, and for exact hits).
     """
 
     response: dict[str, Any]
     tier: Tier
+    namespace: str
+    key: bytes
     model: str
     created_at: datetime
     expires_at: datetime | None
@@ -46,22 +53,29 @@ class CacheHit:
     completion_tokens: int | None
     tags: tuple[str, ...]
     similarity: float = 1.0
+    matched_prompt: str | None = None
 
     @property
     def tokens_saved(self) -> int:
         return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any], *, tier: Tier) -> CacheHit:
+    def from_record(
+        cls, record: Mapping[str, Any], *, namespace: str, tier: Tier, similarity: float = 1.0
+    ) -> CacheHit:
         return cls(
             response=load_response(record["response"]),
             tier=tier,
+            namespace=namespace,
+            key=record["cache_key"],
             model=record["model"],
             created_at=record["created_at"],
             expires_at=record["expires_at"],
             prompt_tokens=record["prompt_tokens"],
             completion_tokens=record["completion_tokens"],
             tags=tuple(record["tags"]),
+            similarity=similarity,
+            matched_prompt=record.get("prompt"),
         )
 
 

@@ -69,3 +69,27 @@ class InvalidNamespaceError(InvalidInputError):
     def __init__(self, namespace: object, reason: str) -> None:
         self.namespace = namespace
         super().__init__(f"invalid namespace {namespace!r}: {reason}")
+
+
+class EmbeddingDimensionError(ConfigurationError):
+    """The embedder's dimension differs from the table's `embedding` column."""
+
+    def __init__(self, *, embedder_dim: int, table_dim: int) -> None:
+        self.embedder_dim = embedder_dim
+        self.table_dim = table_dim
+        super().__init__(
+            f"the embedder makes {embedder_dim}-dimensional vectors but the table's embedding "
+            f"column is vector({table_dim}): use an embedder of {table_dim} dimensions, or "
+            f"migrate a new database with LLM_PGCACHE_EMBEDDING_DIM={embedder_dim}"
+        )
+
+
+class EmbedderError(BackendError):
+    """The embedder failed to embed the text (e.g. the embeddings API is unreachable).
+
+    The `Cache` turns this into an exact-only lookup unless it was opened with `strict=True`.
+    """
+
+
+class InvalidEmbeddingError(InvalidInputError):
+    """An embedding is not usable: wrong shape, NaN or infinite values, or all zeros."""

@@ -1,8 +1,9 @@
 """The `llm_cache` table, defined once, in SQLAlchemy Core.
 
-The migrations create exactly this (a test builds one database from this metadata and
-one from `alembic upgrade head` and compares their catalogs). The hot path does not use
-SQLAlchemy: its SQL lives in `llm_pgcache.sql`.
+The migrations create exactly these tables, `llm_cache` and `llm_cache_index_builds` (a
+test builds one database from this metadata and one from `alembic upgrade head` and
+compares their catalogs). The hot path does not use SQLAlchemy: its SQL lives in
+`llm_pgcache.sql`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from llm_pgcache.config import DEFAULT_EMBEDDING_DIM
 
 TABLE_NAME = "llm_cache"
+INDEX_BUILDS_TABLE = "llm_cache_index_builds"
 VERSION_TABLE = "llm_pgcache_alembic_version"  # not alembic_version: the host app may use it
 IVFFLAT_INDEX = "llm_cache_embedding_ivfflat"
 IVFFLAT_LISTS = 100
@@ -57,6 +59,10 @@ def build_metadata(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> MetaData:
         UniqueConstraint("namespace", "cache_key", name="llm_cache_namespace_cache_key_key"),
         Index("llm_cache_expires_at_idx", "expires_at"),
         Index("llm_cache_tags_idx", "tags", postgresql_using="gin"),
+        # Semantic candidates of one scope: exact scans of small scopes, and the planner's
+        # alternative to the ivfflat index when a scope holds few rows. scope_key leads, so
+        # that exact lookups by (namespace, cache_key) never mistake it for theirs.
+        Index("llm_cache_scope_idx", "scope_key", "namespace", "embedder"),
         Index(
             IVFFLAT_INDEX,
             "embedding",
@@ -64,6 +70,17 @@ def build_metadata(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> MetaData:
             postgresql_with={"lists": IVFFLAT_LISTS},
             postgresql_ops={"embedding": "vector_cosine_ops"},
         ),
+    )
+    Table(
+        INDEX_BUILDS_TABLE,
+        metadata,
+        Column("id", BigInteger, Identity(always=True), primary_key=True),
+        Column("index_name", Text, nullable=False),
+        Column("lists", Integer, nullable=False),
+        Column("rows", BigInteger, nullable=False),
+        Column("built_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+        comment="Each rebuild of the ivfflat index by `llm-pgcache reindex`: an index that was "
+        "never rebuilt was clustered on no data, and semantic lookups scan exactly instead.",
     )
     return metadata
 

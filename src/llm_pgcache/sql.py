@@ -11,7 +11,8 @@ from typing import Final, LiteralString
 # Every read repeats `expires_at IS NULL OR expires_at > now()`: an expired row is never
 # returned, whether or not the purge job has deleted it yet.
 GET_EXACT: Final[LiteralString] = """
-SELECT id, model, response, tags, prompt_tokens, completion_tokens, created_at, expires_at
+SELECT id, cache_key, model, response, tags, prompt_tokens, completion_tokens, created_at,
+       expires_at
 FROM llm_cache
 WHERE namespace = $1 AND cache_key = $2 AND (expires_at IS NULL OR expires_at > now())
 """
@@ -20,9 +21,12 @@ WHERE namespace = $1 AND cache_key = $2 AND (expires_at IS NULL OR expires_at > 
 PUT: Final[LiteralString] = """
 INSERT INTO llm_cache AS c (
     namespace, cache_key, scope_key, model, prompt, response, tags,
-    prompt_tokens, completion_tokens, expires_at
+    prompt_tokens, completion_tokens, expires_at, embedding, embedder
 )
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, now() + $10::float8 * interval '1 second')
+VALUES (
+    $1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, now() + $10::float8 * interval '1 second',
+    $11, $12
+)
 ON CONFLICT (namespace, cache_key) DO UPDATE SET
     scope_key = EXCLUDED.scope_key,
     model = EXCLUDED.model,
@@ -31,12 +35,43 @@ ON CONFLICT (namespace, cache_key) DO UPDATE SET
     tags = EXCLUDED.tags,
     prompt_tokens = EXCLUDED.prompt_tokens,
     completion_tokens = EXCLUDED.completion_tokens,
-    embedding = NULL,
-    embedder = NULL,
+    embedding = EXCLUDED.embedding,
+    embedder = EXCLUDED.embedder,
     hit_count = 0,
     last_hit_at = NULL,
     created_at = now(),
     expires_at = EXCLUDED.expires_at
+"""
+
+# Nearest live row of the same namespace, scope and embedder. The distance cut-off ($6)
+# is applied outside the MATERIALIZED CTE so that it never stops the ivfflat index from
+# serving `ORDER BY embedding <=> $4 LIMIT $5` (pgvector: "Why isn't a query using an
+# index?"); the outer ORDER BY also restores exact order after a relaxed iterative scan.
+# Rows without an embedding have no embedder, so `embedder = $3` excludes them.
+SEMANTIC_NEAREST: Final[LiteralString] = """
+WITH candidates AS MATERIALIZED (
+    SELECT id, cache_key, model, prompt, response, tags, prompt_tokens, completion_tokens,
+           created_at, expires_at, embedding <=> $4 AS distance
+    FROM llm_cache
+    WHERE namespace = $1 AND scope_key = $2 AND embedder = $3
+      AND (expires_at IS NULL OR expires_at > now())
+    ORDER BY embedding <=> $4
+    LIMIT $5
+)
+SELECT * FROM candidates WHERE distance <= $6 ORDER BY distance LIMIT 1
+"""
+
+# Settings of one semantic lookup, for its transaction only (set_config(..., true)).
+# Approximate: the ivfflat index with pgvector 0.8 iterative scans, so that a selective
+# filter still finds candidates; custom plans, so that the planner sees the scope's size.
+# Exact ($3 = 'off'): no index scans, so the scope is read through a bitmap scan of
+# llm_cache_scope_idx and sorted by true distance.
+SEARCH_SETTINGS: Final[LiteralString] = """
+SELECT set_config('ivfflat.probes', $1::int::text, true),
+       set_config('ivfflat.max_probes', $2::int::text, true),
+       set_config('ivfflat.iterative_scan', 'relaxed_order', true),
+       set_config('enable_indexscan', $3::text, true),
+       set_config('plan_cache_mode', 'force_custom_plan', true)
 """
 
 DELETE_BY_KEY: Final[LiteralString] = """
@@ -94,9 +129,44 @@ SCHEMA_REVISION: Final[LiteralString] = """
 SELECT version_num FROM llm_pgcache_alembic_version
 """
 
+LAST_INDEX_BUILD: Final[LiteralString] = """
+SELECT lists, rows, built_at FROM llm_cache_index_builds
+WHERE index_name = $1 ORDER BY id DESC LIMIT 1
+"""
+
+RECORD_INDEX_BUILD: Final[LiteralString] = """
+INSERT INTO llm_cache_index_builds (index_name, lists, rows) VALUES ($1, $2, $3)
+"""
+
+COUNT_EMBEDDED: Final[LiteralString] = """
+SELECT count(*) FROM llm_cache WHERE embedding IS NOT NULL
+"""
+
+# Memory for building the ivfflat index (its k-means), for the reindex session.
+SET_MAINTENANCE_WORK_MEM: Final[LiteralString] = """
+SELECT set_config('maintenance_work_mem', $1, false)
+"""
+
+# Reindex runs alone: a second run finds the lock taken and exits.
+TRY_REINDEX_LOCK: Final[LiteralString] = """
+SELECT pg_try_advisory_lock(hashtext('llm_pgcache.reindex'))
+"""
+
+RELEASE_REINDEX_LOCK: Final[LiteralString] = """
+SELECT pg_advisory_unlock(hashtext('llm_pgcache.reindex'))
+"""
+
 NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "get_exact": GET_EXACT,
     "put": PUT,
+    "semantic_nearest": SEMANTIC_NEAREST,
+    "search_settings": SEARCH_SETTINGS,
+    "last_index_build": LAST_INDEX_BUILD,
+    "record_index_build": RECORD_INDEX_BUILD,
+    "count_embedded": COUNT_EMBEDDED,
+    "set_maintenance_work_mem": SET_MAINTENANCE_WORK_MEM,
+    "try_reindex_lock": TRY_REINDEX_LOCK,
+    "release_reindex_lock": RELEASE_REINDEX_LOCK,
     "delete_by_key": DELETE_BY_KEY,
     "delete_by_tag": DELETE_BY_TAG,
     "delete_by_model": DELETE_BY_MODEL,
@@ -107,3 +177,38 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "schema_state": SCHEMA_STATE,
     "schema_revision": SCHEMA_REVISION,
 }
+
+
+# DDL takes no bind parameters, and CREATE INDEX CONCURRENTLY cannot run in a function
+# or a transaction, so the rebuild statements are composed here, from fixed identifiers
+# and a checked integer only: nothing a caller passes reaches them as text.
+IVFFLAT_MAX_LISTS: Final = 32768  # pgvector's limit
+
+DROP_NEW_IVFFLAT: Final[LiteralString] = (
+    "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_ivfflat_new"
+)
+DROP_OLD_IVFFLAT: Final[LiteralString] = (
+    "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_ivfflat"
+)
+RENAME_NEW_IVFFLAT: Final[LiteralString] = (
+    "ALTER INDEX llm_cache_embedding_ivfflat_new RENAME TO llm_cache_embedding_ivfflat"
+)
+RESET_MAINTENANCE_WORK_MEM: Final[LiteralString] = "RESET maintenance_work_mem"
+
+
+MAINTENANCE_STATEMENTS: Final[dict[str, LiteralString]] = {
+    "drop_new_ivfflat": DROP_NEW_IVFFLAT,
+    "drop_old_ivfflat": DROP_OLD_IVFFLAT,
+    "rename_new_ivfflat": RENAME_NEW_IVFFLAT,
+    "reset_maintenance_work_mem": RESET_MAINTENANCE_WORK_MEM,
+}
+
+
+def create_new_ivfflat(lists: int) -> str:
+    """CREATE INDEX CONCURRENTLY of the replacement ivfflat index with `lists` lists."""
+    if type(lists) is not int or not 1 <= lists <= IVFFLAT_MAX_LISTS:
+        raise ValueError(f"lists must be an int from 1 to {IVFFLAT_MAX_LISTS}, got {lists!r}")
+    return (
+        "CREATE INDEX CONCURRENTLY llm_cache_embedding_ivfflat_new ON llm_cache "
+        "USING ivfflat (embedding vector_cosine_ops) WITH (lists = " + str(lists) + ")"
+    )

@@ -9,16 +9,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self
 
 import asyncpg
+import numpy as np
+import numpy.typing as npt
 from pgvector.asyncpg import register_vector
 
 from llm_pgcache import sql
 from llm_pgcache.config import asyncpg_dsn, redact_dsn
 from llm_pgcache.errors import BackendError, InvalidInputError, LLMPgCacheError, SchemaError
+from llm_pgcache.schema import IVFFLAT_INDEX
 
-SCHEMA_REVISION = "0001"  # the alembic head this code runs against (a test checks it)
+SCHEMA_REVISION = "0002"  # the alembic head this code runs against (a test checks it)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +39,17 @@ class StoredEntry:
     prompt_tokens: int | None
     completion_tokens: int | None
     ttl_seconds: float | None
+    embedding: npt.NDArray[np.float32] | None = None
+    embedder: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndexBuild:
+    """One recorded rebuild of the ivfflat index."""
+
+    lists: int
+    rows: int
+    built_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,9 +195,89 @@ class PostgresStore:
                 entry.prompt_tokens,
                 entry.completion_tokens,
                 entry.ttl_seconds,
+                entry.embedding,
+                entry.embedder,
             )
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
+
+    async def nearest(
+        self,
+        namespace: str,
+        scope_key: bytes,
+        embedder: str,
+        vector: npt.NDArray[np.float32],
+        *,
+        max_distance: float,
+        approximate: bool,
+        candidates: int = 10,
+        probes: int = 10,
+        max_probes: int = 1000,
+    ) -> asyncpg.Record | None:
+        """The nearest live row of the scope within `max_distance` (cosine), or None.
+
+        `approximate` uses the ivfflat index (iterative scans, `probes` lists first, at most
+        `max_probes`); otherwise the scope's rows are compared exactly.
+        """
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                await connection.execute(
+                    sql.SEARCH_SETTINGS, probes, max_probes, "on" if approximate else "off"
+                )
+                record: asyncpg.Record | None = await connection.fetchrow(
+                    sql.SEMANTIC_NEAREST,
+                    namespace,
+                    scope_key,
+                    embedder,
+                    vector,
+                    candidates,
+                    max_distance,
+                )
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+        return record
+
+    async def last_index_build(self) -> IndexBuild | None:
+        """The last recorded rebuild of the ivfflat index; None if it was never rebuilt."""
+        try:
+            record = await self._pool.fetchrow(sql.LAST_INDEX_BUILD, IVFFLAT_INDEX)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+        if record is None:
+            return None
+        return IndexBuild(lists=record["lists"], rows=record["rows"], built_at=record["built_at"])
+
+    async def count_embedded(self) -> int:
+        """Rows that have an embedding (what the ivfflat index holds)."""
+        try:
+            count: int = await self._pool.fetchval(sql.COUNT_EMBEDDED)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+        return count
+
+    async def rebuild_ivfflat(self, *, lists: int, rows: int, maintenance_work_mem: str) -> bool:
+        """Build a new ivfflat index concurrently and swap it in; False if another runs.
+
+        Lookups go on meanwhile: the new index is built CONCURRENTLY beside the old one,
+        the old one is dropped CONCURRENTLY and the new one renamed in its place.
+        """
+        try:
+            async with self._pool.acquire() as connection:
+                if not await connection.fetchval(sql.TRY_REINDEX_LOCK):
+                    return False
+                try:
+                    await connection.execute(sql.SET_MAINTENANCE_WORK_MEM, maintenance_work_mem)
+                    await connection.execute(sql.DROP_NEW_IVFFLAT)  # left by a killed run
+                    await connection.execute(sql.create_new_ivfflat(lists))
+                    await connection.execute(sql.DROP_OLD_IVFFLAT)
+                    await connection.execute(sql.RENAME_NEW_IVFFLAT)
+                    await connection.execute(sql.RECORD_INDEX_BUILD, IVFFLAT_INDEX, lists, rows)
+                finally:
+                    await connection.execute(sql.RESET_MAINTENANCE_WORK_MEM)
+                    await connection.fetchval(sql.RELEASE_REINDEX_LOCK)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+        return True
 
     async def delete(
         self,

@@ -1,0 +1,217 @@
+"""Embedders: what turns the last user turn into a vector for semantic lookups.
+
+- `OpenAIEmbedder`: `embeddings.create` of any OpenAI-compatible API (the default whenever
+  an API key or base URL is configured).
+- `HashingEmbedder`: offline and free. It hashes words and character trigrams into a fixed
+  number of buckets, so it measures *lexical* overlap: "What is the capital of France?"
+  and "what's the capital city of France" are close, but synonyms with no shared letters
+  are not. Good for the demo, for tests and for catching near-verbatim repeats; use a
+  real embedding model for paraphrases.
+
+Every embedder has a `name` that is stored with each row: semantic lookups only compare
+vectors made by the same embedder, so switching models never mixes vector spaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from llm_pgcache.errors import (
+    ConfigurationError,
+    EmbedderError,
+    EmbeddingDimensionError,
+    InvalidEmbeddingError,
+)
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+Vectors = npt.NDArray[np.float32]
+
+# Output dimensions of OpenAI's embedding models when `dimensions` is not given.
+OPENAI_MODEL_DIMS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors of `dim` float32 values.
+
+    Attributes:
+        name: identifies the model and its settings, e.g. "openai:text-embedding-3-small:1536";
+            rows store it, and only rows of the same name are compared.
+        dim: the vectors' dimension; must equal the table's embedding column.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """One row per text, shape (len(texts), dim), dtype float32."""
+        ...
+
+
+class OpenAIEmbedder:
+    """Embeddings from `client.embeddings.create`, batched.
+
+    Args:
+        client: an `openai.AsyncOpenAI` (any `base_url`); default: `AsyncOpenAI()`, which
+            reads OPENAI_API_KEY and OPENAI_BASE_URL.
+        model: the embedding model.
+        dimensions: ask the model for this many dimensions (text-embedding-3 models can
+            shorten their vectors); default: the model's own.
+        batch_size: texts per API call.
+    """
+
+    def __init__(
+        self,
+        client: AsyncOpenAI | None = None,
+        *,
+        model: str = "text-embedding-3-small",
+        dimensions: int | None = None,
+        batch_size: int = 256,
+    ) -> None:
+        if client is None:
+            from openai import AsyncOpenAI  # noqa: PLC0415 - only when no client is given
+
+            client = AsyncOpenAI()
+        dim = dimensions or OPENAI_MODEL_DIMS.get(model)
+        if dim is None:
+            raise ConfigurationError(
+                f"unknown dimension of embedding model {model!r}: pass dimensions="
+            )
+        if batch_size < 1:
+            raise ConfigurationError("batch_size must be at least 1")
+        self._client = client
+        self.model = model
+        self.dimensions = dimensions
+        self.batch_size = batch_size
+        self._dim = dim
+
+    @property
+    def name(self) -> str:
+        return f"openai:{self.model}:{self._dim}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        rows: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            options: dict[str, Any] = {
+                "model": self.model,
+                "input": batch,
+                "encoding_format": "float",
+            }
+            if self.dimensions is not None:
+                options["dimensions"] = self.dimensions
+            try:
+                reply = await self._client.embeddings.create(**options)
+            except Exception as exc:  # any openai error: the API is down, refuses, times out
+                raise EmbedderError(f"embedding with {self.name} failed: {exc}") from exc
+            data = sorted(reply.data, key=lambda item: item.index)
+            if len(data) != len(batch):
+                raise EmbedderError(
+                    f"{self.name} returned {len(data)} embeddings for {len(batch)} texts"
+                )
+            rows.extend(item.embedding for item in data)
+        return np.asarray(rows, dtype=np.float32).reshape(len(texts), self._dim)
+
+
+class HashingEmbedder:
+    """Offline, deterministic embeddings of word and character-trigram features.
+
+    Lexical, not semantic: see the module docstring. `dim` should match the table.
+    """
+
+    _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+    def __init__(self, dim: int = 1536) -> None:
+        if dim < 8:
+            raise ConfigurationError("HashingEmbedder needs at least 8 dimensions")
+        self._dim = dim
+
+    @property
+    def name(self) -> str:
+        return f"hashing:v1:{self._dim}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        return (
+            np.stack([self._embed_one(text) for text in texts])
+            if texts
+            else np.zeros((0, self._dim), dtype=np.float32)
+        )
+
+    def _embed_one(self, text: str) -> npt.NDArray[np.float32]:
+        vector = np.zeros(self._dim, dtype=np.float32)
+        words = self._TOKEN.findall(text.casefold())
+        features = [(f"w:{word}", 1.0) for word in words]
+        for word in words:
+            padded = f"<{word}>"
+            features.extend((f"c:{padded[i : i + 3]}", 0.5) for i in range(len(padded) - 2))
+        if not features:  # punctuation only: still a vector, of the text itself
+            features = [(f"t:{text}", 1.0)]
+        for feature, weight in features:
+            digest = int.from_bytes(
+                hashlib.blake2b(feature.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                "little",
+            )
+            sign = 1.0 if digest >> 63 else -1.0
+            vector[digest % self._dim] += sign * weight
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm else vector
+
+
+def check_vectors(vectors: object, *, count: int, dim: int) -> Vectors:
+    """`vectors` as a (count, dim) float32 array, or a clear error.
+
+    Raises:
+        EmbeddingDimensionError: the vectors are not `dim`-dimensional.
+        InvalidEmbeddingError: wrong count, NaN or infinite values, or a zero vector.
+    """
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim != 2 or array.shape[0] != count:
+        raise InvalidEmbeddingError(
+            f"expected {count} embedding(s) of shape ({dim},), got an array of shape {array.shape}"
+        )
+    if array.shape[1] != dim:
+        raise EmbeddingDimensionError(embedder_dim=array.shape[1], table_dim=dim)
+    if not np.isfinite(array).all():
+        raise InvalidEmbeddingError("an embedding contains NaN or infinite values")
+    if (np.abs(array).max(axis=1) == 0).any():
+        raise InvalidEmbeddingError("an embedding is all zeros (cosine distance is undefined)")
+    return array
+
+
+def default_embedder(dim: int, environ: Mapping[str, str] | None = None) -> Embedder:
+    """The embedder the CLI and the demo use for a table of `dim` dimensions.
+
+    `OpenAIEmbedder` (model from LLM_PGCACHE_EMBEDDING_MODEL, default
+    text-embedding-3-small, shortened to `dim`) when OPENAI_API_KEY or OPENAI_BASE_URL is
+    set; otherwise the offline `HashingEmbedder`.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
+        model = env.get("LLM_PGCACHE_EMBEDDING_MODEL") or "text-embedding-3-small"
+        native = OPENAI_MODEL_DIMS.get(model)
+        return OpenAIEmbedder(model=model, dimensions=None if native == dim else dim)
+    return HashingEmbedder(dim)

@@ -1,0 +1,136 @@
+"""Semantic lookups: embed the last user turn, find the nearest row of the same scope.
+
+Candidates are only live rows of the same namespace, the same scope (model, system
+prompt, earlier turns, output-affecting parameters) and the same embedder. Until the
+ivfflat index has been rebuilt on real data (`llm-pgcache reindex`), the scope's rows
+are compared exactly: an index clustered on an empty table would miss neighbours.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from llm_pgcache.embeddings import Embedder, check_vectors
+from llm_pgcache.entries import CacheHit
+from llm_pgcache.errors import EmbedderError, LLMPgCacheError
+from llm_pgcache.keys import RequestKeys
+from llm_pgcache.store.postgres import PostgresStore
+from llm_pgcache.validation import check_threshold
+
+Vector = npt.NDArray[np.float32]
+
+# Without tuning data for the embedder in use, a conservative cut-off: cosine similarity
+# of 0.9 separates paraphrases from related-but-different questions for OpenAI's
+# text-embedding-3 models in published evaluations; tune it with `llm-pgcache
+# tune-threshold` on your own pairs.
+DEFAULT_SIMILARITY_THRESHOLD = 0.9
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchOptions:
+    """How semantic lookups search.
+
+    Attributes:
+        threshold: lowest cosine similarity accepted as a hit.
+        candidates: rows taken from the index before the threshold applies.
+        probes: ivfflat lists searched first.
+        max_probes: lists searched at most while the filters reject candidates
+            (pgvector 0.8 iterative index scans).
+        index_state_seconds: how long the "index was rebuilt" fact is reused.
+    """
+
+    threshold: float = DEFAULT_SIMILARITY_THRESHOLD
+    candidates: int = 10
+    probes: int = 10
+    max_probes: int = 1000
+    index_state_seconds: float = 60.0
+
+
+class PendingEmbeddings:
+    """Embeddings made by a missed lookup, kept for the `set` that usually follows.
+
+    Bounded in count and age, so a lookup that is never followed by a store costs nothing
+    for long.
+    """
+
+    def __init__(self, max_entries: int = 4096, max_age: float = 600.0) -> None:
+        self._entries: OrderedDict[tuple[str, bytes], tuple[float, Vector]] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_age = max_age
+
+    def put(self, namespace: str, key: bytes, vector: Vector) -> None:
+        self._entries[(namespace, key)] = (time.monotonic(), vector)
+        self._entries.move_to_end((namespace, key))
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def pop(self, namespace: str, key: bytes) -> Vector | None:
+        item = self._entries.pop((namespace, key), None)
+        if item is None or time.monotonic() - item[0] > self._max_age:
+            return None
+        return item[1]
+
+
+class SemanticSearch:
+    """The semantic half of a `Cache`: one embedder, one table."""
+
+    def __init__(self, store: PostgresStore, embedder: Embedder, options: SearchOptions) -> None:
+        check_threshold(options.threshold)
+        self._store = store
+        self.embedder = embedder
+        self.options = options
+        self.pending = PendingEmbeddings()
+        self._approximate = False
+        self._approximate_checked = -float("inf")
+
+    async def embed(self, text: str) -> Vector:
+        """The embedding of `text`, checked (dimension, finite, non-zero)."""
+        try:
+            vectors = await self.embedder.embed([text])
+        except LLMPgCacheError:
+            raise
+        except Exception as exc:  # a third-party embedder's own failure
+            raise EmbedderError(f"embedder {self.embedder.name} failed: {exc}") from exc
+        row: Vector = check_vectors(vectors, count=1, dim=self._store.embedding_dim)[0]
+        return row
+
+    async def nearest(
+        self, namespace: str, keys: RequestKeys, vector: Vector, *, threshold: float | None
+    ) -> CacheHit | None:
+        """The nearest live row of the request's scope at or above the threshold."""
+        cut = self.options.threshold if threshold is None else check_threshold(threshold)
+        record = await self._store.nearest(
+            namespace,
+            keys.scope_key,
+            self.embedder.name,
+            vector,
+            max_distance=1.0 - cut,
+            approximate=await self._index_is_trained(),
+            candidates=self.options.candidates,
+            probes=self.options.probes,
+            max_probes=self.options.max_probes,
+        )
+        if record is None:
+            return None
+        return CacheHit.from_record(
+            record,
+            namespace=namespace,
+            tier="postgres-semantic",
+            similarity=1.0 - record["distance"],
+        )
+
+    async def _index_is_trained(self) -> bool:
+        now = time.monotonic()
+        if now - self._approximate_checked > self.options.index_state_seconds:
+            self._approximate = await self._store.last_index_build() is not None
+            self._approximate_checked = now
+        return self._approximate
+
+    def forget_index_state(self) -> None:
+        """Read the index state again on the next lookup (after a reindex)."""
+        self._approximate_checked = -float("inf")

@@ -1,0 +1,70 @@
+"""Checks of the caller's arguments, before anything is read or written."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import timedelta
+
+from llm_pgcache.errors import InvalidInputError, InvalidNamespaceError, InvalidTTLError
+
+MAX_TTL_SECONDS = 100 * 365 * 24 * 3600.0
+MAX_NAMESPACE_LENGTH = 200
+MAX_TAG_LENGTH = 200
+
+TTL = float | int | timedelta
+
+
+def ttl_seconds(ttl: TTL | None) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, int | float) and not isinstance(ttl, bool):
+        seconds = float(ttl)
+    else:
+        raise InvalidTTLError(ttl, "expected seconds (int or float) or a timedelta")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidTTLError(ttl, "must be a positive, finite number of seconds")
+    if seconds > MAX_TTL_SECONDS:
+        raise InvalidTTLError(ttl, "over 100 years; pass ttl=None for no expiry")
+    return seconds
+
+
+def check_threshold(threshold: object) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise InvalidInputError(f"similarity threshold must be a number, got {threshold!r}")
+    if not 0.0 < threshold <= 1.0:
+        raise InvalidInputError(f"similarity threshold must be in (0, 1], got {threshold!r}")
+    return float(threshold)
+
+
+def check_namespace(namespace: object) -> str:
+    if not isinstance(namespace, str):
+        raise InvalidNamespaceError(namespace, "must be a string")
+    if not namespace:
+        raise InvalidNamespaceError(namespace, "must not be empty")
+    if len(namespace) > MAX_NAMESPACE_LENGTH:
+        raise InvalidNamespaceError(namespace, f"longer than {MAX_NAMESPACE_LENGTH} characters")
+    if "\x00" in namespace:
+        raise InvalidNamespaceError(namespace, "contains a NUL character")
+    return namespace
+
+
+def check_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(tags, str):
+        raise InvalidInputError("tags must be a collection of strings, not one string")
+    checked = tuple(tags)
+    for tag in checked:
+        if not isinstance(tag, str) or not tag or "\x00" in tag or len(tag) > MAX_TAG_LENGTH:
+            raise InvalidInputError(
+                f"invalid tag {tag!r}: tags are non-empty strings of at most "
+                f"{MAX_TAG_LENGTH} characters, without NUL"
+            )
+    return checked
+
+
+def token_count(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+        return value
+    return None
