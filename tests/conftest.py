@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from openai import AsyncOpenAI
 
 from llm_pgcache import Cache, embedded, migrate
 from llm_pgcache.config import asyncpg_dsn
+
+from .openai_server import OpenAIServer
 
 FreshDatabase = Callable[[], Awaitable[str]]
 
@@ -138,6 +141,30 @@ def make_response() -> Callable[..., dict[str, object]]:
         }
 
     return make
+
+
+@pytest.fixture(scope="session")
+async def openai_server() -> AsyncIterator[OpenAIServer]:
+    """The OpenAI-compatible test server, started once; its state is reset per test."""
+    server = OpenAIServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def openai_api(openai_server: OpenAIServer) -> Iterator[OpenAIServer]:
+    openai_server.state.reset()
+    yield openai_server
+    openai_server.state.reset()
+
+
+@pytest.fixture
+async def openai_client(openai_api: OpenAIServer) -> AsyncIterator[AsyncOpenAI]:
+    """The real openai client, talking HTTP to the test server (no retries: tests count calls)."""
+    client = AsyncOpenAI(base_url=openai_api.base_url, api_key="test-key", max_retries=0)
+    yield client
+    await client.close()
 
 
 @pytest.fixture(scope="session")

@@ -90,10 +90,16 @@ async def test_demo_runs_offline(
     assert await cli(["demo", "--dsn", dsn]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "OFFLINE STAND-IN" in lines[0]
-    tiers = [line.split("  ")[0].strip() for line in lines[2:8]]
-    assert tiers == ["miss -> upstream"] * 3 + ["postgres-exact"] * 3
-    assert "hits 3, misses 3, hit rate 50%" in lines[-1]
-    assert f"3 entries in namespace {DEMO_NAMESPACE!r}" in lines[-1]
+    assert lines[1] == "embedder: hashing:v1:1536"
+    tiers = [line[:18].strip() for line in lines[3:12]]
+    assert tiers == [
+        *["miss -> upstream"] * 3,
+        *["postgres-exact"] * 3,
+        *["postgres-semantic"] * 2,
+        "miss -> upstream",  # the near miss: "capital of Spain" is not "capital of France"
+    ]
+    assert "hits 5, misses 4" in lines[-1]
+    assert f"4 entries in namespace {DEMO_NAMESPACE!r}" in lines[-1]
 
 
 async def test_installed_entry_point(dsn: str) -> None:

@@ -48,9 +48,7 @@ OWN_TABLES = sorted(build_metadata().tables)
 async def catalog(dsn: str) -> list[tuple[str, str]]:
     connection = await asyncpg.connect(asyncpg_dsn(dsn))
     try:
-        return [
-            (row["kind"], row["fact"]) for row in await connection.fetch(CATALOG, OWN_TABLES)
-        ]
+        return [(row["kind"], row["fact"]) for row in await connection.fetch(CATALOG, OWN_TABLES)]
     finally:
         await connection.close()
 

@@ -3,10 +3,14 @@
 from importlib.metadata import version as _version
 
 from llm_pgcache.cache import Cache, Counters, Stats
+from llm_pgcache.embeddings import Embedder, HashingEmbedder, OpenAIEmbedder, default_embedder
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import (
     BackendError,
     ConfigurationError,
+    EmbedderError,
+    EmbeddingDimensionError,
+    InvalidEmbeddingError,
     InvalidInputError,
     InvalidNamespaceError,
     InvalidRequestError,
@@ -17,6 +21,8 @@ from llm_pgcache.errors import (
     SchemaError,
 )
 from llm_pgcache.keys import RequestKeys, request_keys
+from llm_pgcache.reindex import ReindexReport
+from llm_pgcache.semantic import SearchOptions
 from llm_pgcache.store.postgres import TableStats, init_connection
 
 __version__ = _version("llm-pgcache")
@@ -27,6 +33,11 @@ __all__ = [
     "CacheHit",
     "ConfigurationError",
     "Counters",
+    "Embedder",
+    "EmbedderError",
+    "EmbeddingDimensionError",
+    "HashingEmbedder",
+    "InvalidEmbeddingError",
     "InvalidInputError",
     "InvalidNamespaceError",
     "InvalidRequestError",
@@ -34,11 +45,15 @@ __all__ = [
     "InvalidTTLError",
     "LLMPgCacheError",
     "MissingExtraError",
+    "OpenAIEmbedder",
+    "ReindexReport",
     "RequestKeys",
     "SchemaError",
+    "SearchOptions",
     "Stats",
     "TableStats",
     "__version__",
+    "default_embedder",
     "init_connection",
     "request_keys",
 ]

@@ -23,6 +23,7 @@ from llm_pgcache.errors import (
     SchemaError,
 )
 from llm_pgcache.keys import exact_key, request_keys
+from llm_pgcache.reindex import ReindexReport, reindex
 from llm_pgcache.semantic import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
 from llm_pgcache.store.postgres import PostgresStore, StoredEntry, TableStats
 from llm_pgcache.validation import (
@@ -413,6 +414,26 @@ class Cache:
         the entry was still there.
         """
         return await self._store.delete(hit.namespace, cache_key=hit.key) > 0
+
+    @property
+    def embedding_dim(self) -> int:
+        """Dimension of the table's embedding column (fixed by the migration)."""
+        return self._store.embedding_dim
+
+    async def reindex(
+        self,
+        *,
+        if_needed: bool = False,
+        lists: int | None = None,
+        maintenance_work_mem: str = "1GB",
+    ) -> ReindexReport:
+        """Rebuild the ivfflat index concurrently; see `llm_pgcache.reindex.reindex`."""
+        report = await reindex(
+            self._store, if_needed=if_needed, lists=lists, maintenance_work_mem=maintenance_work_mem
+        )
+        if self._semantic is not None:
+            self._semantic.forget_index_state()
+        return report
 
     @property
     def counters(self) -> Counters:

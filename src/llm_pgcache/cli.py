@@ -10,8 +10,9 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 from llm_pgcache import embedded, migrate
 from llm_pgcache.cache import Cache
@@ -25,8 +26,10 @@ from llm_pgcache.config import (
     redact_dsn,
 )
 from llm_pgcache.demo import choose_upstream, run_demo
+from llm_pgcache.embeddings import default_embedder
 from llm_pgcache.errors import LLMPgCacheError
 from llm_pgcache.store.postgres import SCHEMA_REVISION
+from llm_pgcache.tuning import evaluate, read_pairs, similarities, threshold_for_precision
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -66,6 +69,35 @@ def build_parser() -> argparse.ArgumentParser:
     stats_cmd.add_argument("--namespace", help="only this namespace (default: all)")
     stats_cmd.add_argument("--json", action="store_true", help="print one JSON object")
 
+    reindex_cmd = command(
+        "reindex",
+        "Rebuild the ivfflat index concurrently, with lists sized from the row count.",
+    )
+    reindex_cmd.add_argument(
+        "--if-needed",
+        action="store_true",
+        help="only rebuild when the embedded rows doubled or halved since the last build",
+    )
+    reindex_cmd.add_argument("--lists", type=int, help="number of lists (default: from rows)")
+    reindex_cmd.add_argument(
+        "--maintenance-work-mem", default="1GB", help="memory for the build (default: 1GB)"
+    )
+
+    tune_cmd = command(
+        "tune-threshold",
+        "Print precision, recall, F1 and false-hit rate per similarity threshold for "
+        "labelled pairs, embedded with the configured embedder.",
+    )
+    tune_cmd.add_argument(
+        "pairs", type=Path, help='JSONL file of {"a": text, "b": text, "match": bool} lines'
+    )
+    tune_cmd.add_argument(
+        "--precision",
+        type=float,
+        default=0.95,
+        help="report the lowest threshold reaching this precision (default: 0.95)",
+    )
+
     command("healthcheck", "Exit 0 when the database answers and its schema is current.")
     command("demo", "Run a short scripted session through the cache and print what answered.")
     return parser
@@ -75,36 +107,79 @@ async def cli(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv`; returns the exit code."""
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    dsn: str | None = args.dsn or settings.dsn
+    args.dsn = args.dsn or settings.dsn
     try:
-        if args.command == "migrate":
-            return await _migrate(dsn, args.revision, args.embedding_dim)
-        async with Cache.connect(dsn, namespace="default", strict=True) as cache:
-            if args.command == "stats":
-                return await _stats(cache, args.namespace, as_json=args.json)
-            if args.command == "healthcheck":
-                print(f"ok: schema at revision {SCHEMA_REVISION}")
-                return EXIT_OK
-            label, upstream = choose_upstream()
-            await run_demo(cache, upstream, label, sys.stdout)
-            return EXIT_OK
+        return await COMMANDS[args.command](args, settings)
     except LLMPgCacheError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"llm-pgcache {args.command}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
 
 
-async def _migrate(dsn: str | None, revision: str, embedding_dim: int | None) -> int:
-    if dsn is None:
-        dsn = await embedded.start()
-    await migrate.upgrade(dsn, revision=revision, embedding_dim=embedding_dim)
-    print(f"migrated {redact_dsn(dsn)} to {revision}")
+async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    dsn = args.dsn or await embedded.start()
+    await migrate.upgrade(dsn, revision=args.revision, embedding_dim=args.embedding_dim)
+    print(f"migrated {redact_dsn(dsn)} to {args.revision}")
     return EXIT_OK
 
 
-async def _stats(cache: Cache, namespace: str | None, *, as_json: bool) -> int:
-    table = (await cache.stats(namespace=namespace, all_namespaces=namespace is None)).table
-    if as_json:
+async def _healthcheck(args: argparse.Namespace, settings: Settings) -> int:
+    async with Cache.connect(args.dsn, strict=True):
+        print(f"ok: schema at revision {SCHEMA_REVISION}")
+    return EXIT_OK
+
+
+async def _reindex(args: argparse.Namespace, settings: Settings) -> int:
+    async with Cache.connect(args.dsn, strict=True) as cache:
+        report = await cache.reindex(
+            if_needed=args.if_needed,
+            lists=args.lists,
+            maintenance_work_mem=args.maintenance_work_mem,
+        )
+    print(report.summary())
+    return EXIT_OK
+
+
+async def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    async with Cache.connect(args.dsn, strict=True) as cache:
+        embedding_dim = cache.embedding_dim  # the embedder must match the table
+    embedder = default_embedder(embedding_dim)
+    async with Cache.connect(args.dsn, strict=True, embedder=embedder) as cache:
+        label, upstream = choose_upstream()
+        await run_demo(cache, upstream, f"{label}\nembedder: {embedder.name}", sys.stdout)
+    return EXIT_OK
+
+
+async def _tune(args: argparse.Namespace, settings: Settings) -> int:
+    pairs = read_pairs(args.pairs)
+    embedder = default_embedder(settings.embedding_dim)
+    scores = await similarities(embedder, pairs)
+    rows = evaluate(scores, [p.match for p in pairs], [t / 100 for t in range(50, 100)])
+    matching = sum(p.match for p in pairs)
+    print(f"{len(pairs)} pairs ({matching} matching), embedder {embedder.name}")
+    print(f"{'threshold':>9} {'precision':>9} {'recall':>7} {'f1':>6} {'false hits':>10}")
+    for row in rows:
+        print(
+            f"{row.threshold:>9.2f} {row.precision:>9.3f} {row.recall:>7.3f} {row.f1:>6.3f} "
+            f"{row.false_hit_rate:>10.3f}"
+        )
+    best = threshold_for_precision(rows, args.precision)
+    if best is None:
+        print(f"no threshold reaches precision {args.precision}")
+        return EXIT_ERROR
+    print(
+        f"threshold for precision >= {args.precision}: {best.threshold:.2f} "
+        f"(recall {best.recall:.3f}, false-hit rate {best.false_hit_rate:.3f})"
+    )
+    return EXIT_OK
+
+
+async def _stats(args: argparse.Namespace, settings: Settings) -> int:
+    namespace: str | None = args.namespace
+    async with Cache.connect(args.dsn, strict=True) as cache:
+        stats = await cache.stats(namespace=namespace, all_namespaces=namespace is None)
+    table = stats.table
+    if args.json:
         print(json.dumps(asdict(table)))
         return EXIT_OK
     print(f"namespace:       {namespace or '(all)'}")
@@ -125,6 +200,16 @@ def _size(n_bytes: int) -> str:
     if n_bytes < 1024**3:
         return f"{n_bytes / 1024**2:.1f} MiB"
     return f"{n_bytes / 1024**3:.1f} GiB"
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = {
+    "migrate": _migrate,
+    "stats": _stats,
+    "healthcheck": _healthcheck,
+    "reindex": _reindex,
+    "tune-threshold": _tune,
+    "demo": _demo,
+}
 
 
 def main() -> None:

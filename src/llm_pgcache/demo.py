@@ -25,11 +25,22 @@ QUESTIONS = (
     "Give me a haiku about caching.",
 )
 
+# The session: each question once (misses), then repeats (exact hits), rewordings
+# (semantic hits) and a near miss that must not be answered from the cache.
+SESSION = (
+    *QUESTIONS,
+    *QUESTIONS,
+    "what's the capital of france?",
+    "In one sentence, explain what a B-tree index is.",
+    "What is the capital of Spain?",
+)
+
 _CANNED = {
     QUESTIONS[0]: "The capital of France is Paris.",
     QUESTIONS[1]: "A B-tree index keeps keys sorted in a balanced tree of wide pages, so "
     "lookups, range scans and inserts take a logarithmic number of page reads.",
     QUESTIONS[2]: "Asked once, answered once;\nthe second time it is free:\nmemory of rain.",
+    SESSION[-1]: "The capital of Spain is Madrid.",
 }
 
 Upstream = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -90,11 +101,11 @@ def choose_upstream(environ: dict[str, str] | None = None) -> tuple[str, Upstrea
 
 
 async def run_demo(cache: Cache, upstream: Upstream, label: str, out: TextIO) -> None:
-    """Ask each question twice (a miss, then an exact hit) and print what answered."""
+    """Run `SESSION` through the cache and print, per request, what answered and how fast."""
     await cache.invalidate(namespace=DEMO_NAMESPACE)  # start from a clean slate
     print(label, file=out)
-    print(f"{'tier':<16} {'latency':>10}  question", file=out)
-    for question in (*QUESTIONS, *QUESTIONS):
+    print(f"{'tier':<18} {'similarity':>10} {'latency':>11}  question", file=out)
+    for question in SESSION:
         request = {
             "model": DEMO_MODEL,
             "messages": [{"role": "user", "content": question}],
@@ -105,12 +116,11 @@ async def run_demo(cache: Cache, upstream: Upstream, label: str, out: TextIO) ->
         if hit is None:
             response = await upstream(request)
             await cache.set(request, response, ttl=3600, namespace=DEMO_NAMESPACE)
-            tier = "miss -> upstream"
+            tier, similarity = "miss -> upstream", ""
         else:
-            response = hit.response
-            tier = hit.tier
+            tier, similarity = hit.tier, f"{hit.similarity:.3f}"
         elapsed_ms = (time.perf_counter() - started) * 1000
-        print(f"{tier:<16} {elapsed_ms:>8.2f} ms  {question}", file=out)
+        print(f"{tier:<18} {similarity:>10} {elapsed_ms:>8.2f} ms  {question}", file=out)
     counters = cache.counters
     table = (await cache.stats(namespace=DEMO_NAMESPACE)).table
     print(

@@ -1,0 +1,105 @@
+"""Choosing a similarity threshold from labelled pairs (`llm-pgcache tune-threshold`).
+
+Each pair is two user turns and whether one may be answered with the other's answer.
+A threshold t serves a hit for a pair when cosine(a, b) >= t: a served non-match is a
+false hit (a wrong answer shown to a user), a refused match a lost saving.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from llm_pgcache.embeddings import Embedder, check_vectors
+from llm_pgcache.errors import InvalidInputError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pair:
+    a: str
+    b: str
+    match: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThresholdRow:
+    """Quality of one threshold over the pairs."""
+
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+    false_hit_rate: float  # of the non-matching pairs, the share served as hits
+
+
+def read_pairs(path: Path) -> list[Pair]:
+    """Pairs from a JSONL file of {"a": str, "b": str, "match": bool} lines."""
+    pairs = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                pair = Pair(a=item["a"], b=item["b"], match=item["match"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InvalidInputError(f"{path}:{number}: not a pair line: {exc}") from exc
+            if (
+                not isinstance(pair.a, str)
+                or not isinstance(pair.b, str)
+                or not isinstance(pair.match, bool)
+            ):
+                raise InvalidInputError(f"{path}:{number}: a and b must be text, match a boolean")
+            pairs.append(pair)
+    if not any(p.match for p in pairs) or all(p.match for p in pairs):
+        raise InvalidInputError(f"{path}: needs both matching and non-matching pairs")
+    return pairs
+
+
+async def similarities(embedder: Embedder, pairs: Sequence[Pair]) -> np.ndarray:
+    """Cosine similarity of each pair under `embedder`."""
+    texts = [p.a for p in pairs] + [p.b for p in pairs]
+    vectors = check_vectors(await embedder.embed(texts), count=len(texts), dim=embedder.dim)
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    a, b = vectors[: len(pairs)], vectors[len(pairs) :]
+    result: np.ndarray = np.einsum("ij,ij->i", a, b)
+    return result
+
+
+def evaluate(
+    scores: np.ndarray, matches: Sequence[bool], thresholds: Iterable[float]
+) -> list[ThresholdRow]:
+    """Precision, recall, F1 and false-hit rate at each threshold."""
+    truth = np.asarray(matches, dtype=bool)
+    rows = []
+    for threshold in thresholds:
+        served = scores >= threshold
+        true_hits = int((served & truth).sum())
+        false_hits = int((served & ~truth).sum())
+        precision = true_hits / (true_hits + false_hits) if true_hits + false_hits else 1.0
+        recall = true_hits / int(truth.sum())
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append(
+            ThresholdRow(
+                threshold=round(float(threshold), 4),
+                precision=precision,
+                recall=recall,
+                f1=f1,
+                false_hit_rate=false_hits / int((~truth).sum()),
+            )
+        )
+    return rows
+
+
+def threshold_for_precision(rows: Sequence[ThresholdRow], precision: float) -> ThresholdRow | None:
+    """The lowest threshold at which it, and every higher one, reaches `precision`."""
+    best = None
+    for row in sorted(rows, key=lambda r: r.threshold, reverse=True):
+        if row.precision < precision:
+            break
+        best = row
+    return best

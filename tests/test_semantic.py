@@ -1,0 +1,294 @@
+"""Semantic lookups: paraphrases hit, nothing crosses a namespace, scope, embedder or expiry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import asyncpg
+import numpy as np
+import pytest
+from openai import AsyncOpenAI
+
+from llm_pgcache import (
+    BackendError,
+    Cache,
+    EmbedderError,
+    EmbeddingDimensionError,
+    HashingEmbedder,
+    InvalidEmbeddingError,
+    InvalidInputError,
+    OpenAIEmbedder,
+)
+
+from .openai_server import OpenAIServer
+
+Factory = Callable[..., dict[str, object]]
+
+
+@pytest.fixture
+async def semantic(dsn: str, namespace: str, openai_client: AsyncOpenAI) -> AsyncIterator[Cache]:
+    """A cache embedding through the real openai client and the test server."""
+    embedder = OpenAIEmbedder(openai_client, model="text-embedding-3-small")
+    async with Cache.connect(
+        dsn, namespace=namespace, embedder=embedder, similarity_threshold=0.8, strict=True
+    ) as cache:
+        yield cache
+
+
+async def test_paraphrase_hits(
+    semantic: Cache, make_request: Factory, make_response: Factory
+) -> None:
+    await semantic.set(make_request("What is the capital of France?"), make_response("Paris."))
+    hit = await semantic.get(make_request("what's the capital city of France?"))
+    assert hit is not None
+    assert hit.tier == "postgres-semantic"
+    assert 0.8 <= hit.similarity < 1.0
+    assert hit.matched_prompt == "What is the capital of France?"
+    assert hit.response["choices"][0]["message"]["content"] == "Paris."  # type: ignore[index]
+    assert semantic.counters.hits_by_tier == {"postgres-semantic": 1}
+
+
+async def test_near_miss_is_rejected_at_the_threshold(
+    semantic: Cache, make_request: Factory, make_response: Factory
+) -> None:
+    await semantic.set(make_request("capital of France"), make_response("Paris."))
+    near_miss = make_request("capital of Spain")  # similarity about 0.5 on the test server
+    assert await semantic.get(near_miss) is None
+    lenient = await semantic.get(near_miss, threshold=0.3)
+    assert lenient is not None
+    assert 0.3 <= lenient.similarity < 0.8
+
+
+async def test_other_namespaces_never_hit(
+    semantic: Cache, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    await semantic.set(make_request("What is the capital of France?"), make_response())
+    other = f"{namespace}-other"
+    assert (
+        await semantic.get(make_request("What is the capital of France?"), namespace=other) is None
+    )
+    assert await semantic.get(make_request("capital of France?"), namespace=other) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": "gpt-4o"},
+        {"temperature": 0.9},
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+        {"system": "You are verbose."},
+        {"history": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hey"}]},
+    ],
+)
+async def test_other_scopes_never_hit(
+    semantic: Cache, make_request: Factory, make_response: Factory, change: dict[str, object]
+) -> None:
+    await semantic.set(make_request("What is the capital of France?"), make_response())
+    request = make_request("what is the capital of France")
+    if "system" in change:
+        request["messages"] = [
+            {"role": "system", "content": change["system"]},
+            request["messages"][1],
+        ]  # type: ignore[index]
+    elif "history" in change:
+        request["messages"] = [*request["messages"][:1], *change["history"], request["messages"][1]]  # type: ignore[index, misc]
+    else:
+        request.update(change)
+    assert await semantic.get(request) is None
+    assert await semantic.get(make_request("what is the capital of France")) is not None
+
+
+async def test_expired_rows_never_hit(
+    semantic: Cache,
+    namespace: str,
+    db: asyncpg.Connection,
+    make_request: Factory,
+    make_response: Factory,
+) -> None:
+    await semantic.set(make_request("What is the capital of France?"), make_response(), ttl=60)
+    assert await semantic.get(make_request("capital of France?")) is not None
+    await db.execute(
+        "UPDATE llm_cache SET expires_at = now() - interval '1 second' WHERE namespace = $1",
+        namespace,
+    )
+    assert await semantic.get(make_request("capital of France?")) is None
+
+
+async def test_rows_of_another_embedder_are_never_compared(
+    dsn: str,
+    namespace: str,
+    openai_client: AsyncOpenAI,
+    make_request: Factory,
+    make_response: Factory,
+) -> None:
+    # The test server returns the same vectors whatever the model: only the recorded
+    # embedder name can keep the two apart.
+    small = OpenAIEmbedder(openai_client, model="text-embedding-3-small")
+    other = OpenAIEmbedder(openai_client, model="text-embedding-3-large", dimensions=1536)
+    async with Cache.connect(
+        dsn, namespace=namespace, embedder=small, similarity_threshold=0.8
+    ) as a:
+        await a.set(make_request("What is the capital of France?"), make_response())
+        assert await a.get(make_request("capital of France?")) is not None
+    async with Cache.connect(
+        dsn, namespace=namespace, embedder=other, similarity_threshold=0.8
+    ) as b:
+        assert await b.get(make_request("capital of France?")) is None
+        assert await b.get(make_request("What is the capital of France?")) is not None  # exact
+
+
+async def test_a_miss_is_embedded_once(
+    semantic: Cache, openai_api: OpenAIServer, make_request: Factory, make_response: Factory
+) -> None:
+    request = make_request("How tall is Mount Everest?")
+    assert await semantic.get(request) is None
+    await semantic.set(request, make_response("8,849 m"))
+    assert openai_api.state.calls["embeddings"] == 1
+    assert openai_api.state.embedded_texts == ["How tall is Mount Everest?"]
+
+
+async def test_semantic_can_be_turned_off(
+    dsn: str,
+    namespace: str,
+    semantic: Cache,
+    openai_client: AsyncOpenAI,
+    make_request: Factory,
+    make_response: Factory,
+) -> None:
+    await semantic.set(make_request("What is the capital of France?"), make_response())
+    assert await semantic.get(make_request("capital of France?"), semantic=False) is None
+    embedder = OpenAIEmbedder(openai_client)
+    async with Cache.connect(dsn, namespace=namespace, embedder=embedder, semantic=False) as off:
+        assert await off.get(make_request("capital of France?")) is None
+        assert await off.get(make_request("capital of France?"), semantic=True, threshold=0.8)
+    async with Cache.connect(dsn, namespace=namespace) as exact_only:
+        with pytest.raises(InvalidInputError):
+            await exact_only.get(make_request("capital of France?"), semantic=True)
+
+
+async def test_rows_without_embedding_are_never_candidates(
+    semantic: Cache, make_request: Factory, make_response: Factory
+) -> None:
+    await semantic.set(
+        make_request("What is the capital of France?"), make_response(), semantic=False
+    )
+    assert await semantic.get(make_request("capital of France?")) is None
+
+
+async def test_report_wrong_hit_removes_the_entry(
+    semantic: Cache, make_request: Factory, make_response: Factory
+) -> None:
+    await semantic.set(make_request("capital of France"), make_response("Paris."))
+    hit = await semantic.get(make_request("capital of Spain"), threshold=0.3)
+    assert hit is not None
+    assert await semantic.report_wrong_hit(hit)
+    assert await semantic.get(make_request("capital of Spain"), threshold=0.3) is None
+    assert await semantic.get(make_request("capital of France")) is None
+    assert not await semantic.report_wrong_hit(hit)
+
+
+async def test_embedder_of_the_wrong_dimension_is_refused_at_connect(dsn: str) -> None:
+    with pytest.raises(EmbeddingDimensionError, match="vector\\(1536\\)"):
+        await Cache.connect(dsn, embedder=HashingEmbedder(384))
+
+
+class FixedEmbedder:
+    """An embedder (the public protocol) that returns what the test gives it."""
+
+    name = "fixed:test"
+
+    def __init__(self, vector: np.ndarray) -> None:
+        self.vector = vector
+        self.dim = 1536
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self.vector] * len(texts))
+
+
+@pytest.mark.parametrize(
+    ("vector", "error"),
+    [
+        (np.zeros(1536, dtype=np.float32), InvalidEmbeddingError),
+        (np.full(1536, np.nan, dtype=np.float32), InvalidEmbeddingError),
+        (np.full(1536, np.inf, dtype=np.float32), InvalidEmbeddingError),
+        (np.ones(384, dtype=np.float32), EmbeddingDimensionError),
+    ],
+)
+async def test_unusable_vectors_are_refused_before_writing(
+    dsn: str,
+    namespace: str,
+    db: asyncpg.Connection,
+    make_request: Factory,
+    make_response: Factory,
+    vector: np.ndarray,
+    error: type[Exception],
+) -> None:
+    async with Cache.connect(dsn, namespace=namespace, embedder=FixedEmbedder(vector)) as cache:
+        with pytest.raises(error):
+            await cache.set(make_request(), make_response())
+        with pytest.raises(error):
+            await cache.get(make_request())
+    assert await db.fetchval("SELECT count(*) FROM llm_cache WHERE namespace = $1", namespace) == 0
+
+
+async def test_wrong_dimensions_from_the_api_are_refused(
+    semantic: Cache,
+    openai_api: OpenAIServer,
+    db: asyncpg.Connection,
+    namespace: str,
+    make_request: Factory,
+    make_response: Factory,
+) -> None:
+    openai_api.state.wrong_dimensions = 512
+    with pytest.raises(EmbeddingDimensionError):
+        await semantic.set(make_request(), make_response())
+    assert await db.fetchval("SELECT count(*) FROM llm_cache WHERE namespace = $1", namespace) == 0
+
+
+async def test_embedder_down_fails_open_to_exact(
+    dsn: str,
+    namespace: str,
+    openai_client: AsyncOpenAI,
+    openai_api: OpenAIServer,
+    make_request: Factory,
+    make_response: Factory,
+) -> None:
+    embedder = OpenAIEmbedder(openai_client)
+    async with Cache.connect(
+        dsn, namespace=namespace, embedder=embedder, similarity_threshold=0.8
+    ) as cache:
+        openai_api.state.fail_status = 500
+        await cache.set(make_request("What is the capital of France?"), make_response())
+        assert await cache.get(make_request("capital of France?")) is None
+        assert await cache.get(make_request("What is the capital of France?")) is not None
+        assert cache.counters.backend_errors == 2
+    async with Cache.connect(dsn, namespace=namespace, embedder=embedder, strict=True) as strict:
+        with pytest.raises(EmbedderError):
+            await strict.get(make_request("capital of France?"))
+        assert issubclass(EmbedderError, BackendError)
+
+
+async def test_openai_embedder_batches(
+    openai_client: AsyncOpenAI, openai_api: OpenAIServer
+) -> None:
+    embedder = OpenAIEmbedder(
+        openai_client, model="text-embedding-3-small", dimensions=64, batch_size=3
+    )
+    texts = [f"text number {i}" for i in range(7)]
+    vectors = await embedder.embed(texts)
+    assert vectors.shape == (7, 64)
+    assert vectors.dtype == np.float32
+    assert openai_api.state.calls["embeddings"] == 3
+    single = await embedder.embed(["text number 5"])
+    np.testing.assert_allclose(single[0], vectors[5], rtol=1e-6)  # order kept
+
+
+async def test_hashing_embedder_is_deterministic_and_lexical() -> None:
+    embedder = HashingEmbedder(256)
+    a, b, c = await embedder.embed(
+        ["What is the capital of France?", "what's the capital of france", "Who wrote Hamlet?"]
+    )
+    assert float(a @ b) > 0.9
+    assert float(a @ c) < 0.3
+    np.testing.assert_array_equal((await embedder.embed(["Who wrote Hamlet?"]))[0], c)
+    assert embedder.name == "hashing:v1:256"
