@@ -37,7 +37,9 @@ class SearchOptions:
 
     Attributes:
         threshold: lowest cosine similarity accepted as a hit.
-        candidates: rows taken from the index before the threshold applies.
+        candidates: nearest rows taken from the index (in relaxed order) before the
+            exact re-ranking and the threshold apply; more candidates make iterative scans
+            probe further, which keeps small scopes correct.
         probes: ivfflat lists searched first.
         max_probes: lists searched at most while the filters reject candidates
             (pgvector 0.8 iterative index scans).
@@ -45,7 +47,7 @@ class SearchOptions:
     """
 
     threshold: float = DEFAULT_SIMILARITY_THRESHOLD
-    candidates: int = 10
+    candidates: int = 40
     probes: int = 10
     max_probes: int = 1000
     index_state_seconds: float = 60.0

@@ -47,18 +47,23 @@ ON CONFLICT (namespace, cache_key) DO UPDATE SET
 # is applied outside the MATERIALIZED CTE so that it never stops the ivfflat index from
 # serving `ORDER BY embedding <=> $4 LIMIT $5` (pgvector: "Why isn't a query using an
 # index?"); the outer ORDER BY also restores exact order after a relaxed iterative scan.
+# Candidates carry only id and distance; the one row served is read by primary key.
 # Rows without an embedding have no embedder, so `embedder = $3` excludes them.
 SEMANTIC_NEAREST: Final[LiteralString] = """
 WITH candidates AS MATERIALIZED (
-    SELECT id, cache_key, model, prompt, response, tags, prompt_tokens, completion_tokens,
-           created_at, expires_at, embedding <=> $4 AS distance
+    SELECT id, embedding <=> $4 AS distance
     FROM llm_cache
     WHERE namespace = $1 AND scope_key = $2 AND embedder = $3
       AND (expires_at IS NULL OR expires_at > now())
     ORDER BY embedding <=> $4
     LIMIT $5
+),
+nearest AS (
+    SELECT id, distance FROM candidates WHERE distance <= $6 ORDER BY distance LIMIT 1
 )
-SELECT * FROM candidates WHERE distance <= $6 ORDER BY distance LIMIT 1
+SELECT c.id, c.cache_key, c.model, c.prompt, c.response, c.tags, c.prompt_tokens,
+       c.completion_tokens, c.created_at, c.expires_at, n.distance
+FROM nearest n JOIN llm_cache c ON c.id = n.id
 """
 
 # Settings of one semantic lookup, for its transaction only (set_config(..., true)).
@@ -194,6 +199,8 @@ RENAME_NEW_IVFFLAT: Final[LiteralString] = (
     "ALTER INDEX llm_cache_embedding_ivfflat_new RENAME TO llm_cache_embedding_ivfflat"
 )
 RESET_MAINTENANCE_WORK_MEM: Final[LiteralString] = "RESET maintenance_work_mem"
+# Fresh statistics, so that the planner knows how many rows each scope holds.
+ANALYZE_TABLE: Final[LiteralString] = "ANALYZE llm_cache"
 
 
 MAINTENANCE_STATEMENTS: Final[dict[str, LiteralString]] = {
@@ -201,6 +208,7 @@ MAINTENANCE_STATEMENTS: Final[dict[str, LiteralString]] = {
     "drop_old_ivfflat": DROP_OLD_IVFFLAT,
     "rename_new_ivfflat": RENAME_NEW_IVFFLAT,
     "reset_maintenance_work_mem": RESET_MAINTENANCE_WORK_MEM,
+    "analyze_table": ANALYZE_TABLE,
 }
 
 

@@ -210,7 +210,7 @@ class PostgresStore:
         *,
         max_distance: float,
         approximate: bool,
-        candidates: int = 10,
+        candidates: int = 40,
         probes: int = 10,
         max_probes: int = 1000,
     ) -> asyncpg.Record | None:
@@ -271,6 +271,7 @@ class PostgresStore:
                     await connection.execute(sql.create_new_ivfflat(lists))
                     await connection.execute(sql.DROP_OLD_IVFFLAT)
                     await connection.execute(sql.RENAME_NEW_IVFFLAT)
+                    await connection.execute(sql.ANALYZE_TABLE)
                     await connection.execute(sql.RECORD_INDEX_BUILD, IVFFLAT_INDEX, lists, rows)
                 finally:
                     await connection.execute(sql.RESET_MAINTENANCE_WORK_MEM)
