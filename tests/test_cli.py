@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_pgcache import Cache
+from llm_pgcache import Cache, HashingEmbedder
 from llm_pgcache.cli import cli
 from llm_pgcache.demo import DEMO_NAMESPACE
 
@@ -122,3 +122,52 @@ async def test_installed_entry_point(dsn: str) -> None:
     stdout, _ = await process.communicate()
     assert process.returncode == 0
     assert "LLM_PGCACHE_DSN" in stdout.decode()
+
+
+async def test_reindex(
+    create_database: FreshDatabase,
+    make_request: Factory,
+    make_response: Factory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dsn = await create_database()
+    assert await cli(["migrate", "--dsn", dsn]) == 0
+    assert await cli(["reindex", "--dsn", dsn, "--if-needed"]) == 0
+    assert "no rebuild needed: 0 rows" in capsys.readouterr().out.splitlines()[-1]
+    async with Cache.connect(dsn, embedder=HashingEmbedder(1536)) as cache:
+        for i in range(30):
+            await cache.set(make_request(f"question {i}"), make_response())
+    assert await cli(["reindex", "--dsn", dsn, "--if-needed"]) == 0
+    assert "rebuilt ivfflat index: 30 rows, lists 1 (was never built)" in capsys.readouterr().out
+    assert await cli(["reindex", "--dsn", dsn, "--if-needed"]) == 0
+    assert "no rebuild needed: 30 rows" in capsys.readouterr().out
+    assert await cli(["reindex", "--dsn", dsn, "--lists", "3"]) == 0
+    assert "lists 3 (was lists 1 (30 rows))" in capsys.readouterr().out
+
+
+async def test_tune_threshold_reproduces_the_documented_default(
+    repo_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_PGCACHE_EMBEDDING_DIM"):
+        monkeypatch.delenv(name, raising=False)
+    pairs = repo_root / "benchmarks" / "data" / "paraphrase_pairs.jsonl"
+    assert await cli(["tune-threshold", str(pairs), "--precision", "0.95"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "62 pairs (30 matching), embedder hashing:v1:1536"
+    assert len(out) == 2 + 50 + 1  # header lines, thresholds 0.50..0.99, the answer
+    assert out[-1].startswith(
+        f"threshold for precision >= 0.95: {HashingEmbedder.suggested_threshold:.2f} "
+    )
+
+
+async def test_tune_threshold_with_a_bad_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"a": "x", "b": "y", "match": true}\n{"a": "x"}\n')
+    assert await cli(["tune-threshold", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "pairs.jsonl:2" in err
+    assert await cli(["tune-threshold", str(tmp_path / "missing.jsonl")]) == 1
+    assert "cannot read" in capsys.readouterr().err

@@ -39,22 +39,25 @@ class ThresholdRow:
 def read_pairs(path: Path) -> list[Pair]:
     """Pairs from a JSONL file of {"a": str, "b": str, "match": bool} lines."""
     pairs = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                pair = Pair(a=item["a"], b=item["b"], match=item["match"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InvalidInputError(f"{path}:{number}: not a pair line: {exc}") from exc
-            if (
-                not isinstance(pair.a, str)
-                or not isinstance(pair.b, str)
-                or not isinstance(pair.match, bool)
-            ):
-                raise InvalidInputError(f"{path}:{number}: a and b must be text, match a boolean")
-            pairs.append(pair)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from exc
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            pair = Pair(a=item["a"], b=item["b"], match=item["match"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInputError(f"{path}:{number}: not a pair line: {exc}") from exc
+        if (
+            not isinstance(pair.a, str)
+            or not isinstance(pair.b, str)
+            or not isinstance(pair.match, bool)
+        ):
+            raise InvalidInputError(f"{path}:{number}: a and b must be text, match a boolean")
+        pairs.append(pair)
     if not any(p.match for p in pairs) or all(p.match for p in pairs):
         raise InvalidInputError(f"{path}: needs both matching and non-matching pairs")
     return pairs
