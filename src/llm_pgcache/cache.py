@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
-from collections import Counter
-from collections.abc import Awaitable, Generator, Iterable, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
 
 import asyncpg
 
 from llm_pgcache import embedded, migrate
+from llm_pgcache.breaker import CircuitBreaker
 from llm_pgcache.config import Settings
 from llm_pgcache.embeddings import Embedder
 from llm_pgcache.entries import CacheHit, dump_response, response_dict, storable_text
@@ -23,48 +25,25 @@ from llm_pgcache.errors import (
     SchemaError,
 )
 from llm_pgcache.keys import exact_key, request_keys
+from llm_pgcache.metrics import Counters, Metrics, Stats
+from llm_pgcache.pricing import DEFAULT_PRICES, Price
 from llm_pgcache.reindex import ReindexReport, reindex
 from llm_pgcache.semantic import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
-from llm_pgcache.store.postgres import PostgresStore, StoredEntry, TableStats
+from llm_pgcache.store.postgres import PostgresStore, StoredEntry
 from llm_pgcache.validation import (
     TTL,
     check_namespace,
     check_tags,
     check_threshold,
-    token_count,
+    non_negative_int,
     ttl_seconds,
 )
 
 logger = logging.getLogger("llm_pgcache")
 
 DEFAULT_MAX_ENTRY_BYTES = 16 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Counters:
-    """In-process counters of one `Cache` since it was opened."""
-
-    hits_by_tier: dict[str, int]
-    misses: int
-    tokens_saved: int
-    backend_errors: int
-
-    @property
-    def hits(self) -> int:
-        return sum(self.hits_by_tier.values())
-
-    @property
-    def hit_rate(self) -> float:
-        lookups = self.hits + self.misses
-        return self.hits / lookups if lookups else 0.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Stats:
-    """`Counters` of this process and `TableStats` of the database."""
-
-    counters: Counters
-    table: TableStats
+DEFAULT_LOOKUP_TIMEOUT = 0.05  # seconds a lookup may wait for PostgreSQL before it is a miss
+DEFAULT_WRITE_TIMEOUT = 1.0
 
 
 class Cache:
@@ -96,6 +75,10 @@ class Cache:
         similarity_threshold: float | None = None,
         semantic: bool = True,
         search: SearchOptions | None = None,
+        lookup_timeout: float | None = DEFAULT_LOOKUP_TIMEOUT,
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
+        breaker: CircuitBreaker | None = None,
+        prices: Mapping[str, Price] = DEFAULT_PRICES,
     ) -> None:
         """Wrap an opened store; prefer `Cache.connect`, which opens one. No I/O here."""
         self._store = store
@@ -120,10 +103,10 @@ class Cache:
         self.similarity_threshold = check_threshold(
             DEFAULT_SIMILARITY_THRESHOLD if similarity_threshold is None else similarity_threshold
         )
-        self._hits: Counter[str] = Counter()
-        self._misses = 0
-        self._tokens_saved = 0
-        self._backend_errors = 0
+        self.lookup_timeout = lookup_timeout
+        self.write_timeout = write_timeout
+        self._breaker = breaker or CircuitBreaker()
+        self._metrics = Metrics(prices)
         self._backend_down = False
 
     @classmethod
@@ -141,6 +124,10 @@ class Cache:
         similarity_threshold: float | None = None,
         semantic: bool = True,
         search: SearchOptions | None = None,
+        lookup_timeout: float | None = DEFAULT_LOOKUP_TIMEOUT,
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
+        breaker: CircuitBreaker | None = None,
+        prices: Mapping[str, Price] = DEFAULT_PRICES,
         pool: asyncpg.Pool | None = None,
         min_size: int = 2,
         max_size: int = 10,
@@ -166,6 +153,12 @@ class Cache:
                 default: the embedder's `suggested_threshold`, else 0.9.
             semantic: whether lookups fall through to semantic search (per call too).
             search: ivfflat search settings (candidates, probes, max_probes).
+            lookup_timeout: seconds a lookup may wait for PostgreSQL (embedding excluded)
+                before it counts as a miss; None: no limit.
+            write_timeout: the same for `set`.
+            breaker: when to stop asking a failing backend; default: after 5 consecutive
+                failures, for 5 s, then one probe (`CircuitBreaker(threshold, cooldown)`).
+            prices: USD per million (input, output) tokens per model, for `cost_saved`.
             pool: an asyncpg pool you own (created with `init=llm_pgcache.init_connection`);
                 it is not closed by `close()`.
             min_size, max_size: size of the pool the cache opens for itself.
@@ -188,6 +181,10 @@ class Cache:
             "similarity_threshold": similarity_threshold,
             "semantic": semantic,
             "search": search,
+            "lookup_timeout": lookup_timeout,
+            "write_timeout": write_timeout,
+            "breaker": breaker,
+            "prices": prices,
         }
         if pool is not None:
             opening = PostgresStore.from_pool(pool)
@@ -256,8 +253,13 @@ class Cache:
         semantic_search = self._semantic_for(semantic)
         if threshold is not None:
             check_threshold(threshold)
+        if not self._breaker.allow():
+            self._metrics.miss()
+            return None
+        started = time.perf_counter()
         try:
-            record = await self._store.get(ns, key)
+            async with self._deadline(self.lookup_timeout, "lookup"):
+                record = await self._store.get(ns, key)
             hit = None
             if record is not None:
                 hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
@@ -265,14 +267,13 @@ class Cache:
                 hit = await self._nearest(semantic_search, ns, request, threshold)
         except BackendError as exc:
             self._backend_failed(exc)
-            self._misses += 1
+            self._metrics.miss()
             return None
         self._backend_ok()
         if hit is None:
-            self._misses += 1
+            self._metrics.miss()
             return None
-        self._hits[hit.tier] += 1
-        self._tokens_saved += hit.tokens_saved
+        self._metrics.hit(hit, lookup_ms=(time.perf_counter() - started) * 1000)
         return hit
 
     async def _nearest(
@@ -285,14 +286,15 @@ class Cache:
         keys = request_keys(request)
         if not keys.text.strip():
             return None
-        vector = await search.embed(keys.text)
+        vector = await search.embed(keys.text)  # not under the lookup deadline
         search.pending.put(namespace, keys.exact_key, vector)
-        return await search.nearest(
-            namespace,
-            keys,
-            vector,
-            threshold=self.similarity_threshold if threshold is None else threshold,
-        )
+        async with self._deadline(self.lookup_timeout, "semantic lookup"):
+            return await search.nearest(
+                namespace,
+                keys,
+                vector,
+                threshold=self.similarity_threshold if threshold is None else threshold,
+            )
 
     async def set(
         self,
@@ -303,6 +305,7 @@ class Cache:
         tags: Iterable[str] = (),
         namespace: str | None = None,
         semantic: bool | None = None,
+        upstream_ms: int | None = None,
     ) -> None:
         """Store `response` as the answer to `request`, replacing any previous one.
 
@@ -315,6 +318,8 @@ class Cache:
             namespace: overrides the cache's namespace for this call.
             semantic: whether to store an embedding (default: the cache's `semantic`);
                 the one made by a missed `get` of the same request is reused.
+            upstream_ms: how long the LLM took to produce the response; hits report it
+                as the latency they saved.
 
         Raises:
             InvalidRequestError, InvalidResponseError, InvalidTTLError, InvalidInputError:
@@ -355,9 +360,10 @@ class Cache:
             prompt=storable_text(keys.text) if self.store_prompts else None,
             response_json=response_json,
             tags=checked_tags,
-            prompt_tokens=token_count(usage.get("prompt_tokens")),
-            completion_tokens=token_count(usage.get("completion_tokens")),
+            prompt_tokens=non_negative_int(usage.get("prompt_tokens")),
+            completion_tokens=non_negative_int(usage.get("completion_tokens")),
             ttl_seconds=expiry,
+            upstream_ms=non_negative_int(upstream_ms),
             embedding=embedding,
             embedder=(
                 None
@@ -365,8 +371,11 @@ class Cache:
                 else semantic_search.embedder.name
             ),
         )
+        if not self._breaker.allow():
+            return
         try:
-            await self._store.put(entry)
+            async with self._deadline(self.write_timeout, "write"):
+                await self._store.put(entry)
         except BackendError as exc:
             self._backend_failed(exc)
             return
@@ -437,13 +446,9 @@ class Cache:
 
     @property
     def counters(self) -> Counters:
-        """Hits per tier, misses, hit rate and tokens saved by this process since `connect`."""
-        return Counters(
-            hits_by_tier=dict(self._hits),
-            misses=self._misses,
-            tokens_saved=self._tokens_saved,
-            backend_errors=self._backend_errors,
-        )
+        """Hits per tier, misses, and what the hits saved (tokens, money, time) per model,
+        in this process since `connect`."""
+        return self._metrics.snapshot()
 
     async def stats(self, *, namespace: str | None = None, all_namespaces: bool = False) -> Stats:
         """This process's counters and the table's counts (of the namespace, or all)."""
@@ -466,8 +471,19 @@ class Cache:
                 return ttl
         return self.default_ttl
 
+    @asynccontextmanager
+    async def _deadline(self, seconds: float | None, what: str) -> AsyncIterator[None]:
+        """Bound a backend call; running out of time is a backend failure."""
+        try:
+            async with asyncio.timeout(seconds):
+                yield
+        except TimeoutError as exc:
+            limit_ms = (seconds or 0.0) * 1000
+            raise BackendError(f"PostgreSQL {what} took longer than {limit_ms:.0f} ms") from exc
+
     def _backend_failed(self, exc: BackendError) -> None:
-        self._backend_errors += 1
+        self._metrics.backend_error()
+        self._breaker.failed()
         if self.strict:
             raise exc
         if not self._backend_down:  # once per outage, not once per request
@@ -475,6 +491,7 @@ class Cache:
             self._backend_down = True
 
     def _backend_ok(self) -> None:
+        self._breaker.succeeded()
         if self._backend_down:
             logger.warning("llm-pgcache backend is back")
             self._backend_down = False

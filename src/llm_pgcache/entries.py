@@ -36,6 +36,7 @@ class CacheHit:
         created_at: when the entry was stored (database clock).
         expires_at: when it stops being served; None for never.
         prompt_tokens, completion_tokens: the upstream usage that this hit saved.
+        upstream_ms: how long the upstream call that produced the entry took, if known.
         tags: the entry's tags.
         similarity: cosine similarity for semantic hits; 1.0 for exact ones.
         matched_prompt: for semantic hits, the stored prompt that matched (None when
@@ -51,6 +52,7 @@ class CacheHit:
     expires_at: datetime | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    upstream_ms: int | None
     tags: tuple[str, ...]
     similarity: float = 1.0
     matched_prompt: str | None = None
@@ -73,6 +75,7 @@ class CacheHit:
             expires_at=record["expires_at"],
             prompt_tokens=record["prompt_tokens"],
             completion_tokens=record["completion_tokens"],
+            upstream_ms=record["upstream_ms"],
             tags=tuple(record["tags"]),
             similarity=similarity,
             matched_prompt=record.get("prompt"),

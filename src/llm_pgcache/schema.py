@@ -52,6 +52,7 @@ def build_metadata(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> MetaData:
         Column("tags", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
         Column("prompt_tokens", Integer, nullable=True),
         Column("completion_tokens", Integer, nullable=True),
+        Column("upstream_ms", Integer, nullable=True),  # how long the LLM took to answer
         Column("hit_count", BigInteger, nullable=False, server_default=text("0")),
         Column("last_hit_at", DateTime(timezone=True), nullable=True),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),

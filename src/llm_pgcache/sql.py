@@ -11,8 +11,8 @@ from typing import Final, LiteralString
 # Every read repeats `expires_at IS NULL OR expires_at > now()`: an expired row is never
 # returned, whether or not the purge job has deleted it yet.
 GET_EXACT: Final[LiteralString] = """
-SELECT id, cache_key, model, response, tags, prompt_tokens, completion_tokens, created_at,
-       expires_at
+SELECT id, cache_key, model, response, tags, prompt_tokens, completion_tokens, upstream_ms,
+       created_at, expires_at
 FROM llm_cache
 WHERE namespace = $1 AND cache_key = $2 AND (expires_at IS NULL OR expires_at > now())
 """
@@ -21,11 +21,11 @@ WHERE namespace = $1 AND cache_key = $2 AND (expires_at IS NULL OR expires_at > 
 PUT: Final[LiteralString] = """
 INSERT INTO llm_cache AS c (
     namespace, cache_key, scope_key, model, prompt, response, tags,
-    prompt_tokens, completion_tokens, expires_at, embedding, embedder
+    prompt_tokens, completion_tokens, expires_at, embedding, embedder, upstream_ms
 )
 VALUES (
     $1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, now() + $10::float8 * interval '1 second',
-    $11, $12
+    $11, $12, $13
 )
 ON CONFLICT (namespace, cache_key) DO UPDATE SET
     scope_key = EXCLUDED.scope_key,
@@ -35,6 +35,7 @@ ON CONFLICT (namespace, cache_key) DO UPDATE SET
     tags = EXCLUDED.tags,
     prompt_tokens = EXCLUDED.prompt_tokens,
     completion_tokens = EXCLUDED.completion_tokens,
+    upstream_ms = EXCLUDED.upstream_ms,
     embedding = EXCLUDED.embedding,
     embedder = EXCLUDED.embedder,
     hit_count = 0,
@@ -62,7 +63,7 @@ nearest AS (
     SELECT id, distance FROM candidates WHERE distance <= $6 ORDER BY distance LIMIT 1
 )
 SELECT c.id, c.cache_key, c.model, c.prompt, c.response, c.tags, c.prompt_tokens,
-       c.completion_tokens, c.created_at, c.expires_at, n.distance
+       c.completion_tokens, c.upstream_ms, c.created_at, c.expires_at, n.distance
 FROM nearest n JOIN llm_cache c ON c.id = n.id
 """
 

@@ -64,7 +64,8 @@ def check_tags(tags: Iterable[str]) -> tuple[str, ...]:
     return checked
 
 
-def token_count(value: object) -> int | None:
+def non_negative_int(value: object) -> int | None:
+    """`value` if it is an int that fits an integer column, else None (unknown)."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
         return value
     return None

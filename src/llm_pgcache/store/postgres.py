@@ -22,7 +22,7 @@ from llm_pgcache.config import asyncpg_dsn, redact_dsn
 from llm_pgcache.errors import BackendError, InvalidInputError, LLMPgCacheError, SchemaError
 from llm_pgcache.schema import IVFFLAT_INDEX
 
-SCHEMA_REVISION = "0002"  # the alembic head this code runs against (a test checks it)
+SCHEMA_REVISION = "0003"  # the alembic head this code runs against (a test checks it)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +39,7 @@ class StoredEntry:
     prompt_tokens: int | None
     completion_tokens: int | None
     ttl_seconds: float | None
+    upstream_ms: int | None = None
     embedding: npt.NDArray[np.float32] | None = None
     embedder: str | None = None
 
@@ -197,6 +198,7 @@ class PostgresStore:
                 entry.ttl_seconds,
                 entry.embedding,
                 entry.embedder,
+                entry.upstream_ms,
             )
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc

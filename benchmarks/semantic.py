@@ -1,0 +1,274 @@
+"""Semantic lookup latency and recall@1 of `Cache.get` against raw pgvector, same server.
+
+    python benchmarks/semantic.py --rows 100000 --dim 1536     # one configuration
+    python benchmarks/semantic.py --plot                        # plot every saved result
+
+Data: `rows` unit vectors in clusters (2,000 random centres; each row at cosine ~0.86 from
+its centre), one namespace and one scope, as in an app with one system prompt. Queries are
+stored rows plus noise (cosine ~0.96 to their source): the paraphrases a cache must find.
+Ground truth is an exact scan in numpy. After `Cache.reindex()` (lists from the row count):
+
+- raw pgvector: `SELECT id FROM llm_cache ORDER BY embedding <=> $1 LIMIT 1` with the same
+  `ivfflat.probes`, on a dedicated connection: the physical limit of one ANN query.
+- `Cache.get`: a full semantic hit (exact-key miss, then the scoped, filtered, re-ranked
+  nearest row, decoded), with a precomputed embedding so that embedding time is excluded;
+  the offline embedder's time is reported separately.
+
+Uses LLM_PGCACHE_DSN when set, else an embedded PostgreSQL under --data-dir (kept, so a
+later run can reuse the loaded table with --reuse). Writes docs/benchmarks/semantic_*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+
+from llm_pgcache import Cache, HashingEmbedder, SearchOptions, embedded, migrate, request_keys
+from llm_pgcache.config import asyncpg_dsn
+from llm_pgcache.store.postgres import init_connection
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+NAMESPACE = "bench"
+CENTRES = 2000
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def make_rows(rows: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    centres = unit(rng.standard_normal((CENTRES, dim)))
+    out = np.empty((rows, dim), dtype=np.float32)
+    for start in range(0, rows, 100_000):
+        n = min(100_000, rows - start)
+        noise = rng.standard_normal((n, dim)).astype(np.float32) * (0.6 / np.sqrt(dim))
+        out[start : start + n] = unit(centres[rng.integers(0, CENTRES, n)] + noise)
+    return out
+
+
+def request(text: str) -> dict[str, object]:
+    return {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": text},
+        ],
+    }
+
+
+class TableEmbedder:
+    """Precomputed embeddings: the lookup measures the database, not an embedding API."""
+
+    def __init__(self, dim: int) -> None:
+        self.name = f"bench:{dim}"
+        self.dim = dim
+        self.vectors: dict[str, np.ndarray] = {}
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def summary(latencies: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(latencies, n=100)
+    return {"p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000}
+
+
+async def load(dsn: str, vectors: np.ndarray, embedder_name: str) -> None:
+    scope_key = request_keys(request("x")).scope_key
+    connection = await asyncpg.connect(asyncpg_dsn(dsn))
+    await init_connection(connection)
+    await connection.execute("SET synchronous_commit = off")
+    started = time.perf_counter()
+    for start in range(0, len(vectors), 20_000):
+        await connection.copy_records_to_table(
+            "llm_cache",
+            columns=[
+                "namespace",
+                "cache_key",
+                "scope_key",
+                "model",
+                "prompt",
+                "response",
+                "embedding",
+                "embedder",
+            ],
+            records=[
+                (
+                    NAMESPACE,
+                    i.to_bytes(32, "big"),
+                    scope_key,
+                    "gpt-4o-mini",
+                    f"question {i}",
+                    json.dumps(
+                        {"id": f"chatcmpl-{i}", "choices": [{"message": {"content": "x" * 200}}]}
+                    ),
+                    vectors[i],
+                    embedder_name,
+                )
+                for i in range(start, min(start + 20_000, len(vectors)))
+            ],
+        )
+        print(f"  loaded {min(start + 20_000, len(vectors))} rows", flush=True)
+    await connection.close()
+    print(f"load: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    rng = np.random.default_rng(42)
+    vectors = make_rows(args.rows, args.dim, rng)
+    server_dsn = os.environ.get("LLM_PGCACHE_DSN") or await embedded.start(args.data_dir)
+    database = f"bench_semantic_{args.rows}_{args.dim}"
+    admin = await asyncpg.connect(asyncpg_dsn(server_dsn))
+    exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+    if exists and not args.reuse:
+        await admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+    if not exists or not args.reuse:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    await admin.close()
+    base, _, query = asyncpg_dsn(server_dsn).partition("?")
+    dsn = base.rsplit("/", 1)[0] + "/" + database + (f"?{query}" if query else "")
+
+    embedder = TableEmbedder(args.dim)
+    report: dict[str, object] = {"rows": args.rows, "dim": args.dim, "probes": args.probes}
+    if not (exists and args.reuse):
+        await migrate.upgrade(dsn, embedding_dim=args.dim)
+        await load(dsn, vectors, embedder.name)
+    cache = await Cache.connect(
+        dsn,
+        namespace=NAMESPACE,
+        embedder=embedder,
+        similarity_threshold=0.5,
+        search=SearchOptions(probes=args.probes),
+        min_size=1,
+        max_size=2,
+    )
+    try:
+        if not (exists and args.reuse):
+            rebuilt = await cache.reindex(maintenance_work_mem="4GB")
+            print(rebuilt.summary(), flush=True)
+            report["reindex_seconds"] = rebuilt.seconds
+            report["lists"] = rebuilt.lists
+
+        sources = rng.integers(0, args.rows, args.queries)
+        noise = rng.standard_normal((args.queries, args.dim)).astype(np.float32)
+        queries = unit(vectors[sources] + noise * (0.3 / np.sqrt(args.dim)))
+        truth = np.array(
+            [int(np.argmax(vectors @ q)) for q in queries]  # exact scan (unit vectors)
+        )
+
+        raw = await asyncpg.connect(asyncpg_dsn(dsn))
+        await init_connection(raw)
+        await raw.execute(f"SET ivfflat.probes = {int(args.probes)}")
+        raw_latency, raw_found = [], []
+        for q in queries:
+            started = time.perf_counter()
+            found = await raw.fetchval(
+                "SELECT id FROM llm_cache ORDER BY embedding <=> $1 LIMIT 1", q
+            )
+            raw_latency.append(time.perf_counter() - started)
+            raw_found.append(found)
+        ids = await raw.fetch(
+            "SELECT id, cache_key FROM llm_cache WHERE id = ANY($1::bigint[])",
+            [int(i) for i in raw_found],
+        )
+        row_of_id = {r["id"]: int.from_bytes(r["cache_key"], "big") for r in ids}
+        await raw.close()
+
+        cache_latency, cache_found = [], []
+        for n, q in enumerate(queries):
+            text = f"query {n}"
+            embedder.vectors[text] = q
+            started = time.perf_counter()
+            hit = await cache.get(request(text))
+            cache_latency.append(time.perf_counter() - started)
+            cache_found.append(None if hit is None else int.from_bytes(hit.key, "big"))
+    finally:
+        await cache.close()
+
+    hashing = HashingEmbedder(args.dim)
+    embed_latency = []
+    for n in range(200):
+        started = time.perf_counter()
+        await hashing.embed([f"What is the capital of country number {n}, in one word?"])
+        embed_latency.append(time.perf_counter() - started)
+
+    raw_recall = float(
+        np.mean([row_of_id.get(f) == t for f, t in zip(raw_found, truth, strict=True)])
+    )
+    cache_recall = float(np.mean([f == t for f, t in zip(cache_found, truth, strict=True)]))
+    raw_stats, cache_stats = summary(raw_latency), summary(cache_latency)
+    report.update(
+        {
+            "queries": args.queries,
+            "raw_pgvector": {**raw_stats, "recall_at_1": raw_recall},
+            "cache_get": {**cache_stats, "recall_at_1": cache_recall},
+            "p50_ratio": cache_stats["p50_ms"] / raw_stats["p50_ms"],
+            "hashing_embedder": summary(embed_latency),
+        }
+    )
+    return report
+
+
+def plot() -> None:
+    import matplotlib  # noqa: PLC0415 - only for the report
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    results = sorted(
+        (json.loads(p.read_text()) for p in OUT.glob("semantic_*.json")),
+        key=lambda r: (r["dim"], r["rows"]),
+    )
+    labels = [f"{r['rows'] // 1000}k x {r['dim']}" for r in results]
+    xs = np.arange(len(results))
+    fig, (ax_lat, ax_rec) = plt.subplots(1, 2, figsize=(11, 4))
+    for k, name in enumerate(("raw_pgvector", "cache_get")):
+        ax_lat.bar(
+            xs + (k - 0.5) * 0.38, [r[name]["p50_ms"] for r in results], 0.38, label=f"{name} p50"
+        )
+        ax_rec.bar(
+            xs + (k - 0.5) * 0.38, [r[name]["recall_at_1"] for r in results], 0.38, label=name
+        )
+    ax_lat.set_title("semantic lookup p50 (ms), embedding excluded")
+    ax_rec.set_title("recall@1 vs exact scan")
+    ax_rec.set_ylim(0.8, 1.0)
+    for ax in (ax_lat, ax_rec):
+        ax.set_xticks(xs, labels)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "semantic.png", dpi=110)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=1536)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--probes", type=int, default=10)
+    parser.add_argument(
+        "--data-dir", default=str(Path(tempfile.gettempdir()) / "llm-pgcache-bench")
+    )
+    parser.add_argument("--reuse", action="store_true", help="reuse a table loaded before")
+    parser.add_argument("--plot", action="store_true", help="only plot the saved results")
+    args = parser.parse_args()
+    if args.plot:
+        plot()
+        return
+    report = await run(args)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"semantic_{args.rows}_{args.dim}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,97 @@
+"""In-process counters of a `Cache`: hits per tier, misses, and what the hits saved."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from llm_pgcache.entries import CacheHit
+from llm_pgcache.pricing import Price, cost
+from llm_pgcache.store.postgres import TableStats
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSavings:
+    """What hits of one model saved: upstream tokens, money (None: unknown price) and time."""
+
+    hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_saved: float | None = None  # USD, from the cache's price table
+    latency_saved_ms: float = 0.0  # upstream time of the entries served, minus lookup time
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Counters:
+    """In-process counters of one `Cache` since it was opened."""
+
+    hits_by_tier: dict[str, int]
+    misses: int
+    backend_errors: int
+    by_model: dict[str, ModelSavings] = field(default_factory=dict)
+
+    @property
+    def hits(self) -> int:
+        return sum(self.hits_by_tier.values())
+
+    @property
+    def hit_rate(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+    @property
+    def tokens_saved(self) -> int:
+        return sum(s.prompt_tokens + s.completion_tokens for s in self.by_model.values())
+
+    @property
+    def cost_saved(self) -> float:
+        """USD saved by the hits whose model has a known price."""
+        return sum(s.cost_saved or 0.0 for s in self.by_model.values())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stats:
+    """`Counters` of this process and `TableStats` of the database."""
+
+    counters: Counters
+    table: TableStats
+
+
+class Metrics:
+    """Records lookups; `snapshot()` returns them as `Counters`."""
+
+    def __init__(self, prices: Mapping[str, Price]) -> None:
+        self.prices = prices
+        self._hits: Counter[str] = Counter()
+        self._misses = 0
+        self._backend_errors = 0
+        self._by_model: dict[str, ModelSavings] = {}
+
+    def hit(self, hit: CacheHit, lookup_ms: float) -> None:
+        self._hits[hit.tier] += 1
+        before = self._by_model.get(hit.model, ModelSavings())
+        prompt = before.prompt_tokens + (hit.prompt_tokens or 0)
+        completion = before.completion_tokens + (hit.completion_tokens or 0)
+        saved_ms = max(0.0, hit.upstream_ms - lookup_ms) if hit.upstream_ms is not None else 0.0
+        self._by_model[hit.model] = ModelSavings(
+            hits=before.hits + 1,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_saved=cost(hit.model, prompt, completion, self.prices),
+            latency_saved_ms=before.latency_saved_ms + saved_ms,
+        )
+
+    def miss(self) -> None:
+        self._misses += 1
+
+    def backend_error(self) -> None:
+        self._backend_errors += 1
+
+    def snapshot(self) -> Counters:
+        return Counters(
+            hits_by_tier=dict(self._hits),
+            misses=self._misses,
+            backend_errors=self._backend_errors,
+            by_model=dict(self._by_model),
+        )
