@@ -5,17 +5,22 @@ to fail or to be slow, and answers deterministically:
 
 - POST /v1/embeddings: bag-of-words vectors (each word a fixed pseudo-random direction,
   seeded by its CRC32), so texts sharing most words are close; `dimensions` is honoured.
-- POST /v1/chat/completions: echoes the last user turn ("answer: ..."), with usage.
+- POST /v1/chat/completions: echoes the last user turn ("answer: ..."), with usage, as
+  JSON or as an SSE stream; "[tool]", "[refuse]", "[length]", "[filter]" in the question
+  ask for a tool call, a refusal, a truncated or a filtered answer, and "[break]" for a
+  stream that breaks off midway (a 500 when not streaming).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import time
 import zlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +28,7 @@ import numpy as np
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 WORD = re.compile(r"[a-z0-9]+")
@@ -39,6 +44,8 @@ class ServerState:
     fail_status: int | None = None  # answer every request with this HTTP status
     latency: float = 0.0  # seconds to wait before answering
     wrong_dimensions: int | None = None  # return vectors of this size instead
+    hold: asyncio.Event | None = None  # streams pause after their first word until set
+    chat_bodies: list[dict[str, Any]] = field(default_factory=list)  # as received
 
     def reset(self) -> None:
         self.calls.clear()
@@ -46,6 +53,8 @@ class ServerState:
         self.fail_status = None
         self.latency = 0.0
         self.wrong_dimensions = None
+        self.hold = None
+        self.chat_bodies.clear()
 
 
 def embed_text(text: str, dim: int) -> list[float]:
@@ -56,6 +65,97 @@ def embed_text(text: str, dim: int) -> list[float]:
         vector += rng.standard_normal(dim)
     vector /= np.linalg.norm(vector)
     return [float(x) for x in vector]
+
+
+def answer(body: dict[str, Any], number: int) -> dict[str, Any]:
+    """The completion for a request; directives in the question pick its kind."""
+    question: str = body["messages"][-1]["content"]
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": f"answer: {question}",
+        "refusal": None,
+    }
+    finish_reason = "stop"
+    if "[tool]" in question:
+        message["content"] = None
+        message["tool_calls"] = [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "C"}'},
+            }
+        ]
+        finish_reason = "tool_calls"
+    elif "[refuse]" in question:
+        message["content"] = None
+        message["refusal"] = "I can't help with that."
+    elif "[length]" in question:
+        finish_reason = "length"
+    elif "[filter]" in question:
+        finish_reason = "content_filter"
+    prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+    completion_tokens = len((message["content"] or "").split()) + 1
+    return {
+        "id": f"chatcmpl-test-{number}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "system_fingerprint": "fp_test",
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+async def sse(
+    completion: dict[str, Any], *, include_usage: bool, breaks: bool, hold: asyncio.Event | None
+) -> AsyncIterator[str]:
+    """The completion as the API streams it: role, content word by word, tool calls in
+    pieces, the finish reason, then usage when asked for."""
+    head = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint")}
+    head["object"] = "chat.completion.chunk"
+    choice = completion["choices"][0]
+    message = choice["message"]
+
+    def event(delta: dict[str, Any], finish_reason: str | None = None) -> str:
+        chunk = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    for n, word in enumerate((message["content"] or "").split(" ")):
+        yield event({"content": word if n == 0 else f" {word}"})
+        if hold is not None and n == 0:
+            await hold.wait()
+        if breaks and n == 1:
+            raise ConnectionResetError("the upstream broke off midway")
+    if message["refusal"]:
+        yield event({"refusal": message["refusal"]})
+    for i, call in enumerate(message.get("tool_calls") or ()):
+        arguments = call["function"]["arguments"]
+        yield event(
+            {
+                "tool_calls": [
+                    {
+                        "index": i,
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": call["function"]["name"], "arguments": ""},
+                    }
+                ]
+            }
+        )
+        for start in range(0, len(arguments), 7):
+            piece = arguments[start : start + 7]
+            yield event({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+    yield event({}, choice["finish_reason"])
+    if include_usage:
+        yield f"data: {json.dumps({**head, 'choices': [], 'usage': completion['usage']})}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 def build_app(state: ServerState) -> Starlette:
@@ -91,31 +191,26 @@ def build_app(state: ServerState) -> Starlette:
             }
         )
 
-    async def chat_completions(request: Request) -> JSONResponse:
+    async def chat_completions(request: Request) -> Response:
         if (failure := await gate("chat")) is not None:
             return failure
         body: dict[str, Any] = await request.json()
-        question = body["messages"][-1]["content"]
-        answer = f"answer: {question}"
-        return JSONResponse(
-            {
-                "id": f"chatcmpl-test-{state.calls['chat']}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": answer},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": len(question.split()),
-                    "completion_tokens": len(answer.split()),
-                    "total_tokens": len(question.split()) + len(answer.split()),
-                },
-            }
+        state.chat_bodies.append(body)
+        completion = answer(body, state.calls["chat"])
+        if not body.get("stream"):
+            if "[break]" in body["messages"][-1]["content"]:
+                return JSONResponse({"error": {"message": "broken"}}, status_code=500)
+            return JSONResponse(completion)
+        options = body.get("stream_options") or {}
+        breaks = "[break]" in body["messages"][-1]["content"]
+        return StreamingResponse(
+            sse(
+                completion,
+                include_usage=bool(options.get("include_usage")),
+                breaks=breaks,
+                hold=state.hold,
+            ),
+            media_type="text/event-stream",
         )
 
     return Starlette(

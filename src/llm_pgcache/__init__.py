@@ -21,6 +21,14 @@ from llm_pgcache.errors import (
     MissingExtraError,
     SchemaError,
 )
+from llm_pgcache.integrations.openai import (
+    CacheControls,
+    CachedOpenAI,
+    CacheInfo,
+    CachePolicy,
+    cache_info,
+    cached_openai,
+)
 from llm_pgcache.keys import RequestKeys, request_keys
 from llm_pgcache.metrics import Counters, ModelSavings, Stats
 from llm_pgcache.reindex import ReindexReport
@@ -32,7 +40,11 @@ __version__ = _version("llm-pgcache")
 __all__ = [
     "BackendError",
     "Cache",
+    "CacheControls",
     "CacheHit",
+    "CacheInfo",
+    "CachePolicy",
+    "CachedOpenAI",
     "CircuitBreaker",
     "ConfigurationError",
     "Counters",
@@ -57,6 +69,8 @@ __all__ = [
     "Stats",
     "TableStats",
     "__version__",
+    "cache_info",
+    "cached_openai",
     "default_embedder",
     "init_connection",
     "request_keys",

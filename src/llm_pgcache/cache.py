@@ -153,8 +153,8 @@ class Cache:
                 default: the embedder's `suggested_threshold`, else 0.9.
             semantic: whether lookups fall through to semantic search (per call too).
             search: ivfflat search settings (candidates, probes, max_probes).
-            lookup_timeout: seconds a lookup may wait for PostgreSQL (embedding excluded)
-                before it counts as a miss; None: no limit.
+            lookup_timeout: seconds an exact lookup may wait for PostgreSQL before it
+                counts as a miss; None: no limit (semantic lookups: `search.timeout`).
             write_timeout: the same for `set`.
             breaker: when to stop asking a failing backend; default: after 5 consecutive
                 failures, for 5 s, then one probe (`CircuitBreaker(threshold, cooldown)`).
@@ -288,7 +288,7 @@ class Cache:
             return None
         vector = await search.embed(keys.text)  # not under the lookup deadline
         search.pending.put(namespace, keys.exact_key, vector)
-        async with self._deadline(self.lookup_timeout, "semantic lookup"):
+        async with self._deadline(search.options.timeout, "semantic lookup"):
             return await search.nearest(
                 namespace,
                 keys,

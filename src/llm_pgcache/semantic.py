@@ -44,6 +44,9 @@ class SearchOptions:
         max_probes: lists searched at most while the filters reject candidates
             (pgvector 0.8 iterative index scans).
         index_state_seconds: how long the "index was rebuilt" fact is reused.
+        timeout: seconds the semantic query may take before it counts as a miss (the
+            embedding is not included); larger than the exact lookup's, since an ANN
+            query over millions of rows takes tens of milliseconds.
     """
 
     threshold: float = DEFAULT_SIMILARITY_THRESHOLD
@@ -51,6 +54,7 @@ class SearchOptions:
     probes: int = 10
     max_probes: int = 1000
     index_state_seconds: float = 60.0
+    timeout: float | None = 0.25
 
 
 class PendingEmbeddings:

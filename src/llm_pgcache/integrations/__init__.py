@@ -1,0 +1,1 @@
+"""Integrations of the cache with LLM client libraries."""

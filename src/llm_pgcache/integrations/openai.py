@@ -1,0 +1,450 @@
+"""Drop-in caching for `openai.AsyncOpenAI`: `cached_openai(client, cache, **policy)`.
+
+    client = cached_openai(AsyncOpenAI(), cache)
+    reply = await client.chat.completions.create(model="gpt-4o-mini", messages=[...])
+    reply.llm_pgcache  # {"tier": "postgres-exact", "similarity": 1.0, ...}
+
+`chat.completions.create` takes exactly the wrapped client's arguments and returns real
+openai types: a `ChatCompletion`, or (with `stream=True`) an async stream of
+`ChatCompletionChunk`. Everything else on the client passes through untouched.
+Per-request cache controls go through `client.with_cache(ttl=..., no_store=True, ...)`,
+which returns a wrapper for that call: nothing is added to the request itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from llm_pgcache.cache import Cache
+from llm_pgcache.entries import CacheHit
+from llm_pgcache.errors import InvalidInputError, InvalidRequestError
+from llm_pgcache.integrations.streams import ChunkAccumulator, replay_chunks
+from llm_pgcache.keys import exact_key
+from llm_pgcache.singleflight import AbandonedError, Flight, SingleFlight
+from llm_pgcache.validation import TTL
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+logger = logging.getLogger("llm_pgcache")
+
+INFO_FIELD = "llm_pgcache"  # the attribute (and model_dump key) carrying `CacheInfo`
+
+Outcome = Literal["memory", "redis", "postgres-exact", "postgres-semantic", "miss", "bypass"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheInfo:
+    """What the cache did for one call; on the result as `.llm_pgcache` (a dict).
+
+    Attributes:
+        tier: which tier answered, "miss" (the upstream answered), or "bypass" (the
+            request is outside the wrapper's policy and was not looked up).
+        similarity: cosine similarity of a semantic hit; 1.0 for exact hits.
+        lookup_ms: time spent looking up the cache.
+        latency_saved_ms: for hits, how long the upstream took to produce the entry,
+            minus the lookup, when that is known.
+        shared: a miss answered by another caller's concurrent upstream call.
+    """
+
+    tier: Outcome
+    similarity: float | None = None
+    lookup_ms: float = 0.0
+    latency_saved_ms: float | None = None
+    shared: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CachePolicy:
+    """What a wrapper caches.
+
+    Attributes:
+        models: fnmatch patterns of the models cached; None caches every model.
+        max_temperature: requests sampling hotter than this are not cached (an absent
+            temperature counts as 1.0, the API's default); None caches any temperature.
+        cache_tool_calls: store responses that call tools.
+        cache_truncated: store responses cut off by max_tokens (finish_reason "length").
+        ttl, tags, namespace: defaults for what is stored (see `Cache.set`).
+    """
+
+    models: Sequence[str] | None = None
+    max_temperature: float | None = None
+    cache_tool_calls: bool = True
+    cache_truncated: bool = False
+    ttl: TTL | None = None
+    tags: Sequence[str] = ()
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheControls:
+    """Per-request controls, given to `with_cache(...)`.
+
+    Attributes:
+        no_cache: skip the lookup (the fresh answer is still stored).
+        no_store: do not store the answer.
+        ttl, namespace, tags: override the policy's for this request.
+        threshold: similarity threshold for this request's semantic lookup.
+        semantic: turn semantic lookup on or off for this request.
+    """
+
+    no_cache: bool = False
+    no_store: bool = False
+    ttl: TTL | None = None
+    namespace: str | None = None
+    tags: Sequence[str] | None = None
+    threshold: float | None = None
+    semantic: bool | None = None
+
+
+def cache_info(result: object) -> CacheInfo | None:
+    """The `CacheInfo` of a result of a cached client, or None."""
+    info = getattr(result, INFO_FIELD, None)
+    return CacheInfo(**info) if isinstance(info, dict) else None
+
+
+def cached_openai(client: AsyncOpenAI, cache: Cache, **policy: Any) -> CachedOpenAI:
+    """Wrap `client` so that its chat completions go through `cache`.
+
+    Args:
+        client: an `openai.AsyncOpenAI` (any base_url).
+        cache: an opened `Cache`.
+        **policy: the fields of `CachePolicy` (models, max_temperature, cache_tool_calls,
+            cache_truncated, ttl, tags, namespace).
+    """
+    return CachedOpenAI(client, cache, CachePolicy(**policy), CacheControls(), SingleFlight())
+
+
+class CachedOpenAI:
+    """An `AsyncOpenAI` whose `chat.completions.create` is cached."""
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        cache: Cache,
+        policy: CachePolicy,
+        controls: CacheControls,
+        flights: SingleFlight[dict[str, Any]],
+    ) -> None:
+        self._client = client
+        self.cache = cache
+        self.policy = policy
+        self.controls = controls
+        self.chat = _Chat(client.chat, _Completions(client.chat.completions, self, flights))
+        self._flights = flights
+
+    def with_cache(self, **controls: Any) -> CachedOpenAI:
+        """This client with per-request `CacheControls` (no_cache, no_store, ttl, ...)."""
+        return CachedOpenAI(
+            self._client, self.cache, self.policy, replace(self.controls, **controls), self._flights
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class _Chat:
+    def __init__(self, chat: Any, completions: _Completions) -> None:
+        self._chat = chat
+        self.completions = completions
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chat, name)
+
+
+class _Completions:
+    def __init__(
+        self, upstream: Any, owner: CachedOpenAI, flights: SingleFlight[dict[str, Any]]
+    ) -> None:
+        self._upstream = upstream
+        self._owner = owner
+        self._flights = flights
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._upstream, name)
+
+    async def create(self, **request: Any) -> Any:
+        """`chat.completions.create`, answered from the cache when it can be."""
+        cache, policy, controls = self._owner.cache, self._owner.policy, self._owner.controls
+        streaming = request.get("stream") is True
+        namespace = controls.namespace or policy.namespace
+        try:
+            key = (namespace or cache.namespace, exact_key(request))
+        except InvalidRequestError:
+            key = None  # not keyable (the API will say why): no caching
+        if key is None or not _cacheable_request(request, policy):
+            result = await self._upstream.create(**request)
+            return _annotate(result, CacheInfo(tier="bypass"))
+
+        started = time.perf_counter()
+        if not controls.no_cache:
+            hit = await cache.get(
+                request,
+                namespace=namespace,
+                semantic=controls.semantic,
+                threshold=controls.threshold,
+            )
+            if hit is not None:
+                return _from_hit(hit, request, (time.perf_counter() - started) * 1000)
+        lookup_ms = (time.perf_counter() - started) * 1000
+
+        while True:
+            flight = self._flights.join(key)
+            if isinstance(flight, Flight):
+                break
+            try:
+                shared = await asyncio.shield(flight)
+            except AbandonedError:
+                continue  # the leader gave up: lead, or follow the next one
+            info = CacheInfo(tier="miss", lookup_ms=lookup_ms, shared=True)
+            return _respond(shared, request, info)
+
+        info = CacheInfo(tier="miss", lookup_ms=lookup_ms)
+        if streaming:
+            return await _RecordingStream.open(self, flight, request, info)
+        upstream_started = time.perf_counter()
+        try:
+            completion = await self._upstream.create(**request)
+        except BaseException as exc:
+            _give_up(flight, exc)
+            raise
+        body = _completion_json(completion)
+        flight.finish(body)
+        await self.store(request, body, upstream_ms=(time.perf_counter() - upstream_started) * 1000)
+        return _annotate(completion, info)
+
+    async def store(
+        self, request: Mapping[str, Any], body: dict[str, Any], *, upstream_ms: float
+    ) -> None:
+        """Store a complete upstream answer, unless the policy or the controls say not to."""
+        cache, policy, controls = self._owner.cache, self._owner.policy, self._owner.controls
+        if controls.no_store or not _storable_response(body, policy):
+            return
+        tags = controls.tags if controls.tags is not None else policy.tags
+        try:
+            await cache.set(
+                request,
+                body,
+                ttl=controls.ttl if controls.ttl is not None else policy.ttl,
+                tags=tags,
+                namespace=controls.namespace or policy.namespace,
+                semantic=controls.semantic,
+                upstream_ms=round(upstream_ms),
+            )
+        except InvalidInputError as exc:  # e.g. over max_entry_bytes: the caller still gets it
+            logger.warning("llm-pgcache did not store a response: %s", exc)
+
+
+class _RecordingStream:
+    """The upstream stream, passed through chunk by chunk and stored once complete."""
+
+    def __init__(
+        self,
+        completions: _Completions,
+        flight: Flight[dict[str, Any]],
+        request: Mapping[str, Any],
+        upstream: Any,
+        info: CacheInfo,
+        *,
+        hide_usage: bool,
+        started: float,
+    ) -> None:
+        self._completions = completions
+        self._flight = flight
+        self._request = request
+        self._upstream = upstream
+        self._hide_usage = hide_usage
+        self._started = started
+        self._chunks = self._run()
+        setattr(self, INFO_FIELD, asdict(info))
+
+    @classmethod
+    async def open(
+        cls,
+        completions: _Completions,
+        flight: Flight[dict[str, Any]],
+        request: Mapping[str, Any],
+        info: CacheInfo,
+    ) -> _RecordingStream:
+        # Ask for usage (to count what hits save); hide it from a caller that did not.
+        options = request.get("stream_options") or {}
+        wants_usage = bool(options.get("include_usage"))
+        sent = (
+            dict(request)
+            if wants_usage
+            else {**request, "stream_options": {**options, "include_usage": True}}
+        )
+        started = time.perf_counter()
+        try:
+            upstream = await completions._upstream.create(**sent)
+        except BaseException as exc:
+            _give_up(flight, exc)
+            raise
+        return cls(
+            completions,
+            flight,
+            request,
+            upstream,
+            info,
+            hide_usage=not wants_usage,
+            started=started,
+        )
+
+    async def _run(self) -> AsyncGenerator[ChatCompletionChunk, None]:
+        accumulator = ChunkAccumulator()
+        try:
+            async for chunk in self._upstream:
+                accumulator.add(chunk.model_dump(mode="json"))
+                if self._hide_usage and not chunk.choices and chunk.usage is not None:
+                    continue
+                yield chunk
+        except BaseException as exc:  # an upstream error, or the caller stopped reading
+            _give_up(self._flight, exc)
+            raise
+        if not accumulator.complete:  # the stream ended early: nothing is stored
+            self._flight.fail(AbandonedError())
+            return
+        body = accumulator.completion()
+        self._flight.finish(body)
+        upstream_ms = (time.perf_counter() - self._started) * 1000
+        await self._completions.store(self._request, body, upstream_ms=upstream_ms)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        return await self._chunks.__anext__()
+
+    async def close(self) -> None:
+        """Stop reading: the upstream response is closed and nothing is stored."""
+        await self._chunks.aclose()
+        await self._upstream.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class ReplayStream:
+    """A stored completion replayed as an async stream of `ChatCompletionChunk`."""
+
+    def __init__(
+        self, completion: Mapping[str, Any], info: CacheInfo, *, include_usage: bool
+    ) -> None:
+        self._chunks = iter(list(replay_chunks(completion, include_usage=include_usage)))
+        setattr(self, INFO_FIELD, asdict(info))
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        try:
+            return ChatCompletionChunk.model_validate(next(self._chunks))
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    async def close(self) -> None:
+        self._chunks = iter(())
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _give_up(flight: Flight[dict[str, Any]], exc: BaseException) -> None:
+    """End a flight without a result: followers get an upstream error as their own, and
+    retry by themselves when the leader was cancelled or stopped reading."""
+    flight.fail(exc if isinstance(exc, Exception) else AbandonedError())
+
+
+def _cacheable_request(request: Mapping[str, Any], policy: CachePolicy) -> bool:
+    model = request.get("model")
+    if policy.models is not None and not (
+        isinstance(model, str) and any(fnmatch.fnmatchcase(model, p) for p in policy.models)
+    ):
+        return False
+    if policy.max_temperature is not None:
+        temperature = request.get("temperature")
+        temperature = 1.0 if not isinstance(temperature, int | float) else temperature
+        if temperature > policy.max_temperature:
+            return False
+    return True
+
+
+def _storable_response(body: Mapping[str, Any], policy: CachePolicy) -> bool:
+    """Only complete, successful answers: no refusals, filtered or (by policy) cut-off ones."""
+    choices = body.get("choices") or []
+    if not choices:
+        return False
+    for choice in choices:
+        reason = choice.get("finish_reason")
+        message = choice.get("message") or {}
+        if message.get("refusal") or reason in (None, "content_filter"):
+            return False
+        if reason == "length" and not policy.cache_truncated:
+            return False
+        if (reason == "tool_calls" or message.get("tool_calls")) and not policy.cache_tool_calls:
+            return False
+    return True
+
+
+def _completion_json(completion: Any) -> dict[str, Any]:
+    body: dict[str, Any] = completion.model_dump(mode="json")
+    body.pop(INFO_FIELD, None)
+    return body
+
+
+def _annotate(result: Any, info: CacheInfo) -> Any:
+    setattr(result, INFO_FIELD, asdict(info))
+    return result
+
+
+def _from_hit(hit: CacheHit, request: Mapping[str, Any], lookup_ms: float) -> Any:
+    saved = None if hit.upstream_ms is None else max(0.0, hit.upstream_ms - lookup_ms)
+    info = CacheInfo(
+        tier=hit.tier, similarity=hit.similarity, lookup_ms=lookup_ms, latency_saved_ms=saved
+    )
+    return _respond(hit.response, request, info)
+
+
+def _respond(body: Mapping[str, Any], request: Mapping[str, Any], info: CacheInfo) -> Any:
+    """A stored or shared completion, in the form the request asked for."""
+    if request.get("stream") is True:
+        options = request.get("stream_options") or {}
+        return ReplayStream(body, info, include_usage=bool(options.get("include_usage")))
+    completion = ChatCompletion.model_validate({k: v for k, v in body.items() if k != INFO_FIELD})
+    return _annotate(completion, info)
+
+
+__all__ = [
+    "CacheControls",
+    "CacheInfo",
+    "CachePolicy",
+    "CachedOpenAI",
+    "ReplayStream",
+    "cache_info",
+    "cached_openai",
+]
