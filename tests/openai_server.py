@@ -221,23 +221,23 @@ def build_app(state: ServerState) -> Starlette:
     )
 
 
-class OpenAIServer:
-    """The server running in the test session's event loop."""
+class LocalServer:
+    """An ASGI app served by uvicorn on 127.0.0.1 (a free port), in the running loop."""
 
-    def __init__(self) -> None:
-        self.state = ServerState()
+    def __init__(self, app: Any) -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        config = uvicorn.Config(build_app(self.state), log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
-        while not self._server.started:  # noqa: ASYNC110 - uvicorn offers only a flag
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # startup failed: raise why
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
@@ -245,3 +245,12 @@ class OpenAIServer:
         if self._task is not None:
             await self._task
         self._socket.close()
+
+
+class OpenAIServer(LocalServer):
+    """The OpenAI-compatible server, with its state."""
+
+    def __init__(self) -> None:
+        self.state = ServerState()
+        super().__init__(build_app(self.state))
+        self.base_url = f"{self.url}/v1"
