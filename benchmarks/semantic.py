@@ -123,26 +123,73 @@ async def load(dsn: str, vectors: np.ndarray, embedder_name: str) -> None:
     print(f"load: {time.perf_counter() - started:.0f} s", flush=True)
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
-    rng = np.random.default_rng(42)
-    vectors = make_rows(args.rows, args.dim, rng)
+async def prepare_database(args: argparse.Namespace) -> tuple[str, bool]:
+    """The benchmark's database (created, or kept with --reuse); whether it is loaded."""
     server_dsn = os.environ.get("LLM_PGCACHE_DSN") or await embedded.start(args.data_dir)
     database = f"bench_semantic_{args.rows}_{args.dim}"
     admin = await asyncpg.connect(asyncpg_dsn(server_dsn))
-    exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+    exists = bool(await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database))
     if exists and not args.reuse:
         await admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
-    if not exists or not args.reuse:
+    if not (exists and args.reuse):
         await admin.execute(f'CREATE DATABASE "{database}"')
     await admin.close()
     base, _, query = asyncpg_dsn(server_dsn).partition("?")
     dsn = base.rsplit("/", 1)[0] + "/" + database + (f"?{query}" if query else "")
+    return dsn, exists and args.reuse
 
+
+async def measure_raw(
+    dsn: str, queries: np.ndarray, probes: int
+) -> tuple[list[float], list[int | None]]:
+    """Latency of the bare ANN query, and the row (by number) it finds."""
+    raw = await asyncpg.connect(asyncpg_dsn(dsn))
+    await init_connection(raw)
+    await raw.execute(f"SET ivfflat.probes = {int(probes)}")
+    latencies, found = [], []
+    for q in queries:
+        started = time.perf_counter()
+        row_id = await raw.fetchval("SELECT id FROM llm_cache ORDER BY embedding <=> $1 LIMIT 1", q)
+        latencies.append(time.perf_counter() - started)
+        found.append(row_id)
+    keys = await raw.fetch(
+        "SELECT id, cache_key FROM llm_cache WHERE id = ANY($1::bigint[])",
+        [int(i) for i in found if i is not None],
+    )
+    await raw.close()
+    row_of_id = {r["id"]: int.from_bytes(r["cache_key"], "big") for r in keys}
+    return latencies, [row_of_id.get(i) for i in found]
+
+
+async def measure_cache(
+    cache: Cache, embedder: TableEmbedder, queries: np.ndarray
+) -> tuple[list[float], list[int | None]]:
+    """Latency of a full semantic `Cache.get`, and the row (by number) it serves."""
+    latencies, found = [], []
+    for n, q in enumerate(queries):
+        text = f"query {n}"
+        embedder.vectors[text] = q
+        started = time.perf_counter()
+        hit = await cache.get(request(text))
+        latencies.append(time.perf_counter() - started)
+        found.append(None if hit is None else int.from_bytes(hit.key, "big"))
+    return latencies, found
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    rng = np.random.default_rng(42)
+    vectors = make_rows(args.rows, args.dim, rng)
+    dsn, loaded = await prepare_database(args)
     embedder = TableEmbedder(args.dim)
     report: dict[str, object] = {"rows": args.rows, "dim": args.dim, "probes": args.probes}
-    if not (exists and args.reuse):
+    if not loaded:
         await migrate.upgrade(dsn, embedding_dim=args.dim)
         await load(dsn, vectors, embedder.name)
+    sources = rng.integers(0, args.rows, args.queries)
+    noise = rng.standard_normal((args.queries, args.dim)).astype(np.float32)
+    queries = unit(vectors[sources] + noise * (0.3 / np.sqrt(args.dim)))
+    truth = [int(np.argmax(vectors @ q)) for q in queries]  # exact scan (unit vectors)
+
     cache = await Cache.connect(
         dsn,
         namespace=NAMESPACE,
@@ -153,45 +200,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         max_size=2,
     )
     try:
-        if not (exists and args.reuse):
+        if not loaded:
             rebuilt = await cache.reindex(maintenance_work_mem="4GB")
             print(rebuilt.summary(), flush=True)
             report["reindex_seconds"] = rebuilt.seconds
             report["lists"] = rebuilt.lists
-
-        sources = rng.integers(0, args.rows, args.queries)
-        noise = rng.standard_normal((args.queries, args.dim)).astype(np.float32)
-        queries = unit(vectors[sources] + noise * (0.3 / np.sqrt(args.dim)))
-        truth = np.array(
-            [int(np.argmax(vectors @ q)) for q in queries]  # exact scan (unit vectors)
-        )
-
-        raw = await asyncpg.connect(asyncpg_dsn(dsn))
-        await init_connection(raw)
-        await raw.execute(f"SET ivfflat.probes = {int(args.probes)}")
-        raw_latency, raw_found = [], []
-        for q in queries:
-            started = time.perf_counter()
-            found = await raw.fetchval(
-                "SELECT id FROM llm_cache ORDER BY embedding <=> $1 LIMIT 1", q
-            )
-            raw_latency.append(time.perf_counter() - started)
-            raw_found.append(found)
-        ids = await raw.fetch(
-            "SELECT id, cache_key FROM llm_cache WHERE id = ANY($1::bigint[])",
-            [int(i) for i in raw_found],
-        )
-        row_of_id = {r["id"]: int.from_bytes(r["cache_key"], "big") for r in ids}
-        await raw.close()
-
-        cache_latency, cache_found = [], []
-        for n, q in enumerate(queries):
-            text = f"query {n}"
-            embedder.vectors[text] = q
-            started = time.perf_counter()
-            hit = await cache.get(request(text))
-            cache_latency.append(time.perf_counter() - started)
-            cache_found.append(None if hit is None else int.from_bytes(hit.key, "big"))
+        raw_latency, raw_found = await measure_raw(dsn, queries, args.probes)
+        cache_latency, cache_found = await measure_cache(cache, embedder, queries)
     finally:
         await cache.close()
 
@@ -202,21 +217,21 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await hashing.embed([f"What is the capital of country number {n}, in one word?"])
         embed_latency.append(time.perf_counter() - started)
 
-    raw_recall = float(
-        np.mean([row_of_id.get(f) == t for f, t in zip(raw_found, truth, strict=True)])
-    )
-    cache_recall = float(np.mean([f == t for f, t in zip(cache_found, truth, strict=True)]))
     raw_stats, cache_stats = summary(raw_latency), summary(cache_latency)
     report.update(
         {
             "queries": args.queries,
-            "raw_pgvector": {**raw_stats, "recall_at_1": raw_recall},
-            "cache_get": {**cache_stats, "recall_at_1": cache_recall},
+            "raw_pgvector": {**raw_stats, "recall_at_1": recall(raw_found, truth)},
+            "cache_get": {**cache_stats, "recall_at_1": recall(cache_found, truth)},
             "p50_ratio": cache_stats["p50_ms"] / raw_stats["p50_ms"],
             "hashing_embedder": summary(embed_latency),
         }
     )
     return report
+
+
+def recall(found: list[int | None], truth: list[int]) -> float:
+    return sum(f == t for f, t in zip(found, truth, strict=True)) / len(truth)
 
 
 def plot() -> None:
@@ -227,9 +242,9 @@ def plot() -> None:
 
     results = sorted(
         (json.loads(p.read_text()) for p in OUT.glob("semantic_*.json")),
-        key=lambda r: (r["dim"], r["rows"]),
+        key=lambda r: (r["dim"], r["rows"], -r["probes"]),
     )
-    labels = [f"{r['rows'] // 1000}k x {r['dim']}" for r in results]
+    labels = [f"{r['rows'] // 1000}k x {r['dim']}\nprobes {r['probes']}" for r in results]
     xs = np.arange(len(results))
     fig, (ax_lat, ax_rec) = plt.subplots(1, 2, figsize=(11, 4))
     for k, name in enumerate(("raw_pgvector", "cache_get")):
@@ -266,7 +281,8 @@ async def main() -> None:
         return
     report = await run(args)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"semantic_{args.rows}_{args.dim}.json").write_text(json.dumps(report, indent=2) + "\n")
+    name = f"semantic_{args.rows}_{args.dim}_p{args.probes}.json"
+    (OUT / name).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 
