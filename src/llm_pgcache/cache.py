@@ -3,30 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
 
 import asyncpg
 
-from llm_pgcache import embedded, migrate
 from llm_pgcache.breaker import CircuitBreaker
 from llm_pgcache.config import Settings
+from llm_pgcache.connecting import Connecting, open_store
 from llm_pgcache.embeddings import Embedder
 from llm_pgcache.entries import CacheHit, dump_response, response_dict, storable_text
 from llm_pgcache.errors import (
     BackendError,
     EmbeddingDimensionError,
     InvalidInputError,
-    SchemaError,
 )
+from llm_pgcache.hits import HitRecorder
 from llm_pgcache.keys import exact_key, request_keys
 from llm_pgcache.metrics import Counters, Metrics, Stats
 from llm_pgcache.pricing import DEFAULT_PRICES, Price
+from llm_pgcache.purge import Progress, PurgeReport, purge, purge_forever
 from llm_pgcache.reindex import ReindexReport, reindex
 from llm_pgcache.semantic import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
 from llm_pgcache.store.postgres import PostgresStore, StoredEntry
@@ -107,6 +109,8 @@ class Cache:
         self.write_timeout = write_timeout
         self._breaker = breaker or CircuitBreaker()
         self._metrics = Metrics(prices)
+        self._hit_counts = HitRecorder(store)
+        self._purging: asyncio.Task[None] | None = None
         self._backend_down = False
 
     @classmethod
@@ -132,7 +136,7 @@ class Cache:
         min_size: int = 2,
         max_size: int = 10,
         embedded_dir: str | None = None,
-    ) -> _Connecting:
+    ) -> Connecting:
         """Open a cache: `cache = await Cache.connect(...)` or `async with Cache.connect(...)`.
 
         Args:
@@ -189,13 +193,13 @@ class Cache:
         if pool is not None:
             opening = PostgresStore.from_pool(pool)
         else:
-            opening = _open_store(
+            opening = open_store(
                 dsn or Settings.from_env().dsn,
                 min_size=min_size,
                 max_size=max_size,
                 embedded_dir=embedded_dir,
             )
-        return _Connecting(cls._open(opening, options))
+        return Connecting(cls._open(opening, options))
 
     @classmethod
     async def _open(cls, opening: Awaitable[PostgresStore], options: dict[str, Any]) -> Self:
@@ -218,7 +222,13 @@ class Cache:
         await self.close()
 
     async def close(self) -> None:
-        """Close the connections the cache opened (not a pool passed in)."""
+        """Stop background work, write pending hit counts, and close the connections the
+        cache opened (not a pool passed in)."""
+        if self._purging is not None:
+            self._purging.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purging
+        await self._hit_counts.close()
         await self._store.close()
 
     async def get(
@@ -274,6 +284,7 @@ class Cache:
             self._metrics.miss()
             return None
         self._metrics.hit(hit, lookup_ms=(time.perf_counter() - started) * 1000)
+        self._hit_counts.record(hit.namespace, hit.key)
         return hit
 
     async def _nearest(
@@ -444,6 +455,59 @@ class Cache:
             self._semantic.forget_index_state()
         return report
 
+    async def purge(
+        self,
+        *,
+        batch_size: int = 5000,
+        max_rows: int | None = None,
+        max_bytes: int | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> PurgeReport:
+        """Delete expired rows, then evict the least recently used above a size cap.
+
+        See `llm_pgcache.purge.purge`; the same job as `llm-pgcache purge`.
+        """
+        await self._hit_counts.flush()  # eviction orders by the latest hits
+        return await purge(
+            self._store,
+            batch_size=batch_size,
+            max_rows=max_rows,
+            max_bytes=max_bytes,
+            dry_run=dry_run,
+            progress=progress,
+        )
+
+    def start_purging(
+        self,
+        every: float = 300.0,
+        *,
+        batch_size: int = 5000,
+        max_rows: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        """Run the purge in this process every `every` seconds until `close()`.
+
+        An alternative to `llm-pgcache purge` from cron; runs in other processes or cron
+        at the same time are harmless (one waits its turn by skipping).
+        """
+        if self._purging is not None and not self._purging.done():
+            raise InvalidInputError("this cache is already purging")
+
+        def report(done: PurgeReport) -> None:
+            logger.info("llm-pgcache purge: %s", done.summary())
+
+        self._purging = asyncio.get_running_loop().create_task(
+            purge_forever(
+                self._store,
+                every=every,
+                on_report=report,
+                batch_size=batch_size,
+                max_rows=max_rows,
+                max_bytes=max_bytes,
+            )
+        )
+
     @property
     def counters(self) -> Counters:
         """Hits per tier, misses, and what the hits saved (tokens, money, time) per model,
@@ -495,41 +559,3 @@ class Cache:
         if self._backend_down:
             logger.warning("llm-pgcache backend is back")
             self._backend_down = False
-
-
-class _Connecting:
-    """What `Cache.connect` returns: await it, or use it with `async with`."""
-
-    def __init__(self, opening: Any) -> None:
-        self._opening = opening
-        self._cache: Cache | None = None
-
-    def __await__(self) -> Generator[Any, None, Cache]:
-        cache: Cache = yield from self._opening.__await__()
-        return cache
-
-    async def __aenter__(self) -> Cache:
-        self._cache = await self._opening
-        return self._cache
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._cache is not None:
-            await self._cache.close()
-
-
-async def _open_store(
-    dsn: str | None, *, min_size: int, max_size: int, embedded_dir: str | None
-) -> PostgresStore:
-    if dsn is not None:
-        return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
-    dsn = await embedded.start(embedded_dir)
-    try:
-        return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
-    except SchemaError:  # a new embedded server: migrate it, as `llm-pgcache migrate` does
-        await migrate.upgrade(dsn)
-        return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TextIO
 
 from llm_pgcache import embedded, migrate
 from llm_pgcache.cache import Cache
@@ -83,6 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--maintenance-work-mem", default="1GB", help="memory for the build (default: 1GB)"
     )
 
+    purge_cmd = command(
+        "purge",
+        "Delete expired rows in short batches (for cron; overlapping runs skip), and "
+        "optionally evict the least recently used rows above a size cap. Exit codes: "
+        "0 done, nothing to do, or another purge running; 1 error.",
+    )
+    purge_cmd.add_argument("--batch-size", type=int, default=5000, help="rows per batch")
+    purge_cmd.add_argument("--max-rows", type=int, help="keep at most this many rows")
+    purge_cmd.add_argument(
+        "--max-bytes", type=parse_size, help="keep the table near this size, e.g. 20GB"
+    )
+    purge_cmd.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    purge_cmd.add_argument(
+        "--every", type=float, metavar="SECONDS", help="run again every SECONDS until stopped"
+    )
+
     tune_cmd = command(
         "tune-threshold",
         "Print precision, recall, F1 and false-hit rate per similarity threshold for "
@@ -150,6 +167,57 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+async def _purge(args: argparse.Namespace, settings: Settings) -> int:
+    async with Cache.connect(args.dsn, strict=True) as cache:
+        while True:
+            bar = ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.dry_run else None
+            report = await cache.purge(
+                batch_size=args.batch_size,
+                max_rows=args.max_rows,
+                max_bytes=args.max_bytes,
+                dry_run=args.dry_run,
+                progress=bar.update if bar else None,
+            )
+            if bar is not None:
+                bar.finish()
+            print(report.summary(), flush=True)
+            if args.every is None:
+                return EXIT_OK
+            await asyncio.sleep(args.every)
+
+
+class ProgressBar:
+    """A one-line progress bar, redrawn in place on a terminal."""
+
+    def __init__(self, out: TextIO, width: int = 30) -> None:
+        self._out = out
+        self._width = width
+        self._drawn = False
+
+    def update(self, done: int, total: int) -> None:
+        filled = self._width * done // total if total else self._width
+        bar = "#" * filled + "-" * (self._width - filled)
+        self._out.write(f"\r[{bar}] {done}/{total} rows")
+        self._out.flush()
+        self._drawn = True
+
+    def finish(self) -> None:
+        if self._drawn:
+            self._out.write("\n")
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '123', '500MB', '2GiB', '1.5 GB' (powers of 1024)."""
+    number = text.strip().upper().replace(" ", "").removesuffix("B").removesuffix("I")
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    factor = units.get(number[-1:], 1)
+    try:
+        value = float(number[:-1] if factor != 1 else number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 500MB, 20GB)") from None
+    return int(value * factor)
+
+
 async def _tune(args: argparse.Namespace, settings: Settings) -> int:
     pairs = read_pairs(args.pairs)
     embedder = default_embedder(settings.embedding_dim)
@@ -208,6 +276,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = 
     "healthcheck": _healthcheck,
     "reindex": _reindex,
     "tune-threshold": _tune,
+    "purge": _purge,
     "demo": _demo,
 }
 

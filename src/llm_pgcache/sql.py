@@ -162,6 +162,58 @@ RELEASE_REINDEX_LOCK: Final[LiteralString] = """
 SELECT pg_advisory_unlock(hashtext('llm_pgcache.reindex'))
 """
 
+# The purge deletes in short batches (one statement, one transaction each) so that it
+# never holds many locks for long; SKIP LOCKED steps around rows a writer holds.
+PURGE_EXPIRED_BATCH: Final[LiteralString] = """
+WITH doomed AS (
+    SELECT id FROM llm_cache
+    WHERE expires_at <= now()
+    ORDER BY expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM llm_cache c USING doomed d WHERE c.id = d.id
+"""
+
+COUNT_EXPIRED: Final[LiteralString] = """
+SELECT count(*) FROM llm_cache WHERE expires_at <= now()
+"""
+
+# Size cap: the least recently used live rows go first (last hit, else creation).
+EVICT_LEAST_RECENT_BATCH: Final[LiteralString] = """
+WITH doomed AS (
+    SELECT id FROM llm_cache
+    ORDER BY coalesce(last_hit_at, created_at)
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM llm_cache c USING doomed d WHERE c.id = d.id
+"""
+
+# Rows and bytes per row, for a --max-rows / --max-bytes cap (bytes are an estimate:
+# deleted rows' space is reused by later rows, not returned to the filesystem).
+TABLE_VOLUME: Final[LiteralString] = """
+SELECT count(*) AS rows, pg_total_relation_size('llm_cache'::regclass) AS bytes
+FROM llm_cache
+"""
+
+TRY_PURGE_LOCK: Final[LiteralString] = """
+SELECT pg_try_advisory_lock(hashtext('llm_pgcache.purge'))
+"""
+
+RELEASE_PURGE_LOCK: Final[LiteralString] = """
+SELECT pg_advisory_unlock(hashtext('llm_pgcache.purge'))
+"""
+
+# Hits counted in memory and written behind, many rows per statement.
+RECORD_HITS: Final[LiteralString] = """
+UPDATE llm_cache c
+SET hit_count = c.hit_count + v.hits,
+    last_hit_at = greatest(c.last_hit_at, v.at)
+FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::timestamptz[]) AS v(namespace, key, hits, at)
+WHERE c.namespace = v.namespace AND c.cache_key = v.key
+"""
+
 NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "get_exact": GET_EXACT,
     "put": PUT,
@@ -171,6 +223,13 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "record_index_build": RECORD_INDEX_BUILD,
     "count_embedded": COUNT_EMBEDDED,
     "set_maintenance_work_mem": SET_MAINTENANCE_WORK_MEM,
+    "purge_expired_batch": PURGE_EXPIRED_BATCH,
+    "count_expired": COUNT_EXPIRED,
+    "evict_least_recent_batch": EVICT_LEAST_RECENT_BATCH,
+    "table_volume": TABLE_VOLUME,
+    "try_purge_lock": TRY_PURGE_LOCK,
+    "release_purge_lock": RELEASE_PURGE_LOCK,
+    "record_hits": RECORD_HITS,
     "try_reindex_lock": TRY_REINDEX_LOCK,
     "release_reindex_lock": RELEASE_REINDEX_LOCK,
     "delete_by_key": DELETE_BY_KEY,

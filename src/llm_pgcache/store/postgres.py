@@ -7,7 +7,8 @@ timeouts become `BackendError`, a missing table or column `SchemaError`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
@@ -103,6 +104,46 @@ def translate_error(exc: Exception) -> LLMPgCacheError:
     ):
         return InvalidInputError(f"the database rejected a value: {exc}")
     return BackendError(f"PostgreSQL failed: {type(exc).__name__}: {exc}")
+
+
+class PurgeSession:
+    """The statements of one purge run, on the connection that holds the purge lock."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+
+    async def count_expired(self) -> int:
+        return await self._value(sql.COUNT_EXPIRED)
+
+    async def volume(self) -> tuple[int, int]:
+        """(rows, total bytes of table and indexes)."""
+        try:
+            record = await self._connection.fetchrow(sql.TABLE_VOLUME)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+        return record["rows"], record["bytes"]
+
+    async def delete_expired(self, batch: int) -> int:
+        """Delete up to `batch` expired rows, oldest expiry first; returns how many."""
+        return await self._deleted(sql.PURGE_EXPIRED_BATCH, batch)
+
+    async def evict_least_recent(self, batch: int) -> int:
+        """Delete up to `batch` rows, least recently hit first; returns how many."""
+        return await self._deleted(sql.EVICT_LEAST_RECENT_BATCH, batch)
+
+    async def _value(self, query: str) -> int:
+        try:
+            value: int = await self._connection.fetchval(query)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+        return value
+
+    async def _deleted(self, query: str, batch: int) -> int:
+        try:
+            status: str = await self._connection.execute(query, batch)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+        return int(status.rsplit(" ", 1)[-1])
 
 
 class PostgresStore:
@@ -281,6 +322,33 @@ class PostgresStore:
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
         return True
+
+    @contextlib.asynccontextmanager
+    async def purge_session(self) -> AsyncIterator[PurgeSession | None]:
+        """A `PurgeSession` holding the purge lock; None while another purge holds it."""
+        try:
+            async with self._pool.acquire() as connection:
+                if not await connection.fetchval(sql.TRY_PURGE_LOCK):
+                    yield None
+                    return
+                try:
+                    yield PurgeSession(connection)
+                finally:
+                    await connection.fetchval(sql.RELEASE_PURGE_LOCK)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+
+    async def record_hits(self, hits: Sequence[tuple[str, bytes, int, datetime]]) -> None:
+        """Add hit counts and last-hit times to their rows, in one statement."""
+        if not hits:
+            return
+        namespaces, keys, counts, times = zip(*hits, strict=True)
+        try:
+            await self._pool.execute(
+                sql.RECORD_HITS, list(namespaces), list(keys), list(counts), list(times)
+            )
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
 
     async def delete(
         self,

@@ -1,0 +1,60 @@
+"""Hit counts and last-hit times, written behind: counted in memory, flushed in batches.
+
+A read never becomes a write: hits are aggregated per entry and written by one statement
+every `interval` seconds (and on close), so the size cap's least-recently-used eviction
+has recent figures without an UPDATE per hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from llm_pgcache.errors import BackendError
+from llm_pgcache.store.postgres import PostgresStore
+
+logger = logging.getLogger("llm_pgcache")
+
+
+class HitRecorder:
+    """Aggregates hits per (namespace, key) until the next flush."""
+
+    def __init__(
+        self, store: PostgresStore, *, interval: float = 5.0, max_pending: int = 50_000
+    ) -> None:
+        self._store = store
+        self.interval = interval
+        self._max_pending = max_pending
+        self._pending: dict[tuple[str, bytes], tuple[int, datetime]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, namespace: str, key: bytes) -> None:
+        slot = (namespace, key)
+        count = self._pending[slot][0] + 1 if slot in self._pending else 1
+        if count == 1 and len(self._pending) >= self._max_pending:
+            return  # a backlog this large means flushes fail: drop, do not grow
+        self._pending[slot] = (count, datetime.now(UTC))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def flush(self) -> None:
+        """Write what was recorded; on a backend failure, the counts are dropped."""
+        pending, self._pending = self._pending, {}
+        rows = [(ns, key, count, at) for (ns, key), (count, at) in pending.items()]
+        try:
+            await self._store.record_hits(rows)
+        except BackendError as exc:
+            logger.warning("llm-pgcache could not write %d hit counts: %s", len(rows), exc)
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.interval)
+        await self.flush()
