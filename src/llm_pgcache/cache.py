@@ -7,6 +7,7 @@ import contextlib
 import fnmatch
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -25,13 +26,15 @@ from llm_pgcache.errors import (
     InvalidInputError,
 )
 from llm_pgcache.hits import HitRecorder
+from llm_pgcache.invalidation import apply_notice, notice
 from llm_pgcache.keys import exact_key, request_keys
 from llm_pgcache.metrics import Counters, Metrics, Stats
 from llm_pgcache.pricing import DEFAULT_PRICES, Price
 from llm_pgcache.purge import Progress, PurgeReport, purge, purge_forever
 from llm_pgcache.reindex import ReindexReport, reindex
 from llm_pgcache.semantic import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
-from llm_pgcache.store.postgres import PostgresStore, StoredEntry
+from llm_pgcache.store.memory import MemoryTier
+from llm_pgcache.store.postgres import Listener, PostgresStore, StoredEntry
 from llm_pgcache.validation import (
     TTL,
     check_namespace,
@@ -81,6 +84,8 @@ class Cache:
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
         breaker: CircuitBreaker | None = None,
         prices: Mapping[str, Price] = DEFAULT_PRICES,
+        memory: MemoryTier | None = None,
+        version: str = "",
     ) -> None:
         """Wrap an opened store; prefer `Cache.connect`, which opens one. No I/O here."""
         self._store = store
@@ -110,6 +115,10 @@ class Cache:
         self._breaker = breaker or CircuitBreaker()
         self._metrics = Metrics(prices)
         self._hit_counts = HitRecorder(store)
+        self._memory = memory
+        self.version = version
+        self._listener: Listener | None = None
+        self._origin = uuid.uuid4().hex  # tells our own invalidation notices from others
         self._purging: asyncio.Task[None] | None = None
         self._backend_down = False
 
@@ -132,6 +141,8 @@ class Cache:
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
         breaker: CircuitBreaker | None = None,
         prices: Mapping[str, Price] = DEFAULT_PRICES,
+        memory: MemoryTier | None = None,
+        version: str = "",
         pool: asyncpg.Pool | None = None,
         min_size: int = 2,
         max_size: int = 10,
@@ -163,6 +174,13 @@ class Cache:
             breaker: when to stop asking a failing backend; default: after 5 consecutive
                 failures, for 5 s, then one probe (`CircuitBreaker(threshold, cooldown)`).
             prices: USD per million (input, output) tokens per model, for `cost_saved`.
+            memory: an in-process tier in front of PostgreSQL (`MemoryTier(max_entries,
+                max_bytes, ttl)`): hot keys skip the round trip. Other processes'
+                invalidations reach it through PostgreSQL LISTEN/NOTIFY; while that
+                connection is down, it is bypassed. None: PostgreSQL only.
+            version: your cache version, part of every key: bumping it (e.g. after a
+                prompt or model change) puts every earlier entry out of reach at once, in
+                every tier and every process; the old rows expire or are invalidated later.
             pool: an asyncpg pool you own (created with `init=llm_pgcache.init_connection`);
                 it is not closed by `close()`.
             min_size, max_size: size of the pool the cache opens for itself.
@@ -189,6 +207,8 @@ class Cache:
             "write_timeout": write_timeout,
             "breaker": breaker,
             "prices": prices,
+            "memory": memory,
+            "version": version,
         }
         if pool is not None:
             opening = PostgresStore.from_pool(pool)
@@ -205,10 +225,16 @@ class Cache:
     async def _open(cls, opening: Awaitable[PostgresStore], options: dict[str, Any]) -> Self:
         store = await opening
         try:
-            return cls(store, **options)
+            cache = cls(store, **options)
+            if cache._memory is not None:  # its entries stay fresh through notices
+                memory = cache._memory
+                cache._listener = await store.listen(
+                    lambda payload: apply_notice(memory, payload, cache._origin), memory.clear
+                )
         except BaseException:
             await store.close()
             raise
+        return cache
 
     async def __aenter__(self) -> Self:
         return self
@@ -229,6 +255,8 @@ class Cache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purging
         await self._hit_counts.close()
+        if self._listener is not None:
+            await self._listener.close()
         await self._store.close()
 
     async def get(
@@ -258,15 +286,19 @@ class Cache:
             InvalidInputError: a bad threshold, or `semantic=True` without an embedder.
             BackendError: only with `strict=True`; otherwise a backend failure is a miss.
         """
-        key = exact_key(request)
+        key = exact_key(request, self.version)
         ns = self.namespace if namespace is None else check_namespace(namespace)
         semantic_search = self._semantic_for(semantic)
         if threshold is not None:
             check_threshold(threshold)
+        started = time.perf_counter()
+        if self._memory is not None and self._listener is not None and self._listener.connected:
+            hit = self._memory.get(ns, key)
+            if hit is not None:
+                return self._served(hit, started)
         if not self._breaker.allow():
             self._metrics.miss()
             return None
-        started = time.perf_counter()
         try:
             async with self._deadline(self.lookup_timeout, "lookup"):
                 record = await self._store.get(ns, key)
@@ -274,15 +306,27 @@ class Cache:
             if record is not None:
                 hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
             elif semantic_search is not None:
-                hit = await self._nearest(semantic_search, ns, request, threshold)
+                record = await self._nearest(semantic_search, ns, request, threshold)
+                if record is not None:
+                    hit = CacheHit.from_record(
+                        record,
+                        namespace=ns,
+                        tier="postgres-semantic",
+                        similarity=1.0 - record["distance"],
+                    )
         except BackendError as exc:
             self._backend_failed(exc)
             self._metrics.miss()
             return None
         self._backend_ok()
-        if hit is None:
+        if hit is None or record is None:
             self._metrics.miss()
             return None
+        if self._memory is not None:  # promoted, under the key that was looked up
+            self._memory.put(ns, key, hit, record["response"], record["ttl_left"])
+        return self._served(hit, started)
+
+    def _served(self, hit: CacheHit, started: float) -> CacheHit:
         self._metrics.hit(hit, lookup_ms=(time.perf_counter() - started) * 1000)
         self._hit_counts.record(hit.namespace, hit.key)
         return hit
@@ -293,8 +337,8 @@ class Cache:
         namespace: str,
         request: Mapping[str, Any],
         threshold: float | None,
-    ) -> CacheHit | None:
-        keys = request_keys(request)
+    ) -> asyncpg.Record | None:
+        keys = request_keys(request, self.version)
         if not keys.text.strip():
             return None
         vector = await search.embed(keys.text)  # not under the lookup deadline
@@ -339,7 +383,7 @@ class Cache:
                 unusable vector; nothing is written.
             BackendError: only with `strict=True`; otherwise the failure is logged.
         """
-        keys = request_keys(request)
+        keys = request_keys(request, self.version)
         ns = self.namespace if namespace is None else check_namespace(namespace)
         semantic_search = self._semantic_for(semantic)
         body = response_dict(response)
@@ -386,7 +430,9 @@ class Cache:
             return
         try:
             async with self._deadline(self.write_timeout, "write"):
-                await self._store.put(entry)
+                await self._store.put(entry, notice(self._origin, ns, key=keys.exact_key))
+            if self._memory is not None:  # the next lookup reads (and promotes) the new row
+                self._memory.invalidate(ns, key=keys.exact_key)
         except BackendError as exc:
             self._backend_failed(exc)
             return
@@ -424,8 +470,11 @@ class Cache:
                 raise InvalidInputError("a key given as bytes must be a 32-byte sha256 digest")
             cache_key = key
         elif key is not None:
-            cache_key = exact_key(key)
-        return await self._store.delete(ns, cache_key=cache_key, tag=tag, model=model)
+            cache_key = exact_key(key, self.version)
+        if self._memory is not None:
+            self._memory.invalidate(ns, key=cache_key, tag=tag, model=model)
+        change = notice(self._origin, ns, key=cache_key, tag=tag, model=model)
+        return await self._store.delete(ns, change, cache_key=cache_key, tag=tag, model=model)
 
     async def report_wrong_hit(self, hit: CacheHit) -> bool:
         """Remove the entry that answered `hit`, so a known-bad answer is not served again.
@@ -433,7 +482,10 @@ class Cache:
         Use it when a semantic hit answered a question it should not have. Returns whether
         the entry was still there.
         """
-        return await self._store.delete(hit.namespace, cache_key=hit.key) > 0
+        if self._memory is not None:
+            self._memory.invalidate(hit.namespace, key=hit.key)
+        change = notice(self._origin, hit.namespace, key=hit.key)
+        return await self._store.delete(hit.namespace, change, cache_key=hit.key) > 0
 
     @property
     def embedding_dim(self) -> int:

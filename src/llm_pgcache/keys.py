@@ -51,11 +51,13 @@ class RequestKeys:
     text: str
 
 
-def request_keys(request: Mapping[str, Any]) -> RequestKeys:
+def request_keys(request: Mapping[str, Any], version: str = "") -> RequestKeys:
     """Compute the cache keys of a chat completion request.
 
     Args:
         request: the keyword arguments of `chat.completions.create`.
+        version: the application's cache version (`Cache(version=...)`); changing it
+            gives every request new keys, so that all earlier entries are out of reach.
 
     Raises:
         InvalidRequestError: the request has no model or messages, or holds values
@@ -70,21 +72,21 @@ def request_keys(request: Mapping[str, Any]) -> RequestKeys:
         for i, message in enumerate(messages)
     ]
     return RequestKeys(
-        exact_key=_sha256(_canonical_json(params)),
-        scope_key=_sha256(_canonical_json({**params, "messages": scoped_messages})),
+        exact_key=_sha256(_canonical_json(params, version)),
+        scope_key=_sha256(_canonical_json({**params, "messages": scoped_messages}, version)),
         model=params["model"],
         text=text,
     )
 
 
-def exact_key(request: Mapping[str, Any]) -> bytes:
+def exact_key(request: Mapping[str, Any], version: str = "") -> bytes:
     """`request_keys(request).exact_key`, computed alone for the exact-lookup hot path."""
-    return _sha256(_canonical_json(_output_params(request)))
+    return _sha256(_canonical_json(_output_params(request), version))
 
 
-def canonical_request(request: Mapping[str, Any]) -> str:
+def canonical_request(request: Mapping[str, Any], version: str = "") -> str:
     """The canonical JSON text whose sha256 is the request's `exact_key`."""
-    return _canonical_json(_output_params(request))
+    return _canonical_json(_output_params(request), version)
 
 
 def _output_params(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,10 +114,13 @@ def _output_params(request: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _canonical_json(params: dict[str, Any]) -> str:
+def _canonical_json(params: dict[str, Any], version: str) -> str:
+    head: dict[str, Any] = {"v": KEY_FORMAT_VERSION}
+    if version:  # absent when unset, so that unversioned keys never change
+        head["app"] = version
     try:
         return json.dumps(
-            {"v": KEY_FORMAT_VERSION, "request": params},
+            {**head, "request": params},
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,

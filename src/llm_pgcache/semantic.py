@@ -12,15 +12,14 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import asyncpg
 import numpy as np
 import numpy.typing as npt
 
 from llm_pgcache.embeddings import Embedder, check_vectors
-from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import EmbedderError, LLMPgCacheError
 from llm_pgcache.keys import RequestKeys
 from llm_pgcache.store.postgres import PostgresStore
-from llm_pgcache.validation import check_threshold
 
 Vector = npt.NDArray[np.float32]
 
@@ -36,7 +35,6 @@ class SearchOptions:
     """How semantic lookups search.
 
     Attributes:
-        threshold: lowest cosine similarity accepted as a hit.
         candidates: nearest rows taken from the index (in relaxed order) before the
             exact re-ranking and the threshold apply; more candidates make iterative scans
             probe further, which keeps small scopes correct.
@@ -49,7 +47,6 @@ class SearchOptions:
             query over millions of rows takes tens of milliseconds.
     """
 
-    threshold: float = DEFAULT_SIMILARITY_THRESHOLD
     candidates: int = 40
     probes: int = 10
     max_probes: int = 1000
@@ -86,7 +83,6 @@ class SemanticSearch:
     """The semantic half of a `Cache`: one embedder, one table."""
 
     def __init__(self, store: PostgresStore, embedder: Embedder, options: SearchOptions) -> None:
-        check_threshold(options.threshold)
         self._store = store
         self.embedder = embedder
         self.options = options
@@ -106,29 +102,22 @@ class SemanticSearch:
         return row
 
     async def nearest(
-        self, namespace: str, keys: RequestKeys, vector: Vector, *, threshold: float | None
-    ) -> CacheHit | None:
-        """The nearest live row of the request's scope at or above the threshold."""
-        cut = self.options.threshold if threshold is None else check_threshold(threshold)
-        record = await self._store.nearest(
+        self, namespace: str, keys: RequestKeys, vector: Vector, *, threshold: float
+    ) -> asyncpg.Record | None:
+        """The nearest live row of the request's scope whose cosine similarity reaches
+        `threshold`; its `distance` column is the cosine distance."""
+        record: asyncpg.Record | None = await self._store.nearest(
             namespace,
             keys.scope_key,
             self.embedder.name,
             vector,
-            max_distance=1.0 - cut,
+            max_distance=1.0 - threshold,
             approximate=await self._index_is_trained(),
             candidates=self.options.candidates,
             probes=self.options.probes,
             max_probes=self.options.max_probes,
         )
-        if record is None:
-            return None
-        return CacheHit.from_record(
-            record,
-            namespace=namespace,
-            tier="postgres-semantic",
-            similarity=1.0 - record["distance"],
-        )
+        return record
 
     async def _index_is_trained(self) -> bool:
         now = time.monotonic()

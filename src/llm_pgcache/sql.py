@@ -12,13 +12,15 @@ from typing import Final, LiteralString
 # returned, whether or not the purge job has deleted it yet.
 GET_EXACT: Final[LiteralString] = """
 SELECT id, cache_key, model, response, tags, prompt_tokens, completion_tokens, upstream_ms,
-       created_at, expires_at
+       created_at, expires_at, extract(epoch FROM expires_at - now())::float8 AS ttl_left
 FROM llm_cache
 WHERE namespace = $1 AND cache_key = $2 AND (expires_at IS NULL OR expires_at > now())
 """
 
-# $10 is the ttl in seconds; NULL means no expiry (NULL * interval is NULL).
+# $10 is the ttl in seconds; NULL means no expiry (NULL * interval is NULL). $14 is the
+# invalidation notice sent to other processes' memory tiers, on commit.
 PUT: Final[LiteralString] = """
+WITH stored AS (
 INSERT INTO llm_cache AS c (
     namespace, cache_key, scope_key, model, prompt, response, tags,
     prompt_tokens, completion_tokens, expires_at, embedding, embedder, upstream_ms
@@ -42,6 +44,9 @@ ON CONFLICT (namespace, cache_key) DO UPDATE SET
     last_hit_at = NULL,
     created_at = now(),
     expires_at = EXCLUDED.expires_at
+RETURNING 1
+)
+SELECT pg_notify('llm_pgcache', $14) FROM stored
 """
 
 # Nearest live row of the same namespace, scope and embedder. The distance cut-off ($6)
@@ -63,7 +68,8 @@ nearest AS (
     SELECT id, distance FROM candidates WHERE distance <= $6 ORDER BY distance LIMIT 1
 )
 SELECT c.id, c.cache_key, c.model, c.prompt, c.response, c.tags, c.prompt_tokens,
-       c.completion_tokens, c.upstream_ms, c.created_at, c.expires_at, n.distance
+       c.completion_tokens, c.upstream_ms, c.created_at, c.expires_at, n.distance,
+       extract(epoch FROM c.expires_at - now())::float8 AS ttl_left
 FROM nearest n JOIN llm_cache c ON c.id = n.id
 """
 
@@ -80,21 +86,31 @@ SELECT set_config('ivfflat.probes', $1::int::text, true),
        set_config('plan_cache_mode', 'force_custom_plan', true)
 """
 
+# Invalidations return the count deleted and notify other processes' memory tiers ($3,
+# $2 for a whole namespace), on commit.
 DELETE_BY_KEY: Final[LiteralString] = """
-DELETE FROM llm_cache WHERE namespace = $1 AND cache_key = $2
+WITH gone AS (DELETE FROM llm_cache WHERE namespace = $1 AND cache_key = $2 RETURNING 1)
+SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $3)
 """
 
 DELETE_BY_TAG: Final[LiteralString] = """
-DELETE FROM llm_cache WHERE namespace = $1 AND tags @> ARRAY[$2::text]
+WITH gone AS (
+    DELETE FROM llm_cache WHERE namespace = $1 AND tags @> ARRAY[$2::text] RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $3)
 """
 
 DELETE_BY_MODEL: Final[LiteralString] = """
-DELETE FROM llm_cache WHERE namespace = $1 AND model = $2
+WITH gone AS (DELETE FROM llm_cache WHERE namespace = $1 AND model = $2 RETURNING 1)
+SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $3)
 """
 
 DELETE_NAMESPACE: Final[LiteralString] = """
-DELETE FROM llm_cache WHERE namespace = $1
+WITH gone AS (DELETE FROM llm_cache WHERE namespace = $1 RETURNING 1)
+SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $2)
 """
+
+INVALIDATION_CHANNEL: Final = "llm_pgcache"
 
 # $1 NULL: every namespace.
 COUNT_ENTRIES: Final[LiteralString] = """

@@ -178,7 +178,7 @@ class _Completions:
         streaming = request.get("stream") is True
         namespace = controls.namespace or policy.namespace
         try:
-            key = (namespace or cache.namespace, exact_key(request))
+            key = (namespace or cache.namespace, exact_key(request, cache.version))
         except InvalidRequestError:
             key = None  # not keyable (the API will say why): no caching
         if key is None or not _cacheable_request(request, policy):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
@@ -146,6 +146,74 @@ class PurgeSession:
         return int(status.rsplit(" ", 1)[-1])
 
 
+class Listener:
+    """LISTEN on the invalidation channel, on a connection of its own.
+
+    When the connection is lost, `on_lost` is called (the memory tier can no longer know
+    what changed) and the listener reconnects in the background; `connected` says whether
+    notices are arriving.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, on_notice: Callable[[str], None], on_lost: Callable[[], None]
+    ) -> None:
+        self._pool = pool
+        self._on_notice = on_notice
+        self._on_lost = on_lost
+        self._connection: asyncpg.Connection | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed()
+
+    async def start(self) -> None:
+        try:
+            connection = await self._pool.acquire()
+            await connection.add_listener(sql.INVALIDATION_CHANNEL, self._received)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+        connection.add_termination_listener(self._terminated)
+        self._connection = connection
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await connection.remove_listener(sql.INVALIDATION_CHANNEL, self._received)
+            await self._pool.release(connection)
+
+    def _received(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        self._on_notice(payload)
+
+    def _terminated(self, connection: asyncpg.Connection) -> None:
+        self._on_lost()
+        if self._closed:
+            return
+        if self._connection is connection:
+            self._connection = None
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(connection))
+
+    async def _reconnect(self, dead: asyncpg.Connection) -> None:
+        with contextlib.suppress(*DRIVER_ERRORS):
+            await self._pool.release(dead)  # the pool discards a closed connection
+        while not self._closed:
+            await asyncio.sleep(0.5)
+            try:
+                await self.start()
+            except BackendError:
+                continue
+            self._on_lost()  # anything may have changed while nobody was listening
+            return
+
+
 class PostgresStore:
     """Cache rows in the `llm_cache` table, over an asyncpg pool."""
 
@@ -222,8 +290,8 @@ class PostgresStore:
             raise translate_error(exc) from exc
         return record
 
-    async def put(self, entry: StoredEntry) -> None:
-        """Insert or replace the row of (namespace, cache_key)."""
+    async def put(self, entry: StoredEntry, notice: str) -> None:
+        """Insert or replace the row of (namespace, cache_key); `notice` goes to listeners."""
         try:
             await self._pool.execute(
                 sql.PUT,
@@ -240,6 +308,7 @@ class PostgresStore:
                 entry.embedding,
                 entry.embedder,
                 entry.upstream_ms,
+                notice,
             )
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
@@ -353,27 +422,39 @@ class PostgresStore:
     async def delete(
         self,
         namespace: str,
+        notice: str,
         *,
         cache_key: bytes | None = None,
         tag: str | None = None,
         model: str | None = None,
     ) -> int:
-        """Delete the rows of `namespace` matching at most one filter; returns the count."""
+        """Delete the rows of `namespace` matching at most one filter; returns the count.
+
+        `notice` is sent to the listeners of other processes when the delete commits.
+        """
         query: str
         args: tuple[Any, ...]
         if cache_key is not None:
-            query, args = sql.DELETE_BY_KEY, (namespace, cache_key)
+            query, args = sql.DELETE_BY_KEY, (namespace, cache_key, notice)
         elif tag is not None:
-            query, args = sql.DELETE_BY_TAG, (namespace, tag)
+            query, args = sql.DELETE_BY_TAG, (namespace, tag, notice)
         elif model is not None:
-            query, args = sql.DELETE_BY_MODEL, (namespace, model)
+            query, args = sql.DELETE_BY_MODEL, (namespace, model, notice)
         else:
-            query, args = sql.DELETE_NAMESPACE, (namespace,)
+            query, args = sql.DELETE_NAMESPACE, (namespace, notice)
         try:
-            status: str = await self._pool.execute(query, *args)
+            deleted: int = await self._pool.fetchval(query, *args)
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
-        return int(status.rsplit(" ", 1)[-1])
+        return deleted
+
+    async def listen(
+        self, on_notice: Callable[[str], None], on_lost: Callable[[], None]
+    ) -> Listener:
+        """Hold a connection that hands every invalidation notice to `on_notice`."""
+        listener = Listener(self._pool, on_notice, on_lost)
+        await listener.start()
+        return listener
 
     async def table_stats(self, namespace: str | None = None, *, top: int = 5) -> TableStats:
         """Row counts, sizes and the most cached models (of one namespace, or all)."""
