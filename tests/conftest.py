@@ -82,7 +82,10 @@ def namespace() -> str:
 
 @pytest.fixture
 async def cache(dsn: str, namespace: str) -> AsyncIterator[Cache]:
-    async with Cache.connect(dsn, namespace=namespace, strict=True, min_size=1) as opened:
+    """A strict cache (errors raise), with budgets loose enough for a busy test machine."""
+    async with Cache.connect(
+        dsn, namespace=namespace, strict=True, lookup_timeout=1.0, write_timeout=5.0
+    ) as opened:
         yield opened
 
 

@@ -8,8 +8,9 @@ import fnmatch
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
 
@@ -18,7 +19,7 @@ import asyncpg
 from llm_pgcache.breaker import CircuitBreaker
 from llm_pgcache.config import Settings
 from llm_pgcache.connecting import Connecting, open_store
-from llm_pgcache.embeddings import Embedder
+from llm_pgcache.embeddings import Embedder, check_vectors
 from llm_pgcache.entries import CacheHit, dump_response, response_dict, storable_text
 from llm_pgcache.errors import (
     BackendError,
@@ -27,7 +28,7 @@ from llm_pgcache.errors import (
 )
 from llm_pgcache.hits import HitRecorder
 from llm_pgcache.invalidation import apply_notice, notice
-from llm_pgcache.keys import exact_key, request_keys
+from llm_pgcache.keys import RequestKeys, exact_key, request_keys
 from llm_pgcache.metrics import Counters, Metrics, Stats
 from llm_pgcache.pricing import DEFAULT_PRICES, Price
 from llm_pgcache.purge import Progress, PurgeReport, purge, purge_forever
@@ -43,6 +44,7 @@ from llm_pgcache.validation import (
     non_negative_int,
     ttl_seconds,
 )
+from llm_pgcache.warm import WarmItem, WarmReport, batches, precompute
 
 logger = logging.getLogger("llm_pgcache")
 
@@ -144,7 +146,7 @@ class Cache:
         memory: MemoryTier | None = None,
         version: str = "",
         pool: asyncpg.Pool | None = None,
-        min_size: int = 2,
+        min_size: int = 10,
         max_size: int = 10,
         embedded_dir: str | None = None,
     ) -> Connecting:
@@ -183,7 +185,9 @@ class Cache:
                 every tier and every process; the old rows expire or are invalidated later.
             pool: an asyncpg pool you own (created with `init=llm_pgcache.init_connection`);
                 it is not closed by `close()`.
-            min_size, max_size: size of the pool the cache opens for itself.
+            min_size, max_size: size of the pool the cache opens for itself. All its
+                connections are opened up front by default: `lookup_timeout` includes
+                waiting for a pooled connection, so size the pool for your concurrency.
             embedded_dir: data directory of the embedded server (when no DSN is found).
 
         Raises:
@@ -383,49 +387,19 @@ class Cache:
                 unusable vector; nothing is written.
             BackendError: only with `strict=True`; otherwise the failure is logged.
         """
-        keys = request_keys(request, self.version)
-        ns = self.namespace if namespace is None else check_namespace(namespace)
         semantic_search = self._semantic_for(semantic)
-        body = response_dict(response)
-        response_json = dump_response(body)
-        if len(response_json) > self.max_entry_bytes:
-            raise InvalidInputError(
-                f"response is {len(response_json)} bytes as JSON, over max_entry_bytes="
-                f"{self.max_entry_bytes}"
-            )
-        usage = body.get("usage")
-        if not isinstance(usage, Mapping):
-            usage = {}
-        checked_tags = check_tags(tags)
-        expiry = self._ttl_for(keys.model) if ttl is None else ttl_seconds(ttl)
+        keys, entry = self._entry(
+            request, response, ttl=ttl, tags=tags, namespace=namespace, upstream_ms=upstream_ms
+        )
+        ns = entry.namespace
         try:
-            embedding = None
             if semantic_search is not None and keys.text.strip():
                 embedding = semantic_search.pending.pop(ns, keys.exact_key)
                 if embedding is None:
                     embedding = await semantic_search.embed(keys.text)
+                entry = replace(entry, embedding=embedding, embedder=semantic_search.embedder.name)
         except BackendError as exc:  # the embedder is down: store for exact lookups only
             self._backend_failed(exc)
-            embedding = None
-        entry = StoredEntry(
-            namespace=ns,
-            cache_key=keys.exact_key,
-            scope_key=keys.scope_key,
-            model=keys.model,
-            prompt=storable_text(keys.text) if self.store_prompts else None,
-            response_json=response_json,
-            tags=checked_tags,
-            prompt_tokens=non_negative_int(usage.get("prompt_tokens")),
-            completion_tokens=non_negative_int(usage.get("completion_tokens")),
-            ttl_seconds=expiry,
-            upstream_ms=non_negative_int(upstream_ms),
-            embedding=embedding,
-            embedder=(
-                None
-                if embedding is None or semantic_search is None
-                else semantic_search.embedder.name
-            ),
-        )
         if not self._breaker.allow():
             return
         try:
@@ -437,6 +411,118 @@ class Cache:
             self._backend_failed(exc)
             return
         self._backend_ok()
+
+    def _entry(
+        self,
+        request: Mapping[str, Any],
+        response: object,
+        *,
+        ttl: TTL | None,
+        tags: Iterable[str],
+        namespace: str | None,
+        upstream_ms: int | None,
+    ) -> tuple[RequestKeys, StoredEntry]:
+        """The row for a response, without its embedding; every argument checked."""
+        keys = request_keys(request, self.version)
+        ns = self.namespace if namespace is None else check_namespace(namespace)
+        body = response_dict(response)
+        response_json = dump_response(body)
+        if len(response_json) > self.max_entry_bytes:
+            raise InvalidInputError(
+                f"response is {len(response_json)} bytes as JSON, over max_entry_bytes="
+                f"{self.max_entry_bytes}"
+            )
+        usage = body.get("usage")
+        if not isinstance(usage, Mapping):
+            usage = {}
+        return keys, StoredEntry(
+            namespace=ns,
+            cache_key=keys.exact_key,
+            scope_key=keys.scope_key,
+            model=keys.model,
+            prompt=storable_text(keys.text) if self.store_prompts else None,
+            response_json=response_json,
+            tags=check_tags(tags),
+            prompt_tokens=non_negative_int(usage.get("prompt_tokens")),
+            completion_tokens=non_negative_int(usage.get("completion_tokens")),
+            ttl_seconds=self._ttl_for(keys.model) if ttl is None else ttl_seconds(ttl),
+            upstream_ms=non_negative_int(upstream_ms),
+        )
+
+    async def load(
+        self,
+        items: Iterable[WarmItem],
+        *,
+        batch_size: int = 2000,
+        embed: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Bulk-load request/response pairs (COPY, in batches); returns the rows written.
+
+        Every item is checked as by `set`; a bad one raises before its batch is written.
+        With `embed`, the cache's embedder embeds each batch (one call per batch).
+
+        Raises:
+            BackendError: always (a bulk load does not fail open).
+        """
+        written = 0
+        for batch in batches(items, batch_size):
+            built = [
+                self._entry(
+                    item.request,
+                    item.response,
+                    ttl=item.ttl,
+                    tags=item.tags,
+                    namespace=item.namespace,
+                    upstream_ms=None,
+                )
+                for item in batch
+            ]
+            entries = await self._embedded(built) if embed else [entry for _, entry in built]
+            namespaces = sorted({entry.namespace for entry in entries})
+            written += await self._store.bulk_put(
+                entries, [notice(self._origin, ns) for ns in namespaces]
+            )
+            if self._memory is not None:
+                for ns in namespaces:
+                    self._memory.invalidate(ns)
+            if progress is not None:
+                progress(written)
+        return written
+
+    async def _embedded(self, built: list[tuple[RequestKeys, StoredEntry]]) -> list[StoredEntry]:
+        if self._semantic is None:
+            raise InvalidInputError("embedding needs a cache opened with an embedder")
+        embedder = self._semantic.embedder
+        texts = [keys.text for keys, _ in built if keys.text.strip()]
+        vectors = iter(
+            check_vectors(await embedder.embed(texts), count=len(texts), dim=self.embedding_dim)
+        )
+        return [
+            replace(entry, embedding=next(vectors), embedder=embedder.name)
+            if keys.text.strip()
+            else entry
+            for keys, entry in built
+        ]
+
+    async def warm(
+        self,
+        requests: Iterable[Mapping[str, Any]],
+        call: Callable[[dict[str, Any]], Awaitable[object]],
+        *,
+        concurrency: int = 8,
+        ttl: TTL | None = None,
+        tags: Iterable[str] = (),
+        namespace: str | None = None,
+    ) -> WarmReport:
+        """Answer `requests` through the LLM ahead of time, `concurrency` at a time.
+
+        `call(request)` returns a response (e.g. `openai_client.chat.completions.create(
+        **request)`); requests already cached are skipped; failures are counted, not raised.
+        """
+        return await precompute(
+            self, requests, call, concurrency=concurrency, ttl=ttl, tags=tags, namespace=namespace
+        )
 
     async def invalidate(
         self,

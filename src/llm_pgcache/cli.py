@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +32,7 @@ from llm_pgcache.embeddings import default_embedder
 from llm_pgcache.errors import LLMPgCacheError
 from llm_pgcache.store.postgres import SCHEMA_REVISION
 from llm_pgcache.tuning import evaluate, read_pairs, similarities, threshold_for_precision
+from llm_pgcache.warm import read_warm_file
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -98,6 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     purge_cmd.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     purge_cmd.add_argument(
         "--every", type=float, metavar="SECONDS", help="run again every SECONDS until stopped"
+    )
+
+    warm_cmd = command(
+        "warm",
+        'Bulk-load request/response pairs from a JSONL file of {"request": {...}, '
+        '"response": {...}, "ttl"?: seconds, "tags"?: [...], "namespace"?: "..."} lines.',
+    )
+    warm_cmd.add_argument("file", type=Path, help="the JSONL file")
+    warm_cmd.add_argument("--namespace", default="default", help="default namespace")
+    warm_cmd.add_argument("--batch-size", type=int, default=2000, help="rows per COPY")
+    warm_cmd.add_argument(
+        "--embed",
+        action="store_true",
+        help="embed the prompts for semantic lookups (the configured embedder: OpenAI when "
+        "OPENAI_API_KEY or OPENAI_BASE_URL is set, else the offline one)",
     )
 
     tune_cmd = command(
@@ -218,6 +235,36 @@ def parse_size(text: str) -> int:
     return int(value * factor)
 
 
+async def _warm(args: argparse.Namespace, settings: Settings) -> int:
+    embedder = None
+    if args.embed:
+        async with Cache.connect(args.dsn, strict=True) as probe:
+            embedder = default_embedder(probe.embedding_dim)
+    async with Cache.connect(
+        args.dsn, strict=True, namespace=args.namespace, embedder=embedder
+    ) as cache:
+        tty = sys.stderr.isatty()
+        started = time.monotonic()
+
+        def progress(done: int) -> None:
+            if tty:
+                sys.stderr.write(f"\r{done} rows loaded")
+                sys.stderr.flush()
+
+        written = await cache.load(
+            read_warm_file(args.file),
+            batch_size=args.batch_size,
+            embed=args.embed,
+            progress=progress,
+        )
+        if tty:
+            sys.stderr.write("\n")
+        seconds = time.monotonic() - started
+    rate = written / seconds if seconds else 0.0
+    print(f"loaded {written} rows in {seconds:.1f} s ({rate:.0f} rows/s)")
+    return EXIT_OK
+
+
 async def _tune(args: argparse.Namespace, settings: Settings) -> int:
     pairs = read_pairs(args.pairs)
     embedder = default_embedder(settings.embedding_dim)
@@ -277,6 +324,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = 
     "reindex": _reindex,
     "tune-threshold": _tune,
     "purge": _purge,
+    "warm": _warm,
     "demo": _demo,
 }
 

@@ -230,6 +230,47 @@ FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::timestamptz[]) AS v(names
 WHERE c.namespace = v.namespace AND c.cache_key = v.key
 """
 
+# Bulk loading (`warm`): rows are copied into a temporary table, then upserted; the last
+# of several rows with one key wins.
+CREATE_WARM_TABLE: Final[LiteralString] = """
+CREATE TEMPORARY TABLE llm_cache_warm (
+    seq bigint, namespace text, cache_key bytea, scope_key bytea, model text, prompt text,
+    response text, tags text[], prompt_tokens integer, completion_tokens integer,
+    ttl float8, embedding vector, embedder text
+) ON COMMIT DROP
+"""
+
+UPSERT_WARM_ROWS: Final[LiteralString] = """
+INSERT INTO llm_cache AS c (
+    namespace, cache_key, scope_key, model, prompt, response, tags, prompt_tokens,
+    completion_tokens, expires_at, embedding, embedder
+)
+SELECT DISTINCT ON (namespace, cache_key)
+    namespace, cache_key, scope_key, model, prompt, response::jsonb, tags, prompt_tokens,
+    completion_tokens, now() + ttl * interval '1 second', embedding, embedder
+FROM llm_cache_warm
+ORDER BY namespace, cache_key, seq DESC
+ON CONFLICT (namespace, cache_key) DO UPDATE SET
+    scope_key = EXCLUDED.scope_key,
+    model = EXCLUDED.model,
+    prompt = EXCLUDED.prompt,
+    response = EXCLUDED.response,
+    tags = EXCLUDED.tags,
+    prompt_tokens = EXCLUDED.prompt_tokens,
+    completion_tokens = EXCLUDED.completion_tokens,
+    upstream_ms = NULL,
+    embedding = EXCLUDED.embedding,
+    embedder = EXCLUDED.embedder,
+    hit_count = 0,
+    last_hit_at = NULL,
+    created_at = now(),
+    expires_at = EXCLUDED.expires_at
+"""
+
+NOTIFY: Final[LiteralString] = """
+SELECT pg_notify('llm_pgcache', $1)
+"""
+
 NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "get_exact": GET_EXACT,
     "put": PUT,
@@ -246,6 +287,7 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "try_purge_lock": TRY_PURGE_LOCK,
     "release_purge_lock": RELEASE_PURGE_LOCK,
     "record_hits": RECORD_HITS,
+    "notify": NOTIFY,
     "try_reindex_lock": TRY_REINDEX_LOCK,
     "release_reindex_lock": RELEASE_REINDEX_LOCK,
     "delete_by_key": DELETE_BY_KEY,
@@ -285,6 +327,8 @@ MAINTENANCE_STATEMENTS: Final[dict[str, LiteralString]] = {
     "rename_new_ivfflat": RENAME_NEW_IVFFLAT,
     "reset_maintenance_work_mem": RESET_MAINTENANCE_WORK_MEM,
     "analyze_table": ANALYZE_TABLE,
+    "create_warm_table": CREATE_WARM_TABLE,
+    "upsert_warm_rows": UPSERT_WARM_ROWS,  # reads the temporary table
 }
 
 

@@ -227,7 +227,7 @@ class PostgresStore:
         cls,
         dsn: str,
         *,
-        min_size: int = 2,
+        min_size: int = 10,
         max_size: int = 10,
         connect_timeout: float = 10.0,
     ) -> Self:
@@ -447,6 +447,38 @@ class PostgresStore:
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
         return deleted
+
+    async def bulk_put(self, entries: Sequence[StoredEntry], notices: Sequence[str]) -> int:
+        """Upsert many rows in one transaction (COPY, then one INSERT); returns the rows
+        written. `notices` go to the listeners of other processes on commit."""
+        records = [
+            (
+                seq,
+                e.namespace,
+                e.cache_key,
+                e.scope_key,
+                e.model,
+                e.prompt,
+                e.response_json,
+                list(e.tags),
+                e.prompt_tokens,
+                e.completion_tokens,
+                e.ttl_seconds,
+                e.embedding,
+                e.embedder,
+            )
+            for seq, e in enumerate(entries)
+        ]
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                await connection.execute(sql.CREATE_WARM_TABLE)
+                await connection.copy_records_to_table("llm_cache_warm", records=records)
+                status: str = await connection.execute(sql.UPSERT_WARM_ROWS)
+                for change in notices:
+                    await connection.execute(sql.NOTIFY, change)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+        return int(status.rsplit(" ", 1)[-1])
 
     async def listen(
         self, on_notice: Callable[[str], None], on_lost: Callable[[], None]
