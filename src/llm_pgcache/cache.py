@@ -36,6 +36,7 @@ from llm_pgcache.reindex import ReindexReport, reindex
 from llm_pgcache.semantic import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
 from llm_pgcache.store.memory import MemoryTier
 from llm_pgcache.store.postgres import Listener, PostgresStore, StoredEntry
+from llm_pgcache.store.redis import RedisTier
 from llm_pgcache.validation import (
     TTL,
     check_namespace,
@@ -87,6 +88,7 @@ class Cache:
         breaker: CircuitBreaker | None = None,
         prices: Mapping[str, Price] = DEFAULT_PRICES,
         memory: MemoryTier | None = None,
+        redis: RedisTier | None = None,
         version: str = "",
     ) -> None:
         """Wrap an opened store; prefer `Cache.connect`, which opens one. No I/O here."""
@@ -118,6 +120,7 @@ class Cache:
         self._metrics = Metrics(prices)
         self._hit_counts = HitRecorder(store)
         self._memory = memory
+        self._redis = redis
         self.version = version
         self._listener: Listener | None = None
         self._origin = uuid.uuid4().hex  # tells our own invalidation notices from others
@@ -144,6 +147,7 @@ class Cache:
         breaker: CircuitBreaker | None = None,
         prices: Mapping[str, Price] = DEFAULT_PRICES,
         memory: MemoryTier | None = None,
+        redis: RedisTier | None = None,
         version: str = "",
         pool: asyncpg.Pool | None = None,
         min_size: int = 10,
@@ -180,6 +184,8 @@ class Cache:
                 max_bytes, ttl)`): hot keys skip the round trip. Other processes'
                 invalidations reach it through PostgreSQL LISTEN/NOTIFY; while that
                 connection is down, it is bypassed. None: PostgreSQL only.
+            redis: a Redis tier between memory and PostgreSQL (`RedisTier(url_or_client,
+                ttl)`, the `redis` extra), shared by the processes of an app.
             version: your cache version, part of every key: bumping it (e.g. after a
                 prompt or model change) puts every earlier entry out of reach at once, in
                 every tier and every process; the old rows expire or are invalidated later.
@@ -212,6 +218,7 @@ class Cache:
             "breaker": breaker,
             "prices": prices,
             "memory": memory,
+            "redis": redis,
             "version": version,
         }
         if pool is not None:
@@ -261,6 +268,8 @@ class Cache:
         await self._hit_counts.close()
         if self._listener is not None:
             await self._listener.close()
+        if self._redis is not None:
+            await self._redis.close()
         await self._store.close()
 
     async def get(
@@ -296,10 +305,14 @@ class Cache:
         if threshold is not None:
             check_threshold(threshold)
         started = time.perf_counter()
-        if self._memory is not None and self._listener is not None and self._listener.connected:
-            hit = self._memory.get(ns, key)
-            if hit is not None:
-                return self._served(hit, started)
+        memory = self._usable_memory()
+        if memory is not None and (hit := memory.get(ns, key)) is not None:
+            return self._served(hit, started)
+        if self._redis is not None and (found := await self._redis.get(ns, key)) is not None:
+            hit, response_json, ttl_left = found
+            if memory is not None:
+                memory.put(ns, key, hit, response_json, ttl_left)
+            return self._served(hit, started)
         if not self._breaker.allow():
             self._metrics.miss()
             return None
@@ -326,9 +339,18 @@ class Cache:
         if hit is None or record is None:
             self._metrics.miss()
             return None
-        if self._memory is not None:  # promoted, under the key that was looked up
-            self._memory.put(ns, key, hit, record["response"], record["ttl_left"])
+        # Promoted to the tiers above, under the key that was looked up.
+        if self._redis is not None:
+            await self._redis.put(ns, key, hit, record["response"], record["ttl_left"])
+        if memory is not None:
+            memory.put(ns, key, hit, record["response"], record["ttl_left"])
         return self._served(hit, started)
+
+    def _usable_memory(self) -> MemoryTier | None:
+        """The memory tier, while invalidation notices reach it."""
+        if self._memory is None or self._listener is None or not self._listener.connected:
+            return None
+        return self._memory
 
     def _served(self, hit: CacheHit, started: float) -> CacheHit:
         self._metrics.hit(hit, lookup_ms=(time.perf_counter() - started) * 1000)
@@ -405,8 +427,11 @@ class Cache:
         try:
             async with self._deadline(self.write_timeout, "write"):
                 await self._store.put(entry, notice(self._origin, ns, key=keys.exact_key))
-            if self._memory is not None:  # the next lookup reads (and promotes) the new row
+            # The tiers above drop their copy; the next lookup promotes the new row.
+            if self._memory is not None:
                 self._memory.invalidate(ns, key=keys.exact_key)
+            if self._redis is not None:
+                await self._redis.invalidate(ns, key=keys.exact_key)
         except BackendError as exc:
             self._backend_failed(exc)
             return
@@ -560,7 +585,10 @@ class Cache:
         if self._memory is not None:
             self._memory.invalidate(ns, key=cache_key, tag=tag, model=model)
         change = notice(self._origin, ns, key=cache_key, tag=tag, model=model)
-        return await self._store.delete(ns, change, cache_key=cache_key, tag=tag, model=model)
+        deleted = await self._store.delete(ns, change, cache_key=cache_key, tag=tag, model=model)
+        if self._redis is not None:
+            await self._redis.invalidate(ns, key=cache_key, tag=tag, model=model)
+        return deleted
 
     async def report_wrong_hit(self, hit: CacheHit) -> bool:
         """Remove the entry that answered `hit`, so a known-bad answer is not served again.
@@ -571,7 +599,10 @@ class Cache:
         if self._memory is not None:
             self._memory.invalidate(hit.namespace, key=hit.key)
         change = notice(self._origin, hit.namespace, key=hit.key)
-        return await self._store.delete(hit.namespace, change, cache_key=hit.key) > 0
+        deleted = await self._store.delete(hit.namespace, change, cache_key=hit.key)
+        if self._redis is not None:
+            await self._redis.invalidate(hit.namespace, key=hit.key)
+        return deleted > 0
 
     @property
     def embedding_dim(self) -> int:
