@@ -139,41 +139,43 @@ async def prepare_database(args: argparse.Namespace) -> tuple[str, bool]:
     return dsn, exists and args.reuse
 
 
-async def measure_raw(
-    dsn: str, queries: np.ndarray, probes: int
-) -> tuple[list[float], list[int | None]]:
-    """Latency of the bare ANN query, and the row (by number) it finds."""
+async def measure(
+    dsn: str, cache: Cache, embedder: TableEmbedder, queries: np.ndarray, probes: int
+) -> dict[str, tuple[list[float], list[int | None]]]:
+    """Per query, the bare ANN query and a full semantic `Cache.get`, alternating which
+    goes first so that neither always finds the pages the other just read. Returns the
+    latencies and the rows (by number) found."""
     raw = await asyncpg.connect(asyncpg_dsn(dsn))
     await init_connection(raw)
     await raw.execute(f"SET ivfflat.probes = {int(probes)}")
-    latencies, found = [], []
-    for q in queries:
-        started = time.perf_counter()
-        row_id = await raw.fetchval("SELECT id FROM llm_cache ORDER BY embedding <=> $1 LIMIT 1", q)
-        latencies.append(time.perf_counter() - started)
-        found.append(row_id)
-    keys = await raw.fetch(
-        "SELECT id, cache_key FROM llm_cache WHERE id = ANY($1::bigint[])",
-        [int(i) for i in found if i is not None],
-    )
-    await raw.close()
-    row_of_id = {r["id"]: int.from_bytes(r["cache_key"], "big") for r in keys}
-    return latencies, [row_of_id.get(i) for i in found]
-
-
-async def measure_cache(
-    cache: Cache, embedder: TableEmbedder, queries: np.ndarray
-) -> tuple[list[float], list[int | None]]:
-    """Latency of a full semantic `Cache.get`, and the row (by number) it serves."""
-    latencies, found = [], []
+    latency: dict[str, list[float]] = {"raw_pgvector": [], "cache_get": []}
+    raw_ids: list[int] = []
+    cache_rows: list[int | None] = []
     for n, q in enumerate(queries):
         text = f"query {n}"
         embedder.vectors[text] = q
-        started = time.perf_counter()
-        hit = await cache.get(request(text))
-        latencies.append(time.perf_counter() - started)
-        found.append(None if hit is None else int.from_bytes(hit.key, "big"))
-    return latencies, found
+        order = ("raw_pgvector", "cache_get") if n % 2 == 0 else ("cache_get", "raw_pgvector")
+        for name in order:
+            started = time.perf_counter()
+            if name == "raw_pgvector":
+                raw_ids.append(
+                    await raw.fetchval(
+                        "SELECT id FROM llm_cache ORDER BY embedding <=> $1 LIMIT 1", q
+                    )
+                )
+            else:
+                hit = await cache.get(request(text))
+                cache_rows.append(None if hit is None else int.from_bytes(hit.key, "big"))
+            latency[name].append(time.perf_counter() - started)
+    keys = await raw.fetch(
+        "SELECT id, cache_key FROM llm_cache WHERE id = ANY($1::bigint[])", raw_ids
+    )
+    await raw.close()
+    row_of_id = {r["id"]: int.from_bytes(r["cache_key"], "big") for r in keys}
+    return {
+        "raw_pgvector": (latency["raw_pgvector"], [row_of_id.get(i) for i in raw_ids]),
+        "cache_get": (latency["cache_get"], cache_rows),
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -205,8 +207,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             print(rebuilt.summary(), flush=True)
             report["reindex_seconds"] = rebuilt.seconds
             report["lists"] = rebuilt.lists
-        raw_latency, raw_found = await measure_raw(dsn, queries, args.probes)
-        cache_latency, cache_found = await measure_cache(cache, embedder, queries)
+        measured = await measure(dsn, cache, embedder, queries, args.probes)
+        raw_latency, raw_found = measured["raw_pgvector"]
+        cache_latency, cache_found = measured["cache_get"]
     finally:
         await cache.close()
 

@@ -396,3 +396,41 @@ async def test_savings_are_counted(
     assert info.latency_saved_ms is not None
     assert info.latency_saved_ms > 50  # the upstream took >= 100 ms, the hit a few
     assert savings.latency_saved_ms > 150
+
+
+async def test_stale_while_revalidate(
+    dsn: str,
+    namespace: str,
+    openai_client: AsyncOpenAI,
+    openai_api: OpenAIServer,
+    db: asyncpg.Connection,
+) -> None:
+    async with Cache.connect(dsn, namespace=namespace, stale_grace=60) as cache:
+        client = cached_openai(openai_client, cache, ttl=3600)
+        await client.chat.completions.create(**ask("stale soon"))
+        # Move the entry 10 s past its expiry (inside the 60 s grace) instead of sleeping.
+        await db.execute(
+            "UPDATE llm_cache SET expires_at = now() - interval '10 seconds' WHERE namespace = $1",
+            namespace,
+        )
+        openai_api.state.latency = 0.1
+        replies = await asyncio.gather(
+            *(client.chat.completions.create(**ask("stale soon")) for _ in range(5))
+        )
+        infos = [cache_info(r) for r in replies]
+        assert all(i is not None and i.tier == "postgres-exact" and i.stale for i in infos)
+        for _ in range(100):  # one refresh runs in the background
+            if await db.fetchval(
+                "SELECT expires_at > now() FROM llm_cache WHERE namespace = $1", namespace
+            ):
+                break
+            await asyncio.sleep(0.02)
+        fresh = await client.chat.completions.create(**ask("stale soon"))
+        assert cache_info(fresh).stale is False  # type: ignore[union-attr]
+    assert openai_api.state.calls["chat"] == 2  # the first answer, and one refresh
+    async with Cache.connect(dsn, namespace=namespace) as no_grace:
+        await db.execute(
+            "UPDATE llm_cache SET expires_at = now() - interval '10 seconds' WHERE namespace = $1",
+            namespace,
+        )
+        assert await no_grace.get(ask("stale soon")) is None

@@ -26,6 +26,6 @@ def test_every_statement_constant_is_named() -> None:
 async def test_exact_lookup_uses_the_unique_index(db: asyncpg.Connection) -> None:
     async with db.transaction():
         await db.execute("SET LOCAL enable_seqscan = off")  # a tiny table would be scanned
-        rows = await db.fetch("EXPLAIN " + sql.GET_EXACT, "ns", bytes(32))
+        rows = await db.fetch("EXPLAIN " + sql.GET_EXACT, "ns", bytes(32), 0.0)
     plan = "\n".join(row[0] for row in rows)
     assert "Index Scan using llm_cache_namespace_cache_key_key" in plan

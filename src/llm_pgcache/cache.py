@@ -90,6 +90,7 @@ class Cache:
         memory: MemoryTier | None = None,
         redis: RedisTier | None = None,
         version: str = "",
+        stale_grace: TTL | None = None,
     ) -> None:
         """Wrap an opened store; prefer `Cache.connect`, which opens one. No I/O here."""
         self._store = store
@@ -121,6 +122,7 @@ class Cache:
         self._hit_counts = HitRecorder(store)
         self._memory = memory
         self._redis = redis
+        self.stale_grace = 0.0 if stale_grace is None else ttl_seconds(stale_grace) or 0.0
         self.version = version
         self._listener: Listener | None = None
         self._origin = uuid.uuid4().hex  # tells our own invalidation notices from others
@@ -149,6 +151,7 @@ class Cache:
         memory: MemoryTier | None = None,
         redis: RedisTier | None = None,
         version: str = "",
+        stale_grace: TTL | None = None,
         pool: asyncpg.Pool | None = None,
         min_size: int = 10,
         max_size: int = 10,
@@ -186,6 +189,10 @@ class Cache:
                 connection is down, it is bypassed. None: PostgreSQL only.
             redis: a Redis tier between memory and PostgreSQL (`RedisTier(url_or_client,
                 ttl)`, the `redis` extra), shared by the processes of an app.
+            stale_grace: stale-while-revalidate: an exact entry expired less than this
+                long ago is still returned, marked `stale`, for its caller to refresh (the
+                openai wrapper serves it and refreshes it once, in the background). None:
+                expired entries are never returned.
             version: your cache version, part of every key: bumping it (e.g. after a
                 prompt or model change) puts every earlier entry out of reach at once, in
                 every tier and every process; the old rows expire or are invalidated later.
@@ -220,6 +227,7 @@ class Cache:
             "memory": memory,
             "redis": redis,
             "version": version,
+            "stale_grace": stale_grace,
         }
         if pool is not None:
             opening = PostgresStore.from_pool(pool)
@@ -306,56 +314,80 @@ class Cache:
             check_threshold(threshold)
         started = time.perf_counter()
         memory = self._usable_memory()
+        hit = await self._upper_tiers(ns, key, memory)
+        if hit is None:
+            if not self._breaker.allow():
+                self._metrics.miss()
+                return None
+            try:
+                hit = await self._postgres(
+                    ns,
+                    key,
+                    request,
+                    semantic_search=semantic_search,
+                    threshold=threshold,
+                    memory=memory,
+                )
+            except BackendError as exc:
+                self._backend_failed(exc)
+                hit = None
+            else:
+                self._backend_ok()
+        if hit is None:
+            self._metrics.miss()
+            return None
+        self._metrics.hit(hit, lookup_ms=(time.perf_counter() - started) * 1000)
+        self._hit_counts.record(hit.namespace, hit.key)
+        return hit
+
+    async def _upper_tiers(self, ns: str, key: bytes, memory: MemoryTier | None) -> CacheHit | None:
+        """A hit from process memory, else from Redis (then promoted to memory)."""
         if memory is not None and (hit := memory.get(ns, key)) is not None:
-            return self._served(hit, started)
+            return hit
         if self._redis is not None and (found := await self._redis.get(ns, key)) is not None:
             hit, response_json, ttl_left = found
             if memory is not None:
                 memory.put(ns, key, hit, response_json, ttl_left)
-            return self._served(hit, started)
-        if not self._breaker.allow():
-            self._metrics.miss()
+            return hit
+        return None
+
+    async def _postgres(
+        self,
+        ns: str,
+        key: bytes,
+        request: Mapping[str, Any],
+        *,
+        semantic_search: SemanticSearch | None,
+        threshold: float | None,
+        memory: MemoryTier | None,
+    ) -> CacheHit | None:
+        """A hit from PostgreSQL, exact then semantic, promoted to the tiers above."""
+        async with self._deadline(self.lookup_timeout, "lookup"):
+            record = await self._store.get(ns, key, self.stale_grace)
+        if record is not None:
+            hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
+        elif semantic_search is not None:
+            record = await self._nearest(semantic_search, ns, request, threshold)
+            if record is None:
+                return None
+            similarity = 1.0 - record["distance"]
+            hit = CacheHit.from_record(
+                record, namespace=ns, tier="postgres-semantic", similarity=similarity
+            )
+        else:
             return None
-        try:
-            async with self._deadline(self.lookup_timeout, "lookup"):
-                record = await self._store.get(ns, key)
-            hit = None
-            if record is not None:
-                hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
-            elif semantic_search is not None:
-                record = await self._nearest(semantic_search, ns, request, threshold)
-                if record is not None:
-                    hit = CacheHit.from_record(
-                        record,
-                        namespace=ns,
-                        tier="postgres-semantic",
-                        similarity=1.0 - record["distance"],
-                    )
-        except BackendError as exc:
-            self._backend_failed(exc)
-            self._metrics.miss()
-            return None
-        self._backend_ok()
-        if hit is None or record is None:
-            self._metrics.miss()
-            return None
-        # Promoted to the tiers above, under the key that was looked up.
-        if self._redis is not None:
-            await self._redis.put(ns, key, hit, record["response"], record["ttl_left"])
-        if memory is not None:
-            memory.put(ns, key, hit, record["response"], record["ttl_left"])
-        return self._served(hit, started)
+        if not hit.stale:  # a stale entry is served, never promoted
+            if self._redis is not None:
+                await self._redis.put(ns, key, hit, record["response"], record["ttl_left"])
+            if memory is not None:
+                memory.put(ns, key, hit, record["response"], record["ttl_left"])
+        return hit
 
     def _usable_memory(self) -> MemoryTier | None:
         """The memory tier, while invalidation notices reach it."""
         if self._memory is None or self._listener is None or not self._listener.connected:
             return None
         return self._memory
-
-    def _served(self, hit: CacheHit, started: float) -> CacheHit:
-        self._metrics.hit(hit, lookup_ms=(time.perf_counter() - started) * 1000)
-        self._hit_counts.record(hit.namespace, hit.key)
-        return hit
 
     async def _nearest(
         self,

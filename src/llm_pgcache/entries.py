@@ -41,6 +41,8 @@ class CacheHit:
         similarity: cosine similarity for semantic hits; 1.0 for exact ones.
         matched_prompt: for semantic hits, the stored prompt that matched (None when
             prompts are not stored, and for exact hits).
+        stale: the entry expired, within the cache's `stale_grace`: serve it, and
+            refresh it (the openai wrapper does, in the background).
     """
 
     response: dict[str, Any]
@@ -56,6 +58,7 @@ class CacheHit:
     tags: tuple[str, ...]
     similarity: float = 1.0
     matched_prompt: str | None = None
+    stale: bool = False
 
     @property
     def tokens_saved(self) -> int:
@@ -79,6 +82,7 @@ class CacheHit:
             tags=tuple(record["tags"]),
             similarity=similarity,
             matched_prompt=record.get("prompt"),
+            stale=bool(record.get("stale")),
         )
 
 

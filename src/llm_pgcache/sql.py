@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from typing import Final, LiteralString
 
-# Every read repeats `expires_at IS NULL OR expires_at > now()`: an expired row is never
-# returned, whether or not the purge job has deleted it yet.
+# Every read filters on expiry: an expired row is never returned, whether or not the purge
+# job has deleted it yet. The one exception is a cache's stale-while-revalidate grace
+# ($3 seconds, 0 without): a row expired less than that long ago comes back marked stale.
 GET_EXACT: Final[LiteralString] = """
 SELECT id, cache_key, model, response, tags, prompt_tokens, completion_tokens, upstream_ms,
-       created_at, expires_at, extract(epoch FROM expires_at - now())::float8 AS ttl_left
+       created_at, expires_at, extract(epoch FROM expires_at - now())::float8 AS ttl_left,
+       coalesce(expires_at <= now(), false) AS stale
 FROM llm_cache
-WHERE namespace = $1 AND cache_key = $2 AND (expires_at IS NULL OR expires_at > now())
+WHERE namespace = $1 AND cache_key = $2
+  AND (expires_at IS NULL OR expires_at > now() - $3::float8 * interval '1 second')
 """
 
 # $10 is the ttl in seconds; NULL means no expiry (NULL * interval is NULL). $14 is the

@@ -54,6 +54,8 @@ class CacheInfo:
         latency_saved_ms: for hits, how long the upstream took to produce the entry,
             minus the lookup, when that is known.
         shared: a miss answered by another caller's concurrent upstream call.
+        stale: a hit past its expiry, within the cache's `stale_grace`; a refresh of it
+            runs in the background.
     """
 
     tier: Outcome
@@ -61,6 +63,7 @@ class CacheInfo:
     lookup_ms: float = 0.0
     latency_saved_ms: float | None = None
     shared: bool = False
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,6 +171,7 @@ class _Completions:
         self._upstream = upstream
         self._owner = owner
         self._flights = flights
+        self._refreshing: set[asyncio.Task[None]] = set()  # held until done
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._upstream, name)
@@ -194,6 +198,8 @@ class _Completions:
                 threshold=controls.threshold,
             )
             if hit is not None:
+                if hit.stale:
+                    self._refresh_later(key, request)
                 return _from_hit(hit, request, (time.perf_counter() - started) * 1000)
         lookup_ms = (time.perf_counter() - started) * 1000
 
@@ -221,6 +227,31 @@ class _Completions:
         flight.finish(body)
         await self.store(request, body, upstream_ms=(time.perf_counter() - upstream_started) * 1000)
         return _annotate(completion, info)
+
+    def _refresh_later(self, key: tuple[str, bytes], request: Mapping[str, Any]) -> None:
+        """Replace a stale entry in the background, once for all concurrent callers."""
+        flight = self._flights.join(key)
+        if not isinstance(flight, Flight):
+            return  # a refresh (or a miss) of this key is already under way
+        upstream_request = {
+            k: v for k, v in request.items() if k not in ("stream", "stream_options")
+        }
+
+        async def refresh() -> None:
+            started = time.perf_counter()
+            try:
+                completion = await self._upstream.create(**upstream_request)
+            except Exception as exc:  # the stale entry stays; the next caller tries again
+                logger.warning("llm-pgcache could not refresh a stale entry: %s", exc)
+                flight.fail(exc)
+                return
+            body = _completion_json(completion)
+            flight.finish(body)
+            await self.store(request, body, upstream_ms=(time.perf_counter() - started) * 1000)
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        self._refreshing.add(task)
+        task.add_done_callback(self._refreshing.discard)
 
     async def store(
         self, request: Mapping[str, Any], body: dict[str, Any], *, upstream_ms: float
@@ -425,7 +456,11 @@ def _annotate(result: Any, info: CacheInfo) -> Any:
 def _from_hit(hit: CacheHit, request: Mapping[str, Any], lookup_ms: float) -> Any:
     saved = None if hit.upstream_ms is None else max(0.0, hit.upstream_ms - lookup_ms)
     info = CacheInfo(
-        tier=hit.tier, similarity=hit.similarity, lookup_ms=lookup_ms, latency_saved_ms=saved
+        tier=hit.tier,
+        similarity=hit.similarity,
+        lookup_ms=lookup_ms,
+        latency_saved_ms=saved,
+        stale=hit.stale,
     )
     return _respond(hit.response, request, info)
 

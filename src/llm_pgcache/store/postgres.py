@@ -280,11 +280,14 @@ class PostgresStore:
         except TimeoutError:
             self._pool.terminate()
 
-    async def get(self, namespace: str, cache_key: bytes) -> asyncpg.Record | None:
-        """The live row of `cache_key` in `namespace`, or None."""
+    async def get(
+        self, namespace: str, cache_key: bytes, stale_grace: float = 0.0
+    ) -> asyncpg.Record | None:
+        """The live row of `cache_key` in `namespace` (or one expired less than
+        `stale_grace` seconds ago, with `stale` true), or None."""
         try:
             record: asyncpg.Record | None = await self._pool.fetchrow(
-                sql.GET_EXACT, namespace, cache_key
+                sql.GET_EXACT, namespace, cache_key, stale_grace
             )
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
