@@ -184,8 +184,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     dsn, loaded = await prepare_database(args)
     embedder = TableEmbedder(args.dim)
     report: dict[str, object] = {"rows": args.rows, "dim": args.dim, "probes": args.probes}
+    await migrate.upgrade(dsn, embedding_dim=args.dim)  # a reused table may be older
     if not loaded:
-        await migrate.upgrade(dsn, embedding_dim=args.dim)
         await load(dsn, vectors, embedder.name)
     sources = rng.integers(0, args.rows, args.queries)
     noise = rng.standard_normal((args.queries, args.dim)).astype(np.float32)

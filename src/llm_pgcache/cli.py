@@ -300,6 +300,8 @@ async def _stats(args: argparse.Namespace, settings: Settings) -> int:
     print(f"namespace:       {namespace or '(all)'}")
     print(f"entries:         {table.entries}")
     print(f"expired:         {table.expired} (not yet purged)")
+    print(f"embedded:        {table.embedded} (semantic candidates)")
+    print(f"hits recorded:   {table.hits}")
     print(f"stored tokens:   {table.stored_tokens}")
     print(f"table size:      {_size(table.table_bytes)}")
     print(f"index size:      {_size(table.index_bytes)}")

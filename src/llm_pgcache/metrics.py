@@ -30,6 +30,12 @@ class Counters:
     misses: int
     backend_errors: int
     by_model: dict[str, ModelSavings] = field(default_factory=dict)
+    hit_ms_by_tier: dict[str, float] = field(default_factory=dict)  # total lookup time
+
+    def avg_hit_ms(self, tier: str) -> float | None:
+        """Average lookup time of the hits of `tier`, in milliseconds."""
+        hits = self.hits_by_tier.get(tier, 0)
+        return self.hit_ms_by_tier.get(tier, 0.0) / hits if hits else None
 
     @property
     def hits(self) -> int:
@@ -64,12 +70,14 @@ class Metrics:
     def __init__(self, prices: Mapping[str, Price]) -> None:
         self.prices = prices
         self._hits: Counter[str] = Counter()
+        self._hit_ms: dict[str, float] = {}
         self._misses = 0
         self._backend_errors = 0
         self._by_model: dict[str, ModelSavings] = {}
 
     def hit(self, hit: CacheHit, lookup_ms: float) -> None:
         self._hits[hit.tier] += 1
+        self._hit_ms[hit.tier] = self._hit_ms.get(hit.tier, 0.0) + lookup_ms
         before = self._by_model.get(hit.model, ModelSavings())
         prompt = before.prompt_tokens + (hit.prompt_tokens or 0)
         completion = before.completion_tokens + (hit.completion_tokens or 0)
@@ -94,4 +102,5 @@ class Metrics:
             misses=self._misses,
             backend_errors=self._backend_errors,
             by_model=dict(self._by_model),
+            hit_ms_by_tier=dict(self._hit_ms),
         )

@@ -120,6 +120,8 @@ COUNT_ENTRIES: Final[LiteralString] = """
 SELECT
     count(*) AS entries,
     count(*) FILTER (WHERE expires_at <= now()) AS expired,
+    coalesce(sum(hit_count), 0)::bigint AS hits,
+    count(*) FILTER (WHERE embedding IS NOT NULL) AS embedded,
     coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::bigint
         AS stored_tokens
 FROM llm_cache

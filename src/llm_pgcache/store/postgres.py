@@ -60,6 +60,8 @@ class TableStats:
 
     entries: int
     expired: int
+    hits: int  # recorded hits of the rows present (written behind, every few seconds)
+    embedded: int  # rows with an embedding
     stored_tokens: int
     table_bytes: int
     index_bytes: int
@@ -503,6 +505,8 @@ class PostgresStore:
         return TableStats(
             entries=counts["entries"],
             expired=counts["expired"],
+            hits=counts["hits"],
+            embedded=counts["embedded"],
             stored_tokens=counts["stored_tokens"],
             table_bytes=sizes["table_bytes"],
             index_bytes=sizes["index_bytes"],

@@ -1,0 +1,57 @@
+"""Counters and their Prometheus exposition."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from llm_pgcache import Cache
+from llm_pgcache.prometheus import CacheCollector
+from llm_pgcache.store.memory import MemoryTier
+
+Factory = Callable[..., dict[str, object]]
+
+
+async def test_counters_per_tier_and_prometheus(
+    dsn: str, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    async with Cache.connect(dsn, namespace=namespace, memory=MemoryTier()) as cache:
+        await cache.get(make_request())
+        await cache.set(make_request(), make_response(prompt_tokens=100, completion_tokens=50))
+        for _ in range(3):
+            await cache.get(make_request())
+        counters = cache.counters
+        assert counters.hits_by_tier == {"postgres-exact": 1, "memory": 2}
+        assert counters.misses == 1
+        assert counters.hit_rate == 0.75
+        assert counters.tokens_saved == 3 * 150
+        memory_ms, postgres_ms = (
+            counters.avg_hit_ms("memory"),
+            counters.avg_hit_ms("postgres-exact"),
+        )
+        assert memory_ms is not None
+        assert postgres_ms is not None
+        assert counters.avg_hit_ms("redis") is None
+
+        registry = CollectorRegistry()
+        registry.register(CacheCollector(cache))
+        text = generate_latest(registry).decode()
+        table = (await cache.stats()).table
+    assert 'llm_pgcache_hits_total{tier="memory"} 2.0' in text
+    assert "llm_pgcache_misses_total 1.0" in text
+    assert 'llm_pgcache_tokens_saved_total{kind="prompt",model="gpt-4o-mini"} 300.0' in text
+    assert 'llm_pgcache_cost_saved_usd_total{model="gpt-4o-mini"}' in text
+    assert (table.entries, table.hits) == (1, 0)  # hit counts are written on close
+
+
+async def test_table_stats_count_recorded_hits(
+    dsn: str, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    async with Cache.connect(dsn, namespace=namespace) as cache:
+        await cache.set(make_request(), make_response())
+        for _ in range(4):
+            await cache.get(make_request())
+    async with Cache.connect(dsn, namespace=namespace) as cache:
+        table = (await cache.stats()).table
+    assert (table.entries, table.hits, table.embedded) == (1, 4, 0)
