@@ -31,13 +31,13 @@ from llm_pgcache.integrations.openai import (
 )
 from llm_pgcache.keys import RequestKeys, request_keys
 from llm_pgcache.metrics import Counters, ModelSavings, Stats
-from llm_pgcache.reindex import ReindexReport
 from llm_pgcache.purge import PurgeReport
+from llm_pgcache.reindex import ReindexReport
 from llm_pgcache.semantic import SearchOptions
 from llm_pgcache.store.memory import MemoryTier
+from llm_pgcache.store.postgres import TableStats, init_connection
 from llm_pgcache.store.redis import RedisTier
 from llm_pgcache.warm import WarmItem, WarmReport
-from llm_pgcache.store.postgres import TableStats, init_connection
 
 __version__ = _version("llm-pgcache")
 
