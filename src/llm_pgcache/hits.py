@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 
 from llm_pgcache.errors import BackendError
@@ -27,7 +28,7 @@ class HitRecorder:
         self._store = store
         self.interval = interval
         self._max_pending = max_pending
-        self._pending: dict[tuple[str, bytes], tuple[int, datetime]] = {}
+        self._pending: dict[tuple[str, bytes], tuple[int, float]] = {}  # (hits, last epoch)
         self._task: asyncio.Task[None] | None = None
 
     def record(self, namespace: str, key: bytes) -> None:
@@ -35,14 +36,17 @@ class HitRecorder:
         count = self._pending[slot][0] + 1 if slot in self._pending else 1
         if count == 1 and len(self._pending) >= self._max_pending:
             return  # a backlog this large means flushes fail: drop, do not grow
-        self._pending[slot] = (count, datetime.now(UTC))
+        self._pending[slot] = (count, time.time())
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._flush_later())
 
     async def flush(self) -> None:
         """Write what was recorded; on a backend failure, the counts are dropped."""
         pending, self._pending = self._pending, {}
-        rows = [(ns, key, count, at) for (ns, key), (count, at) in pending.items()]
+        rows = [
+            (ns, key, count, datetime.fromtimestamp(at, UTC))
+            for (ns, key), (count, at) in pending.items()
+        ]
         try:
             await self._store.record_hits(rows)
         except BackendError as exc:

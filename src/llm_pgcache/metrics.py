@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -65,30 +64,30 @@ class Stats:
 
 
 class Metrics:
-    """Records lookups; `snapshot()` returns them as `Counters`."""
+    """Records lookups; `snapshot()` returns them as `Counters`. Cheap per hit: plain
+    numbers are added up, and the dataclasses are built only for a snapshot."""
 
     def __init__(self, prices: Mapping[str, Price]) -> None:
         self.prices = prices
-        self._hits: Counter[str] = Counter()
+        self._hits: dict[str, int] = {}
         self._hit_ms: dict[str, float] = {}
         self._misses = 0
         self._backend_errors = 0
-        self._by_model: dict[str, ModelSavings] = {}
+        # model -> [hits, prompt tokens, completion tokens, milliseconds saved]
+        self._by_model: dict[str, list[float]] = {}
 
     def hit(self, hit: CacheHit, lookup_ms: float) -> None:
-        self._hits[hit.tier] += 1
-        self._hit_ms[hit.tier] = self._hit_ms.get(hit.tier, 0.0) + lookup_ms
-        before = self._by_model.get(hit.model, ModelSavings())
-        prompt = before.prompt_tokens + (hit.prompt_tokens or 0)
-        completion = before.completion_tokens + (hit.completion_tokens or 0)
-        saved_ms = max(0.0, hit.upstream_ms - lookup_ms) if hit.upstream_ms is not None else 0.0
-        self._by_model[hit.model] = ModelSavings(
-            hits=before.hits + 1,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cost_saved=cost(hit.model, prompt, completion, self.prices),
-            latency_saved_ms=before.latency_saved_ms + saved_ms,
-        )
+        tier = hit.tier
+        self._hits[tier] = self._hits.get(tier, 0) + 1
+        self._hit_ms[tier] = self._hit_ms.get(tier, 0.0) + lookup_ms
+        sums = self._by_model.get(hit.model)
+        if sums is None:
+            sums = self._by_model[hit.model] = [0, 0, 0, 0.0]
+        sums[0] += 1
+        sums[1] += hit.prompt_tokens or 0
+        sums[2] += hit.completion_tokens or 0
+        if hit.upstream_ms is not None and hit.upstream_ms > lookup_ms:
+            sums[3] += hit.upstream_ms - lookup_ms
 
     def miss(self) -> None:
         self._misses += 1
@@ -97,10 +96,19 @@ class Metrics:
         self._backend_errors += 1
 
     def snapshot(self) -> Counters:
+        by_model = {}
+        for model, (hits, prompt, completion, saved_ms) in self._by_model.items():
+            by_model[model] = ModelSavings(
+                hits=int(hits),
+                prompt_tokens=int(prompt),
+                completion_tokens=int(completion),
+                cost_saved=cost(model, int(prompt), int(completion), self.prices),
+                latency_saved_ms=saved_ms,
+            )
         return Counters(
             hits_by_tier=dict(self._hits),
             misses=self._misses,
             backend_errors=self._backend_errors,
-            by_model=dict(self._by_model),
+            by_model=by_model,
             hit_ms_by_tier=dict(self._hit_ms),
         )
