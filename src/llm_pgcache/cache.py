@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
@@ -20,36 +18,34 @@ from llm_pgcache.breaker import CircuitBreaker
 from llm_pgcache.config import Settings
 from llm_pgcache.connecting import Connecting, open_store
 from llm_pgcache.embeddings import Embedder, check_vectors
-from llm_pgcache.entries import CacheHit, dump_response, response_dict, storable_text
+from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import (
     BackendError,
     EmbeddingDimensionError,
     InvalidInputError,
 )
+from llm_pgcache.health import BackendHealth
 from llm_pgcache.hits import HitRecorder
 from llm_pgcache.invalidation import apply_notice, notice
-from llm_pgcache.keys import RequestKeys, exact_key, request_keys
+from llm_pgcache.keys import RequestKeys
 from llm_pgcache.metrics import Counters, Metrics, Stats
 from llm_pgcache.pricing import DEFAULT_PRICES, Price
 from llm_pgcache.purge import Progress, PurgeReport, purge, purge_forever
 from llm_pgcache.reindex import ReindexReport, reindex
+from llm_pgcache.rules import DEFAULT_MAX_ENTRY_BYTES, EntryRules
 from llm_pgcache.semantic import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
 from llm_pgcache.store.memory import MemoryTier
 from llm_pgcache.store.postgres import Listener, PostgresStore, StoredEntry
 from llm_pgcache.store.redis import RedisTier
 from llm_pgcache.validation import (
     TTL,
-    check_namespace,
-    check_tags,
     check_threshold,
-    non_negative_int,
     ttl_seconds,
 )
 from llm_pgcache.warm import WarmItem, WarmReport, batches, precompute
 
 logger = logging.getLogger("llm_pgcache")
 
-DEFAULT_MAX_ENTRY_BYTES = 16 * 1024 * 1024
 DEFAULT_LOOKUP_TIMEOUT = 0.05  # seconds a lookup may wait for PostgreSQL before it is a miss
 DEFAULT_WRITE_TIMEOUT = 1.0
 
@@ -94,12 +90,14 @@ class Cache:
     ) -> None:
         """Wrap an opened store; prefer `Cache.connect`, which opens one. No I/O here."""
         self._store = store
-        self.namespace = check_namespace(namespace)
-        self.default_ttl = ttl_seconds(default_ttl)
-        self.model_ttls = {pattern: ttl_seconds(ttl) for pattern, ttl in (model_ttls or {}).items()}
-        self.store_prompts = store_prompts
-        self.strict = strict
-        self.max_entry_bytes = max_entry_bytes
+        self.rules = EntryRules.checked(
+            namespace=namespace,
+            version=version,
+            default_ttl=default_ttl,
+            model_ttls=model_ttls,
+            store_prompts=store_prompts,
+            max_entry_bytes=max_entry_bytes,
+        )
         self.semantic = semantic and embedder is not None
         self._semantic: SemanticSearch | None = None
         if embedder is not None:
@@ -117,17 +115,27 @@ class Cache:
         )
         self.lookup_timeout = lookup_timeout
         self.write_timeout = write_timeout
-        self._breaker = breaker or CircuitBreaker()
         self._metrics = Metrics(prices)
+        self._health = BackendHealth(
+            strict=strict, breaker=breaker or CircuitBreaker(), metrics=self._metrics
+        )
         self._hit_counts = HitRecorder(store)
         self._memory = memory
         self._redis = redis
         self.stale_grace = 0.0 if stale_grace is None else ttl_seconds(stale_grace) or 0.0
-        self.version = version
         self._listener: Listener | None = None
         self._origin = uuid.uuid4().hex  # tells our own invalidation notices from others
         self._purging: asyncio.Task[None] | None = None
-        self._backend_down = False
+
+    @property
+    def namespace(self) -> str:
+        """The namespace of calls that name none."""
+        return self.rules.namespace
+
+    @property
+    def version(self) -> str:
+        """The cache version in every key."""
+        return self.rules.version
 
     @classmethod
     def connect(
@@ -307,8 +315,8 @@ class Cache:
             InvalidInputError: a bad threshold, or `semantic=True` without an embedder.
             BackendError: only with `strict=True`; otherwise a backend failure is a miss.
         """
-        key = exact_key(request, self.version)
-        ns = self.namespace if namespace is None else check_namespace(namespace)
+        key = self.rules.exact_key(request)
+        ns = self.rules.namespace_of(namespace)
         semantic_search = self._semantic_for(semantic)
         if threshold is not None:
             check_threshold(threshold)
@@ -316,7 +324,7 @@ class Cache:
         memory = self._usable_memory()
         hit = await self._upper_tiers(ns, key, memory)
         if hit is None:
-            if not self._breaker.allow():
+            if not self._health.breaker.allow():
                 self._metrics.miss()
                 return None
             try:
@@ -329,10 +337,10 @@ class Cache:
                     memory=memory,
                 )
             except BackendError as exc:
-                self._backend_failed(exc)
+                self._health.failed(exc)
                 hit = None
             else:
-                self._backend_ok()
+                self._health.ok()
         if hit is None:
             self._metrics.miss()
             return None
@@ -362,7 +370,7 @@ class Cache:
         memory: MemoryTier | None,
     ) -> CacheHit | None:
         """A hit from PostgreSQL, exact then semantic, promoted to the tiers above."""
-        async with self._deadline(self.lookup_timeout, "lookup"):
+        async with self._health.deadline(self.lookup_timeout, "lookup"):
             record = await self._store.get(ns, key, self.stale_grace)
         if record is not None:
             hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
@@ -396,12 +404,12 @@ class Cache:
         request: Mapping[str, Any],
         threshold: float | None,
     ) -> asyncpg.Record | None:
-        keys = request_keys(request, self.version)
+        keys = self.rules.keys(request)
         if not keys.text.strip():
             return None
         vector = await search.embed(keys.text)  # not under the lookup deadline
         search.pending.put(namespace, keys.exact_key, vector)
-        async with self._deadline(search.options.timeout, "semantic lookup"):
+        async with self._health.deadline(search.options.timeout, "semantic lookup"):
             return await search.nearest(
                 namespace,
                 keys,
@@ -442,7 +450,7 @@ class Cache:
             BackendError: only with `strict=True`; otherwise the failure is logged.
         """
         semantic_search = self._semantic_for(semantic)
-        keys, entry = self._entry(
+        keys, entry = self.rules.entry(
             request, response, ttl=ttl, tags=tags, namespace=namespace, upstream_ms=upstream_ms
         )
         ns = entry.namespace
@@ -453,11 +461,11 @@ class Cache:
                     embedding = await semantic_search.embed(keys.text)
                 entry = replace(entry, embedding=embedding, embedder=semantic_search.embedder.name)
         except BackendError as exc:  # the embedder is down: store for exact lookups only
-            self._backend_failed(exc)
-        if not self._breaker.allow():
+            self._health.failed(exc)
+        if not self._health.breaker.allow():
             return
         try:
-            async with self._deadline(self.write_timeout, "write"):
+            async with self._health.deadline(self.write_timeout, "write"):
                 await self._store.put(entry, notice(self._origin, ns, key=keys.exact_key))
             # The tiers above drop their copy; the next lookup promotes the new row.
             if self._memory is not None:
@@ -465,46 +473,9 @@ class Cache:
             if self._redis is not None:
                 await self._redis.invalidate(ns, key=keys.exact_key)
         except BackendError as exc:
-            self._backend_failed(exc)
+            self._health.failed(exc)
             return
-        self._backend_ok()
-
-    def _entry(
-        self,
-        request: Mapping[str, Any],
-        response: object,
-        *,
-        ttl: TTL | None,
-        tags: Iterable[str],
-        namespace: str | None,
-        upstream_ms: int | None,
-    ) -> tuple[RequestKeys, StoredEntry]:
-        """The row for a response, without its embedding; every argument checked."""
-        keys = request_keys(request, self.version)
-        ns = self.namespace if namespace is None else check_namespace(namespace)
-        body = response_dict(response)
-        response_json = dump_response(body)
-        if len(response_json) > self.max_entry_bytes:
-            raise InvalidInputError(
-                f"response is {len(response_json)} bytes as JSON, over max_entry_bytes="
-                f"{self.max_entry_bytes}"
-            )
-        usage = body.get("usage")
-        if not isinstance(usage, Mapping):
-            usage = {}
-        return keys, StoredEntry(
-            namespace=ns,
-            cache_key=keys.exact_key,
-            scope_key=keys.scope_key,
-            model=keys.model,
-            prompt=storable_text(keys.text) if self.store_prompts else None,
-            response_json=response_json,
-            tags=check_tags(tags),
-            prompt_tokens=non_negative_int(usage.get("prompt_tokens")),
-            completion_tokens=non_negative_int(usage.get("completion_tokens")),
-            ttl_seconds=self._ttl_for(keys.model) if ttl is None else ttl_seconds(ttl),
-            upstream_ms=non_negative_int(upstream_ms),
-        )
+        self._health.ok()
 
     async def load(
         self,
@@ -525,7 +496,7 @@ class Cache:
         written = 0
         for batch in batches(items, batch_size):
             built = [
-                self._entry(
+                self.rules.entry(
                     item.request,
                     item.response,
                     ttl=item.ttl,
@@ -606,14 +577,14 @@ class Cache:
             raise InvalidInputError(
                 "name what to invalidate: key=, tag=, model=, or namespace= for a whole namespace"
             )
-        ns = self.namespace if namespace is None else check_namespace(namespace)
+        ns = self.rules.namespace_of(namespace)
         cache_key = None
         if isinstance(key, bytes):
             if len(key) != 32:
                 raise InvalidInputError("a key given as bytes must be a 32-byte sha256 digest")
             cache_key = key
         elif key is not None:
-            cache_key = exact_key(key, self.version)
+            cache_key = self.rules.exact_key(key)
         if self._memory is not None:
             self._memory.invalidate(ns, key=cache_key, tag=tag, model=model)
         change = notice(self._origin, ns, key=cache_key, tag=tag, model=model)
@@ -727,36 +698,3 @@ class Cache:
         if semantic and self._semantic is None:
             raise InvalidInputError("semantic=True needs a cache opened with an embedder")
         return self._semantic if semantic else None
-
-    def _ttl_for(self, model: str) -> float | None:
-        if model in self.model_ttls:
-            return self.model_ttls[model]
-        for pattern, ttl in self.model_ttls.items():
-            if fnmatch.fnmatchcase(model, pattern):
-                return ttl
-        return self.default_ttl
-
-    @asynccontextmanager
-    async def _deadline(self, seconds: float | None, what: str) -> AsyncIterator[None]:
-        """Bound a backend call; running out of time is a backend failure."""
-        try:
-            async with asyncio.timeout(seconds):
-                yield
-        except TimeoutError as exc:
-            limit_ms = (seconds or 0.0) * 1000
-            raise BackendError(f"PostgreSQL {what} took longer than {limit_ms:.0f} ms") from exc
-
-    def _backend_failed(self, exc: BackendError) -> None:
-        self._metrics.backend_error()
-        self._breaker.failed()
-        if self.strict:
-            raise exc
-        if not self._backend_down:  # once per outage, not once per request
-            logger.warning("llm-pgcache backend failed, serving misses: %s", exc)
-            self._backend_down = True
-
-    def _backend_ok(self) -> None:
-        self._breaker.succeeded()
-        if self._backend_down:
-            logger.warning("llm-pgcache backend is back")
-            self._backend_down = False
