@@ -322,7 +322,9 @@ class Cache:
             check_threshold(threshold)
         started = time.perf_counter()
         memory = self._usable_memory()
-        hit = await self._upper_tiers(ns, key, memory)
+        hit = None
+        if memory is not None or self._redis is not None:
+            hit = await self._upper_tiers(ns, key, memory)
         if hit is None:
             if not self._health.breaker.allow():
                 self._metrics.miss()

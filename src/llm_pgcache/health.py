@@ -4,14 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from types import TracebackType
 
 from llm_pgcache.breaker import CircuitBreaker
 from llm_pgcache.errors import BackendError
 from llm_pgcache.metrics import Metrics
 
 logger = logging.getLogger("llm_pgcache")
+
+
+class Deadline:
+    """`asyncio.timeout` that raises BackendError; a class, not a generator, because it
+    wraps every lookup."""
+
+    __slots__ = ("_seconds", "_timeout", "_what")
+
+    def __init__(self, seconds: float | None, what: str) -> None:
+        self._seconds = seconds
+        self._what = what
+        self._timeout = asyncio.timeout(seconds) if seconds is not None else None
+
+    async def __aenter__(self) -> None:
+        if self._timeout is not None:
+            await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._timeout is None:
+            return
+        try:
+            await self._timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError as timeout:
+            limit_ms = (self._seconds or 0.0) * 1000
+            raise BackendError(
+                f"PostgreSQL {self._what} took longer than {limit_ms:.0f} ms"
+            ) from timeout
 
 
 class BackendHealth:
@@ -24,15 +55,9 @@ class BackendHealth:
         self._metrics = metrics
         self._down = False
 
-    @asynccontextmanager
-    async def deadline(self, seconds: float | None, what: str) -> AsyncIterator[None]:
-        """Bound a backend call; running out of time is a backend failure."""
-        try:
-            async with asyncio.timeout(seconds):
-                yield
-        except TimeoutError as exc:
-            limit_ms = (seconds or 0.0) * 1000
-            raise BackendError(f"PostgreSQL {what} took longer than {limit_ms:.0f} ms") from exc
+    def deadline(self, seconds: float | None, what: str) -> Deadline:
+        """Bound a backend call (`async with`); running out of time is a BackendError."""
+        return Deadline(seconds, what)
 
     def failed(self, exc: BackendError) -> None:
         """Count a failure; raises it again in strict mode."""
