@@ -20,19 +20,9 @@ WHERE namespace = $1 AND cache_key = $2
   AND (expires_at IS NULL OR expires_at > now() - $3::float8 * interval '1 second')
 """
 
-# $10 is the ttl in seconds; NULL means no expiry (NULL * interval is NULL). $14 is the
-# invalidation notice sent to other processes' memory tiers, on commit.
-PUT: Final[LiteralString] = """
-WITH stored AS (
-INSERT INTO llm_cache AS c (
-    namespace, cache_key, scope_key, model, prompt, response, tags,
-    prompt_tokens, completion_tokens, expires_at, embedding, embedder, upstream_ms
-)
-VALUES (
-    $1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, now() + $10::float8 * interval '1 second',
-    $11, $12, $13
-)
-ON CONFLICT (namespace, cache_key) DO UPDATE SET
+# A stored row replaces the previous one of its key whole: new response, embedding,
+# expiry, and its hit count starts again.
+_REPLACE_ROW: Final[LiteralString] = """ON CONFLICT (namespace, cache_key) DO UPDATE SET
     scope_key = EXCLUDED.scope_key,
     model = EXCLUDED.model,
     prompt = EXCLUDED.prompt,
@@ -47,10 +37,28 @@ ON CONFLICT (namespace, cache_key) DO UPDATE SET
     last_hit_at = NULL,
     created_at = now(),
     expires_at = EXCLUDED.expires_at
-RETURNING 1
+"""
+
+# $10 is the ttl in seconds; NULL means no expiry (NULL * interval is NULL). $14 is the
+# invalidation notice sent to other processes' memory tiers, on commit.
+PUT: Final[LiteralString] = (
+    """
+WITH stored AS (
+INSERT INTO llm_cache AS c (
+    namespace, cache_key, scope_key, model, prompt, response, tags,
+    prompt_tokens, completion_tokens, expires_at, embedding, embedder, upstream_ms
+)
+VALUES (
+    $1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, now() + $10::float8 * interval '1 second',
+    $11, $12, $13
+)
+"""
+    + _REPLACE_ROW
+    + """RETURNING 1
 )
 SELECT pg_notify('llm_pgcache', $14) FROM stored
 """
+)
 
 # Nearest live row of the same namespace, scope and embedder. The distance cut-off ($6)
 # is applied outside the MATERIALIZED CTE so that it never stops the ivfflat index from
@@ -245,32 +253,20 @@ CREATE TEMPORARY TABLE llm_cache_warm (
 ) ON COMMIT DROP
 """
 
-UPSERT_WARM_ROWS: Final[LiteralString] = """
+UPSERT_WARM_ROWS: Final[LiteralString] = (
+    """
 INSERT INTO llm_cache AS c (
     namespace, cache_key, scope_key, model, prompt, response, tags, prompt_tokens,
-    completion_tokens, expires_at, embedding, embedder
+    completion_tokens, upstream_ms, expires_at, embedding, embedder
 )
 SELECT DISTINCT ON (namespace, cache_key)
     namespace, cache_key, scope_key, model, prompt, response::jsonb, tags, prompt_tokens,
-    completion_tokens, now() + ttl * interval '1 second', embedding, embedder
+    completion_tokens, NULL::integer, now() + ttl * interval '1 second', embedding, embedder
 FROM llm_cache_warm
 ORDER BY namespace, cache_key, seq DESC
-ON CONFLICT (namespace, cache_key) DO UPDATE SET
-    scope_key = EXCLUDED.scope_key,
-    model = EXCLUDED.model,
-    prompt = EXCLUDED.prompt,
-    response = EXCLUDED.response,
-    tags = EXCLUDED.tags,
-    prompt_tokens = EXCLUDED.prompt_tokens,
-    completion_tokens = EXCLUDED.completion_tokens,
-    upstream_ms = NULL,
-    embedding = EXCLUDED.embedding,
-    embedder = EXCLUDED.embedder,
-    hit_count = 0,
-    last_hit_at = NULL,
-    created_at = now(),
-    expires_at = EXCLUDED.expires_at
 """
+    + _REPLACE_ROW
+)
 
 NOTIFY: Final[LiteralString] = """
 SELECT pg_notify('llm_pgcache', $1)

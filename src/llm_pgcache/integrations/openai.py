@@ -275,7 +275,32 @@ class _Completions:
             logger.warning("llm-pgcache did not store a response: %s", exc)
 
 
-class _RecordingStream:
+class _ChunkStream:
+    """An async stream of `ChatCompletionChunk`, used like openai's `AsyncStream`
+    (`async for`, `async with`, `close()`), carrying its `CacheInfo` as `.llm_pgcache`."""
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class _RecordingStream(_ChunkStream):
     """The upstream stream, passed through chunk by chunk and stored once complete."""
 
     def __init__(
@@ -349,9 +374,6 @@ class _RecordingStream:
         upstream_ms = (time.perf_counter() - self._started) * 1000
         await self._completions.store(self._request, body, upstream_ms=upstream_ms)
 
-    def __aiter__(self) -> Self:
-        return self
-
     async def __anext__(self) -> ChatCompletionChunk:
         return await self._chunks.__anext__()
 
@@ -360,19 +382,8 @@ class _RecordingStream:
         await self._chunks.aclose()
         await self._upstream.close()
 
-    async def __aenter__(self) -> Self:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class ReplayStream:
+class ReplayStream(_ChunkStream):
     """A stored completion replayed as an async stream of `ChatCompletionChunk`."""
 
     def __init__(
@@ -380,9 +391,6 @@ class ReplayStream:
     ) -> None:
         self._chunks = iter(list(replay_chunks(completion, include_usage=include_usage)))
         setattr(self, INFO_FIELD, asdict(info))
-
-    def __aiter__(self) -> Self:
-        return self
 
     async def __anext__(self) -> ChatCompletionChunk:
         try:
@@ -392,17 +400,6 @@ class ReplayStream:
 
     async def close(self) -> None:
         self._chunks = iter(())
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def _give_up(flight: Flight[dict[str, Any]], exc: BaseException) -> None:
