@@ -55,3 +55,15 @@ async def test_table_stats_count_recorded_hits(
     async with Cache.connect(dsn, namespace=namespace) as cache:
         table = (await cache.stats()).table
     assert (table.entries, table.hits, table.embedded) == (1, 4, 0)
+
+
+async def test_table_stats_report_what_recorded_hits_saved(
+    dsn: str, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    async with Cache.connect(dsn, namespace=namespace) as cache:
+        await cache.set(make_request(), make_response(prompt_tokens=100, completion_tokens=10))
+        for _ in range(3):
+            await cache.get(make_request())
+    async with Cache.connect(dsn, namespace=namespace) as cache:
+        table = (await cache.stats()).table
+    assert table.saved_by_model == (("gpt-4o-mini", 3, 300, 30),)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pty
 import signal
 import statistics
 import sys
@@ -228,3 +229,35 @@ def test_parse_size() -> None:
         2 * 1024**3,
         int(1.5 * 1024**3),
     ]
+
+
+async def test_progress_bar_on_a_terminal(purge_dsn: str, pg: asyncpg.Connection) -> None:
+    """stderr on a pseudo-terminal: the purge draws a bar; the summary stays on stdout."""
+    await bulk_insert(pg, 3_000, expired=True)
+    controller, terminal = pty.openpty()
+    script = Path(sys.executable).parent / "llm-pgcache"
+    process = await asyncio.create_subprocess_exec(
+        str(script),
+        "purge",
+        "--dsn",
+        purge_dsn,
+        "--batch-size",
+        "500",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=terminal,
+    )
+    stdout, _ = await process.communicate()
+    os.close(terminal)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal is gone: all was read
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(controller)
+    assert process.returncode == 0
+    assert b"[" + b"#" * 30 + b"] 3000/3000 rows" in drawn
+    assert stdout.startswith(b"deleted 3000 expired rows")

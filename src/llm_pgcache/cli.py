@@ -30,6 +30,7 @@ from llm_pgcache.config import (
 from llm_pgcache.demo import choose_upstream, run_demo
 from llm_pgcache.embeddings import default_embedder
 from llm_pgcache.errors import LLMPgCacheError
+from llm_pgcache.pricing import DEFAULT_PRICES, cost
 from llm_pgcache.store.postgres import SCHEMA_REVISION
 from llm_pgcache.tuning import evaluate, read_pairs, similarities, threshold_for_precision
 from llm_pgcache.warm import read_warm_file
@@ -223,6 +224,15 @@ class ProgressBar:
             self._out.write("\n")
 
 
+def _count_lines(path: Path) -> int:
+    """Non-empty lines of a file (for a progress bar's total); 0 if it cannot be read."""
+    try:
+        with path.open("rb") as lines:
+            return sum(1 for line in lines if line.strip())
+    except OSError:
+        return 0
+
+
 def parse_size(text: str) -> int:
     """Bytes from '123', '500MB', '2GiB', '1.5 GB' (powers of 1024)."""
     number = text.strip().upper().replace(" ", "").removesuffix("B").removesuffix("I")
@@ -243,22 +253,17 @@ async def _warm(args: argparse.Namespace, settings: Settings) -> int:
     async with Cache.connect(
         args.dsn, strict=True, namespace=args.namespace, embedder=embedder
     ) as cache:
-        tty = sys.stderr.isatty()
+        bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+        total = _count_lines(args.file) if bar is not None else 0
         started = time.monotonic()
-
-        def progress(done: int) -> None:
-            if tty:
-                sys.stderr.write(f"\r{done} rows loaded")
-                sys.stderr.flush()
-
         written = await cache.load(
             read_warm_file(args.file),
             batch_size=args.batch_size,
             embed=args.embed,
-            progress=progress,
+            progress=(lambda done: bar.update(done, total)) if bar is not None else None,
         )
-        if tty:
-            sys.stderr.write("\n")
+        if bar is not None:
+            bar.finish()
         seconds = time.monotonic() - started
     rate = written / seconds if seconds else 0.0
     print(f"loaded {written} rows in {seconds:.1f} s ({rate:.0f} rows/s)")
@@ -306,6 +311,9 @@ async def _stats(args: argparse.Namespace, settings: Settings) -> int:
     print(f"table size:      {_size(table.table_bytes)}")
     print(f"index size:      {_size(table.index_bytes)}")
     print("top models:      " + (", ".join(f"{m} ({n})" for m, n in table.top_models) or "-"))
+    tokens = sum(p + c for _, _, p, c in table.saved_by_model)
+    money = sum(cost(m, p, c, DEFAULT_PRICES) or 0.0 for m, _, p, c in table.saved_by_model)
+    print(f"saved by hits:   {tokens} tokens, ${money:.4f} at list prices (rows present)")
     return EXIT_OK
 
 

@@ -145,6 +145,19 @@ ORDER BY entries DESC, model
 LIMIT $2
 """
 
+# What the recorded hits of the rows present saved, per model (hit counts are written
+# behind; rows purged take their savings with them).
+SAVED_BY_MODEL: Final[LiteralString] = """
+SELECT model,
+       sum(hit_count)::bigint AS hits,
+       sum(hit_count * coalesce(prompt_tokens, 0))::bigint AS prompt_tokens,
+       sum(hit_count * coalesce(completion_tokens, 0))::bigint AS completion_tokens
+FROM llm_cache
+WHERE ($1::text IS NULL OR namespace = $1) AND hit_count > 0
+GROUP BY model
+ORDER BY model
+"""
+
 TABLE_SIZES: Final[LiteralString] = """
 SELECT
     pg_table_size('llm_cache'::regclass) AS table_bytes,
@@ -297,6 +310,7 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "delete_namespace": DELETE_NAMESPACE,
     "count_entries": COUNT_ENTRIES,
     "top_models": TOP_MODELS,
+    "saved_by_model": SAVED_BY_MODEL,
     "table_sizes": TABLE_SIZES,
     "schema_state": SCHEMA_STATE,
     "schema_revision": SCHEMA_REVISION,

@@ -179,30 +179,33 @@ class _Completions:
     async def create(self, **request: Any) -> Any:
         """`chat.completions.create`, answered from the cache when it can be."""
         cache, policy, controls = self._owner.cache, self._owner.policy, self._owner.controls
-        streaming = request.get("stream") is True
         namespace = controls.namespace or policy.namespace
-        try:
-            key = (namespace or cache.namespace, exact_key(request, cache.version))
-        except InvalidRequestError:
-            key = None  # not keyable (the API will say why): no caching
-        if key is None or not _cacheable_request(request, policy):
-            result = await self._upstream.create(**request)
-            return _annotate(result, CacheInfo(tier="bypass"))
-
+        if not _cacheable_request(request, policy):
+            return await self._bypass(request)
         started = time.perf_counter()
-        if not controls.no_cache:
-            hit = await cache.get(
-                request,
-                namespace=namespace,
-                semantic=controls.semantic,
-                threshold=controls.threshold,
-            )
-            if hit is not None:
-                if hit.stale:
-                    self._refresh_later(key, request)
+        try:
+            hit = None
+            if not controls.no_cache:
+                hit = await cache.get(
+                    request,
+                    namespace=namespace,
+                    semantic=controls.semantic,
+                    threshold=controls.threshold,
+                )
+            if hit is not None and not hit.stale:
                 return _from_hit(hit, request, (time.perf_counter() - started) * 1000)
-        lookup_ms = (time.perf_counter() - started) * 1000
+            key = (namespace or cache.namespace, exact_key(request, cache.version))
+        except InvalidRequestError:  # not keyable (the API will say why): no caching
+            return await self._bypass(request)
+        if hit is not None:  # stale: served now, refreshed in the background
+            self._refresh_later(key, request)
+            return _from_hit(hit, request, (time.perf_counter() - started) * 1000)
+        return await self._miss(request, key, (time.perf_counter() - started) * 1000)
 
+    async def _miss(
+        self, request: Mapping[str, Any], key: tuple[str, bytes], lookup_ms: float
+    ) -> Any:
+        """Ask the upstream (one call per key at a time), answer, and store."""
         while True:
             flight = self._flights.join(key)
             if isinstance(flight, Flight):
@@ -215,7 +218,7 @@ class _Completions:
             return _respond(shared, request, info)
 
         info = CacheInfo(tier="miss", lookup_ms=lookup_ms)
-        if streaming:
+        if request.get("stream") is True:
             return await _RecordingStream.open(self, flight, request, info)
         upstream_started = time.perf_counter()
         try:
@@ -227,6 +230,11 @@ class _Completions:
         flight.finish(body)
         await self.store(request, body, upstream_ms=(time.perf_counter() - upstream_started) * 1000)
         return _annotate(completion, info)
+
+    async def _bypass(self, request: Mapping[str, Any]) -> Any:
+        """The upstream call, not looked up nor stored."""
+        result = await self._upstream.create(**request)
+        return _annotate(result, CacheInfo(tier="bypass"))
 
     def _refresh_later(self, key: tuple[str, bytes], request: Mapping[str, Any]) -> None:
         """Replace a stale entry in the background, once for all concurrent callers."""

@@ -66,6 +66,8 @@ class TableStats:
     table_bytes: int
     index_bytes: int
     top_models: tuple[tuple[str, int], ...]
+    # (model, recorded hits, prompt tokens saved, completion tokens saved)
+    saved_by_model: tuple[tuple[str, int, int, int], ...] = ()
 
 
 async def init_connection(connection: asyncpg.Connection) -> None:
@@ -500,6 +502,7 @@ class PostgresStore:
                 counts = await connection.fetchrow(sql.COUNT_ENTRIES, namespace)
                 sizes = await connection.fetchrow(sql.TABLE_SIZES)
                 models = await connection.fetch(sql.TOP_MODELS, namespace, top)
+                saved = await connection.fetch(sql.SAVED_BY_MODEL, namespace)
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
         return TableStats(
@@ -511,6 +514,9 @@ class PostgresStore:
             table_bytes=sizes["table_bytes"],
             index_bytes=sizes["index_bytes"],
             top_models=tuple((row["model"], row["entries"]) for row in models),
+            saved_by_model=tuple(
+                (r["model"], r["hits"], r["prompt_tokens"], r["completion_tokens"]) for r in saved
+            ),
         )
 
 
