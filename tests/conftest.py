@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import asyncpg
 import pytest
@@ -22,7 +23,9 @@ from llm_pgcache.config import asyncpg_dsn
 
 from .openai_server import OpenAIServer
 
-FreshDatabase = Callable[[], Awaitable[str]]
+
+class FreshDatabase(Protocol):
+    def __call__(self, template: str | None = None) -> Awaitable[str]: ...
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -44,20 +47,27 @@ def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 async def create_database(server_dsn: str) -> AsyncIterator[FreshDatabase]:
-    """Factory: a new empty database on the test server; dropped at the end of the session."""
+    """Factory: a new empty database on the test server.
+
+    On a server named by LLM_PGCACHE_TEST_DSN they are dropped at the end of the session;
+    the embedded server's data directory is temporary, and goes with them.
+    """
     created: list[str] = []
 
-    async def create() -> str:
+    async def create(template: str | None = None) -> str:
         name = f"llm_pgcache_test_{uuid.uuid4().hex[:12]}"
         connection = await asyncpg.connect(asyncpg_dsn(server_dsn))
         try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
+            clone = f' TEMPLATE "{template}"' if template else ""
+            await connection.execute(f'CREATE DATABASE "{name}"{clone}')
         finally:
             await connection.close()
         created.append(name)
         return _with_database(server_dsn, name)
 
     yield create
+    if not os.environ.get("LLM_PGCACHE_TEST_DSN"):
+        return
     connection = await asyncpg.connect(asyncpg_dsn(server_dsn))
     try:
         for name in created:
@@ -67,11 +77,27 @@ async def create_database(server_dsn: str) -> AsyncIterator[FreshDatabase]:
 
 
 @pytest.fixture(scope="session")
-async def dsn(create_database: FreshDatabase) -> str:
+async def migrated_template(create_database: FreshDatabase) -> str:
+    """The name of a database migrated to head, cloned by `create_migrated`."""
+    template = await create_database()
+    await migrate.upgrade(template)
+    return template.split("?", 1)[0].rsplit("/", 1)[1]
+
+
+@pytest.fixture(scope="session")
+def create_migrated(create_database: FreshDatabase, migrated_template: str) -> FreshDatabase:
+    """Factory: a new database migrated to head (a clone of the template, no alembic run)."""
+
+    async def create() -> str:
+        return await create_database(migrated_template)
+
+    return create
+
+
+@pytest.fixture(scope="session")
+async def dsn(create_migrated: FreshDatabase) -> str:
     """A database migrated to head, shared by the session."""
-    database = await create_database()
-    await migrate.upgrade(database)
-    return database
+    return await create_migrated()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ to fail or to be slow, and answers deterministically:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -242,8 +243,15 @@ class LocalServer:
 
     async def stop(self) -> None:
         self._server.should_exit = True
+        self._server.force_exit = True
         if self._task is not None:
-            await self._task
+            # uvicorn waits for every connection to close; a test's server need not.
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 1.0)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         self._socket.close()
 
 

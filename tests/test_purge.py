@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from llm_pgcache import Cache, migrate, request_keys
+from llm_pgcache import Cache, request_keys
 from llm_pgcache.cli import cli, parse_size
 from llm_pgcache.config import asyncpg_dsn
 
@@ -26,11 +26,9 @@ Factory = Callable[..., dict[str, object]]
 
 
 @pytest.fixture
-async def purge_dsn(create_database: FreshDatabase) -> str:
+async def purge_dsn(create_migrated: FreshDatabase) -> str:
     """A database of the test's own: the purge works across namespaces."""
-    dsn = await create_database()
-    await migrate.upgrade(dsn)
-    return dsn
+    return await create_migrated()
 
 
 @pytest.fixture
