@@ -247,9 +247,12 @@ def plot() -> None:
         (json.loads(p.read_text()) for p in OUT.glob("semantic_*.json")),
         key=lambda r: (r["dim"], r["rows"], -r["probes"]),
     )
-    labels = [f"{r['rows'] // 1000}k x {r['dim']}\nprobes {r['probes']}" for r in results]
+    def size(rows: int) -> str:
+        return f"{rows // 1_000_000}M" if rows >= 1_000_000 else f"{rows // 1000}k"
+
+    labels = [f"{size(r['rows'])}x{r['dim']}\np={r['probes']}" for r in results]
     xs = np.arange(len(results))
-    fig, (ax_lat, ax_rec) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_lat, ax_rec) = plt.subplots(1, 2, figsize=(14, 4.5))
     for k, name in enumerate(("raw_pgvector", "cache_get")):
         ax_lat.bar(
             xs + (k - 0.5) * 0.38, [r[name]["p50_ms"] for r in results], 0.38, label=f"{name} p50"
@@ -259,9 +262,9 @@ def plot() -> None:
         )
     ax_lat.set_title("semantic lookup p50 (ms), embedding excluded")
     ax_rec.set_title("recall@1 vs exact scan")
-    ax_rec.set_ylim(0.8, 1.0)
+    ax_rec.set_ylim(0.8, 1.02)
     for ax in (ax_lat, ax_rec):
-        ax.set_xticks(xs, labels)
+        ax.set_xticks(xs, labels, fontsize=8)
         ax.legend()
     fig.tight_layout()
     fig.savefig(OUT / "semantic.png", dpi=110)
