@@ -247,6 +247,7 @@ def plot() -> None:
         (json.loads(p.read_text()) for p in OUT.glob("semantic_*.json")),
         key=lambda r: (r["dim"], r["rows"], -r["probes"]),
     )
+
     def size(rows: int) -> str:
         return f"{rows // 1_000_000}M" if rows >= 1_000_000 else f"{rows // 1000}k"
 

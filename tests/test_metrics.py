@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from llm_pgcache import Cache
+from llm_pgcache.cli import cli
 from llm_pgcache.prometheus import CacheCollector
 from llm_pgcache.store.memory import MemoryTier
 
@@ -67,3 +70,26 @@ async def test_table_stats_report_what_recorded_hits_saved(
     async with Cache.connect(dsn, namespace=namespace) as cache:
         table = (await cache.stats()).table
     assert table.saved_by_model == (("gpt-4o-mini", 3, 300, 30),)
+
+
+async def test_stats_cli_reports_lookups_of_every_process(
+    dsn: str,
+    namespace: str,
+    make_request: Factory,
+    make_response: Factory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for _ in range(2):  # two processes of an app, each with memory in front
+        async with Cache.connect(dsn, namespace=namespace, memory=MemoryTier()) as cache:
+            await cache.get(make_request("never stored"))
+            await cache.set(make_request(), make_response())
+            await cache.get(make_request())
+            await cache.get(make_request())
+    assert await cli(["stats", "--dsn", dsn, "--namespace", namespace, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    lookups = {tier: n for tier, n, _ in stats["lookups_by_tier"]}
+    assert lookups == {"miss": 2, "postgres-exact": 2, "memory": 2}
+    assert await cli(["stats", "--dsn", dsn, "--namespace", namespace]) == 0
+    text = capsys.readouterr().out
+    assert "4 hits, 2 misses, hit rate 66.7%" in text
+    assert "memory:" in text

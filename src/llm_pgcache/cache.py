@@ -25,7 +25,7 @@ from llm_pgcache.errors import (
     InvalidInputError,
 )
 from llm_pgcache.health import BackendHealth
-from llm_pgcache.hits import HitRecorder
+from llm_pgcache.hits import WriteBehind
 from llm_pgcache.invalidation import apply_notice, notice
 from llm_pgcache.keys import RequestKeys
 from llm_pgcache.metrics import Counters, Metrics, Stats
@@ -119,7 +119,7 @@ class Cache:
         self._health = BackendHealth(
             strict=strict, breaker=breaker or CircuitBreaker(), metrics=self._metrics
         )
-        self._hit_counts = HitRecorder(store)
+        self._write_behind = WriteBehind(store, self._metrics)
         self._memory = memory
         self._redis = redis
         self.stale_grace = 0.0 if stale_grace is None else ttl_seconds(stale_grace) or 0.0
@@ -281,7 +281,7 @@ class Cache:
             self._purging.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purging
-        await self._hit_counts.close()
+        await self._write_behind.close()
         if self._listener is not None:
             await self._listener.close()
         if self._redis is not None:
@@ -327,7 +327,7 @@ class Cache:
             hit = await self._upper_tiers(ns, key, memory)
         if hit is None:
             if not self._health.breaker.allow():
-                self._metrics.miss()
+                self._missed(ns, started)
                 return None
             try:
                 hit = await self._postgres(
@@ -344,11 +344,15 @@ class Cache:
             else:
                 self._health.ok()
         if hit is None:
-            self._metrics.miss()
+            self._missed(ns, started)
             return None
         self._metrics.hit(hit, lookup_ms=(time.perf_counter() - started) * 1000)
-        self._hit_counts.record(hit.namespace, hit.key)
+        self._write_behind.record(hit.namespace, hit.key)
         return hit
+
+    def _missed(self, ns: str, started: float) -> None:
+        self._metrics.miss(ns, (time.perf_counter() - started) * 1000)
+        self._write_behind.schedule()
 
     async def _upper_tiers(self, ns: str, key: bytes, memory: MemoryTier | None) -> CacheHit | None:
         """A hit from process memory, else from Redis (then promoted to memory)."""
@@ -642,7 +646,7 @@ class Cache:
 
         See `llm_pgcache.purge.purge`; the same job as `llm-pgcache purge`.
         """
-        await self._hit_counts.flush()  # eviction orders by the latest hits
+        await self._write_behind.flush()  # eviction orders by the latest hits
         return await purge(
             self._store,
             batch_size=batch_size,

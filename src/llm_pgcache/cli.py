@@ -311,6 +311,13 @@ async def _stats(args: argparse.Namespace, settings: Settings) -> int:
     print(f"table size:      {_size(table.table_bytes)}")
     print(f"index size:      {_size(table.index_bytes)}")
     print("top models:      " + (", ".join(f"{m} ({n})" for m, n in table.top_models) or "-"))
+    lookups = {tier: (n, ms) for tier, n, ms in table.lookups_by_tier}
+    misses = lookups.pop("miss", (0, 0.0))[0]
+    hits = sum(n for n, _ in lookups.values())
+    rate = f"{hits / (hits + misses):.1%}" if hits + misses else "-"
+    print(f"lookups:         {hits} hits, {misses} misses, hit rate {rate} (all processes)")
+    for tier, (n, ms) in sorted(lookups.items()):
+        print(f"  {tier + ':':<16}{n} hits, {ms / n if n else 0.0:.2f} ms average")
     tokens = sum(p + c for _, _, p, c in table.saved_by_model)
     money = sum(cost(m, p, c, DEFAULT_PRICES) or 0.0 for m, _, p, c in table.saved_by_model)
     print(f"saved by hits:   {tokens} tokens, ${money:.4f} at list prices (rows present)")

@@ -1,8 +1,8 @@
-"""Hit counts and last-hit times, written behind: counted in memory, flushed in batches.
+"""What lookups leave behind, written in batches: never one write per read.
 
-A read never becomes a write: hits are aggregated per entry and written by one statement
-every `interval` seconds (and on close), so the size cap's least-recently-used eviction
-has recent figures without an UPDATE per hit.
+Hit counts and last-hit times per entry (for the size cap's least-recently-used
+eviction) and the lookup counters per namespace and tier (for `llm-pgcache stats`) are
+aggregated in memory and written every `interval` seconds, and on close.
 """
 
 from __future__ import annotations
@@ -14,18 +14,26 @@ import time
 from datetime import UTC, datetime
 
 from llm_pgcache.errors import BackendError
+from llm_pgcache.metrics import Metrics
 from llm_pgcache.store.postgres import PostgresStore
 
 logger = logging.getLogger("llm_pgcache")
 
 
-class HitRecorder:
-    """Aggregates hits per (namespace, key) until the next flush."""
+class WriteBehind:
+    """Aggregates hits per (namespace, key), and the metrics' lookup counters, until the
+    next flush."""
 
     def __init__(
-        self, store: PostgresStore, *, interval: float = 5.0, max_pending: int = 50_000
+        self,
+        store: PostgresStore,
+        metrics: Metrics,
+        *,
+        interval: float = 5.0,
+        max_pending: int = 50_000,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self.interval = interval
         self._max_pending = max_pending
         self._pending: dict[tuple[str, bytes], tuple[int, float]] = {}  # (hits, last epoch)
@@ -37,6 +45,10 @@ class HitRecorder:
         if count == 1 and len(self._pending) >= self._max_pending:
             return  # a backlog this large means flushes fail: drop, do not grow
         self._pending[slot] = (count, time.time())
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Make sure a flush comes within `interval` seconds."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._flush_later())
 
@@ -47,10 +59,12 @@ class HitRecorder:
             (ns, key, count, datetime.fromtimestamp(at, UTC))
             for (ns, key), (count, at) in pending.items()
         ]
+        counters = self._metrics.take_unwritten()
         try:
             await self._store.record_hits(rows)
+            await self._store.add_counters(counters)
         except BackendError as exc:
-            logger.warning("llm-pgcache could not write %d hit counts: %s", len(rows), exc)
+            logger.warning("llm-pgcache could not write its hit counts: %s", exc)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():

@@ -75,9 +75,12 @@ class Metrics:
         self._backend_errors = 0
         # model -> [hits, prompt tokens, completion tokens, milliseconds saved]
         self._by_model: dict[str, list[float]] = {}
+        # (namespace, tier or "miss") -> [lookups, milliseconds], not yet written
+        self._unwritten: dict[tuple[str, str], list[float]] = {}
 
     def hit(self, hit: CacheHit, lookup_ms: float) -> None:
         tier = hit.tier
+        self._count(hit.namespace, tier, lookup_ms)
         self._hits[tier] = self._hits.get(tier, 0) + 1
         self._hit_ms[tier] = self._hit_ms.get(tier, 0.0) + lookup_ms
         sums = self._by_model.get(hit.model)
@@ -89,8 +92,21 @@ class Metrics:
         if hit.upstream_ms is not None and hit.upstream_ms > lookup_ms:
             sums[3] += hit.upstream_ms - lookup_ms
 
-    def miss(self) -> None:
+    def miss(self, namespace: str, lookup_ms: float) -> None:
         self._misses += 1
+        self._count(namespace, "miss", lookup_ms)
+
+    def _count(self, namespace: str, tier: str, lookup_ms: float) -> None:
+        sums = self._unwritten.get((namespace, tier))
+        if sums is None:
+            sums = self._unwritten[(namespace, tier)] = [0, 0.0]
+        sums[0] += 1
+        sums[1] += lookup_ms
+
+    def take_unwritten(self) -> list[tuple[str, str, int, float]]:
+        """The lookups counted since the last call, for the shared counters."""
+        unwritten, self._unwritten = self._unwritten, {}
+        return [(ns, tier, int(n), ms) for (ns, tier), (n, ms) in unwritten.items()]
 
     def backend_error(self) -> None:
         self._backend_errors += 1

@@ -1,6 +1,7 @@
 """The `llm_cache` table, defined once, in SQLAlchemy Core.
 
-The migrations create exactly these tables, `llm_cache` and `llm_cache_index_builds` (a
+The migrations create exactly these tables, `llm_cache`, `llm_cache_index_builds` and
+`llm_cache_counters` (a
 test builds one database from this metadata and one from `alembic upgrade head` and
 compares their catalogs). The hot path does not use SQLAlchemy: its SQL lives in
 `llm_pgcache.sql`.
@@ -13,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Identity,
     Index,
     Integer,
@@ -29,6 +31,7 @@ from llm_pgcache.config import DEFAULT_EMBEDDING_DIM
 
 TABLE_NAME = "llm_cache"
 INDEX_BUILDS_TABLE = "llm_cache_index_builds"
+COUNTERS_TABLE = "llm_cache_counters"
 VERSION_TABLE = "llm_pgcache_alembic_version"  # not alembic_version: the host app may use it
 IVFFLAT_INDEX = "llm_cache_embedding_ivfflat"
 IVFFLAT_LISTS = 100
@@ -82,6 +85,17 @@ def build_metadata(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> MetaData:
         Column("built_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
         comment="Each rebuild of the ivfflat index by `llm-pgcache reindex`: an index that was "
         "never rebuilt was clustered on no data, and semantic lookups scan exactly instead.",
+    )
+    Table(
+        COUNTERS_TABLE,
+        metadata,
+        Column("namespace", Text, primary_key=True),
+        Column("tier", Text, primary_key=True),
+        Column("lookups", BigInteger, nullable=False, server_default=text("0")),
+        Column("lookup_ms", Float(precision=53), nullable=False, server_default=text("0")),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+        comment="Lookups answered per namespace and tier ('miss' for misses), added up by "
+        "every cache process every few seconds.",
     )
     return metadata
 

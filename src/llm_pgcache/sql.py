@@ -281,6 +281,24 @@ ORDER BY namespace, cache_key, seq DESC
     + _REPLACE_ROW
 )
 
+# Lookups counted in memory, added to the shared counters every few seconds.
+ADD_COUNTERS: Final[LiteralString] = """
+INSERT INTO llm_cache_counters AS c (namespace, tier, lookups, lookup_ms)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::float8[])
+ON CONFLICT (namespace, tier) DO UPDATE SET
+    lookups = c.lookups + EXCLUDED.lookups,
+    lookup_ms = c.lookup_ms + EXCLUDED.lookup_ms,
+    updated_at = now()
+"""
+
+COUNTERS_BY_TIER: Final[LiteralString] = """
+SELECT tier, sum(lookups)::bigint AS lookups, sum(lookup_ms) AS lookup_ms
+FROM llm_cache_counters
+WHERE $1::text IS NULL OR namespace = $1
+GROUP BY tier
+ORDER BY tier
+"""
+
 NOTIFY: Final[LiteralString] = """
 SELECT pg_notify('llm_pgcache', $1)
 """
@@ -302,6 +320,8 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "release_purge_lock": RELEASE_PURGE_LOCK,
     "record_hits": RECORD_HITS,
     "notify": NOTIFY,
+    "add_counters": ADD_COUNTERS,
+    "counters_by_tier": COUNTERS_BY_TIER,
     "try_reindex_lock": TRY_REINDEX_LOCK,
     "release_reindex_lock": RELEASE_REINDEX_LOCK,
     "delete_by_key": DELETE_BY_KEY,

@@ -23,7 +23,7 @@ from llm_pgcache.config import asyncpg_dsn, redact_dsn
 from llm_pgcache.errors import BackendError, InvalidInputError, LLMPgCacheError, SchemaError
 from llm_pgcache.schema import IVFFLAT_INDEX
 
-SCHEMA_REVISION = "0003"  # the alembic head this code runs against (a test checks it)
+SCHEMA_REVISION = "0004"  # the alembic head this code runs against (a test checks it)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +68,8 @@ class TableStats:
     top_models: tuple[tuple[str, int], ...]
     # (model, recorded hits, prompt tokens saved, completion tokens saved)
     saved_by_model: tuple[tuple[str, int, int, int], ...] = ()
+    # (tier or "miss", lookups, total milliseconds), as counted by every cache process
+    lookups_by_tier: tuple[tuple[str, int, float], ...] = ()
 
 
 async def init_connection(connection: asyncpg.Connection) -> None:
@@ -426,6 +428,18 @@ class PostgresStore:
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
 
+    async def add_counters(self, rows: Sequence[tuple[str, str, int, float]]) -> None:
+        """Add (namespace, tier, lookups, milliseconds) to the shared lookup counters."""
+        if not rows:
+            return
+        namespaces, tiers, lookups, millis = zip(*rows, strict=True)
+        try:
+            await self._pool.execute(
+                sql.ADD_COUNTERS, list(namespaces), list(tiers), list(lookups), list(millis)
+            )
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+
     async def delete(
         self,
         namespace: str,
@@ -503,6 +517,7 @@ class PostgresStore:
                 sizes = await connection.fetchrow(sql.TABLE_SIZES)
                 models = await connection.fetch(sql.TOP_MODELS, namespace, top)
                 saved = await connection.fetch(sql.SAVED_BY_MODEL, namespace)
+                tiers = await connection.fetch(sql.COUNTERS_BY_TIER, namespace)
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
         return TableStats(
@@ -517,6 +532,7 @@ class PostgresStore:
             saved_by_model=tuple(
                 (r["model"], r["hits"], r["prompt_tokens"], r["completion_tokens"]) for r in saved
             ),
+            lookups_by_tier=tuple((r["tier"], r["lookups"], r["lookup_ms"]) for r in tiers),
         )
 
 
