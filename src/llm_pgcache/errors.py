@@ -36,10 +36,11 @@ class BackendError(LLMPgCacheError):
     """
 
 
-class SchemaError(LLMPgCacheError):
+class SchemaError(BackendError):
     """The database schema is missing or does not match this version of llm-pgcache.
 
     Run `llm-pgcache migrate` (or `alembic upgrade head`) against the database.
+    `Cache.connect` raises it; once open, a cache treats it as any backend failure.
     """
 
 
