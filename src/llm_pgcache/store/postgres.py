@@ -418,25 +418,18 @@ class PostgresStore:
 
     async def record_hits(self, hits: Sequence[tuple[str, bytes, int, datetime]]) -> None:
         """Add hit counts and last-hit times to their rows, in one statement."""
-        if not hits:
-            return
-        namespaces, keys, counts, times = zip(*hits, strict=True)
-        try:
-            await self._pool.execute(
-                sql.RECORD_HITS, list(namespaces), list(keys), list(counts), list(times)
-            )
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        await self._execute_columns(sql.RECORD_HITS, hits)
 
     async def add_counters(self, rows: Sequence[tuple[str, str, int, float]]) -> None:
         """Add (namespace, tier, lookups, milliseconds) to the shared lookup counters."""
+        await self._execute_columns(sql.ADD_COUNTERS, rows)
+
+    async def _execute_columns(self, query: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Run `query` once, its parameters the columns of `rows` (for its unnest)."""
         if not rows:
             return
-        namespaces, tiers, lookups, millis = zip(*rows, strict=True)
         try:
-            await self._pool.execute(
-                sql.ADD_COUNTERS, list(namespaces), list(tiers), list(lookups), list(millis)
-            )
+            await self._pool.execute(query, *(list(column) for column in zip(*rows, strict=True)))
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
 
