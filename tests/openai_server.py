@@ -225,13 +225,15 @@ def build_app(state: ServerState) -> Starlette:
 class LocalServer:
     """An ASGI app served by uvicorn on 127.0.0.1 (a free port), in the running loop."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, lifespan: bool = True) -> None:
+        self._lifespan = lifespan
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        config = uvicorn.Config(app, log_level="warning", lifespan="on" if lifespan else "off")
+        self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -242,12 +244,13 @@ class LocalServer:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
+        """Stop; an app with a lifespan runs its shutdown (closing its cache). A server
+        without one does not wait for idle keep-alive connections: a test's need not."""
         self._server.should_exit = True
-        self._server.force_exit = True
+        self._server.force_exit = not self._lifespan
         if self._task is not None:
-            # uvicorn waits for every connection to close; a test's server need not.
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), 1.0)
+                await asyncio.wait_for(asyncio.shield(self._task), 5.0 if self._lifespan else 1.0)
             except TimeoutError:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -260,5 +263,5 @@ class OpenAIServer(LocalServer):
 
     def __init__(self) -> None:
         self.state = ServerState()
-        super().__init__(build_app(self.state))
+        super().__init__(build_app(self.state), lifespan=False)
         self.base_url = f"{self.url}/v1"

@@ -64,7 +64,7 @@ async def test_stopped_server_is_a_miss_then_recovers(
     make_response: Factory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    breaker = CircuitBreaker(threshold=3, cooldown=0.2)
+    breaker = CircuitBreaker(threshold=3, cooldown=0.2, min_outage=0)
     async with (
         Cache.connect(server.dsn, namespace="fail-open", breaker=breaker) as cache,
         Cache.connect(server.dsn, namespace="fail-open", strict=True) as strict,
@@ -101,7 +101,7 @@ async def test_every_call_succeeds_while_postgres_stops_and_restarts(
 ) -> None:
     """Ten callers keep asking through the wrapper while the database goes away and comes
     back: every call is answered, and hits resume by themselves."""
-    breaker = CircuitBreaker(threshold=3, cooldown=0.1)
+    breaker = CircuitBreaker(threshold=3, cooldown=0.1, min_outage=0)
     async with Cache.connect(server.dsn, namespace="under-load", breaker=breaker) as cache:
         await cache.invalidate(namespace="under-load")
         client = cached_openai(openai_client, cache)
@@ -159,3 +159,12 @@ async def test_a_missing_schema_is_a_miss_through_the_wrapper(
     assert cache_info(reply).tier == "miss"  # type: ignore[union-attr]
     assert openai_api.state.calls["chat"] == 2
     assert any("llm_cache" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stall_does_not_open_the_breaker() -> None:
+    breaker = CircuitBreaker(threshold=3, cooldown=5.0, min_outage=60.0)
+    breaker.succeeded()
+    for _ in range(32):  # every lookup in flight timing out at once
+        breaker.failed()
+    assert not breaker.is_open
+    assert breaker.allow()

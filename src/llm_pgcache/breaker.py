@@ -6,15 +6,24 @@ import time
 
 
 class CircuitBreaker:
-    """Closed while the backend answers; open for `cooldown` seconds after `threshold`
-    consecutive failures, during which callers skip the backend; then one call is let
-    through (half-open): its success closes the circuit, its failure opens it again."""
+    """Closed while the backend answers; open for `cooldown` seconds once `threshold`
+    failures came in a row and nothing succeeded for `min_outage` seconds, during which
+    callers skip the backend; then one call is let through (half-open): its success
+    closes the circuit, its failure opens it again.
 
-    def __init__(self, *, threshold: int = 5, cooldown: float = 5.0) -> None:
+    `min_outage` keeps a short stall, which times out every lookup in flight at once, from
+    turning caching off: only a backend that stays down opens the circuit.
+    """
+
+    def __init__(
+        self, *, threshold: int = 5, cooldown: float = 5.0, min_outage: float = 1.0
+    ) -> None:
         self.threshold = threshold
         self.cooldown = cooldown
+        self.min_outage = min_outage
         self._failures = 0
         self._open_until = 0.0
+        self._last_success = time.monotonic()
 
     @property
     def is_open(self) -> bool:
@@ -31,10 +40,14 @@ class CircuitBreaker:
         return True
 
     def failed(self) -> None:
+        now = time.monotonic()
+        if now - self._last_success < self.min_outage:
+            return  # answers came a moment ago: a stall, not an outage
         self._failures += 1
         if self._failures >= self.threshold:
-            self._open_until = time.monotonic() + self.cooldown
+            self._open_until = now + self.cooldown
 
     def succeeded(self) -> None:
         self._failures = 0
         self._open_until = 0.0
+        self._last_success = time.monotonic()

@@ -189,7 +189,8 @@ class Cache:
                 counts as a miss; None: no limit (semantic lookups: `search.timeout`).
             write_timeout: the same for `set`.
             breaker: when to stop asking a failing backend; default: after 5 consecutive
-                failures, for 5 s, then one probe (`CircuitBreaker(threshold, cooldown)`).
+                failures with no success for 1 s, for 5 s, then one probe
+                (`CircuitBreaker(threshold, cooldown, min_outage)`).
             prices: USD per million (input, output) tokens per model, for `cost_saved`.
             memory: an in-process tier in front of PostgreSQL (`MemoryTier(max_entries,
                 max_bytes, ttl)`): hot keys skip the round trip. Other processes'
@@ -286,6 +287,7 @@ class Cache:
             await self._listener.close()
         if self._redis is not None:
             await self._redis.close()
+        await self._health.close()
         await self._store.close()
 
     async def get(
@@ -376,7 +378,7 @@ class Cache:
         memory: MemoryTier | None,
     ) -> CacheHit | None:
         """A hit from PostgreSQL, exact then semantic, promoted to the tiers above."""
-        async with self._health.deadline(self.lookup_timeout, "lookup"):
+        with self._health.deadline(self.lookup_timeout, "lookup"):
             record = await self._store.get(ns, key, self.stale_grace)
         if record is not None:
             hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
@@ -415,7 +417,7 @@ class Cache:
             return None
         vector = await search.embed(keys.text)  # not under the lookup deadline
         search.pending.put(namespace, keys.exact_key, vector)
-        async with self._health.deadline(search.options.timeout, "semantic lookup"):
+        with self._health.deadline(search.options.timeout, "semantic lookup"):
             return await search.nearest(
                 namespace,
                 keys,
@@ -471,7 +473,7 @@ class Cache:
         if not self._health.breaker.allow():
             return
         try:
-            async with self._health.deadline(self.write_timeout, "write"):
+            with self._health.deadline(self.write_timeout, "write"):
                 await self._store.put(entry, notice(self._origin, ns, key=keys.exact_key))
             # The tiers above drop their copy; the next lookup promotes the new row.
             if self._memory is not None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from types import TracebackType
+from typing import Any
 
 from llm_pgcache.breaker import CircuitBreaker
 from llm_pgcache.errors import BackendError
@@ -13,36 +16,90 @@ from llm_pgcache.metrics import Metrics
 logger = logging.getLogger("llm_pgcache")
 
 
+class Watchdog:
+    """Deadlines for many concurrent calls, kept by one patrolling task.
+
+    `asyncio.timeout` arms a timer per call, and every lookup has a deadline: at
+    thousands of lookups a second the timers cost more than the lookups' own Python.
+    Here a call only notes its deadline in a dict; one task checks them every quarter of
+    the shortest budget and cancels the calls that overran, which then raise
+    BackendError. A deadline is thus honoured within a quarter of its length.
+    """
+
+    def __init__(self) -> None:
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._tick = 1.0
+        self._patrol: asyncio.Task[None] | None = None
+
+    def deadline(self, seconds: float | None, what: str) -> Deadline:
+        """Bound a call (`with`, around its awaits); overrunning raises BackendError."""
+        return Deadline(self, seconds, what)
+
+    def _watch(self, task: asyncio.Task[Any], seconds: float) -> None:
+        self._deadlines[task] = time.monotonic() + seconds
+        self._tick = min(self._tick, seconds / 4)
+        if self._patrol is None or self._patrol.done():
+            self._patrol = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._deadlines:
+            await asyncio.sleep(self._tick)
+            now = time.monotonic()
+            for task, deadline in list(self._deadlines.items()):
+                if deadline <= now and task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()
+
+    async def close(self) -> None:
+        if self._patrol is not None and not self._patrol.done():
+            self._patrol.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._patrol
+
+
 class Deadline:
-    """`asyncio.timeout` that raises BackendError; a class, not a generator, because it
-    wraps every lookup."""
+    """One call's deadline, kept by a `Watchdog`; a class, as it wraps every lookup."""
 
-    __slots__ = ("_seconds", "_timeout", "_what")
+    __slots__ = ("_cancelling", "_seconds", "_task", "_watchdog", "_what")
 
-    def __init__(self, seconds: float | None, what: str) -> None:
+    def __init__(self, watchdog: Watchdog, seconds: float | None, what: str) -> None:
+        self._watchdog = watchdog
         self._seconds = seconds
         self._what = what
-        self._timeout = asyncio.timeout(seconds) if seconds is not None else None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
 
-    async def __aenter__(self) -> None:
-        if self._timeout is not None:
-            await self._timeout.__aenter__()
+    def __enter__(self) -> None:
+        if self._seconds is None:
+            return
+        task = asyncio.current_task()
+        if task is None:
+            return
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._watchdog._watch(task, self._seconds)
 
-    async def __aexit__(
+    def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._timeout is None:
+        task = self._task
+        if task is None:
             return
-        try:
-            await self._timeout.__aexit__(exc_type, exc, tb)
-        except TimeoutError as timeout:
+        watchdog = self._watchdog
+        watchdog._deadlines.pop(task, None)
+        if task not in watchdog._expired:
+            return
+        watchdog._expired.discard(task)
+        # Ours was the cancellation (and no one else's is pending): it is a timeout.
+        if task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
             limit_ms = (self._seconds or 0.0) * 1000
             raise BackendError(
                 f"PostgreSQL {self._what} took longer than {limit_ms:.0f} ms"
-            ) from timeout
+            ) from exc
 
 
 class BackendHealth:
@@ -54,10 +111,14 @@ class BackendHealth:
         self.breaker = breaker
         self._metrics = metrics
         self._down = False
+        self._watchdog = Watchdog()
 
     def deadline(self, seconds: float | None, what: str) -> Deadline:
-        """Bound a backend call (`async with`); running out of time is a BackendError."""
-        return Deadline(seconds, what)
+        """Bound a backend call (`with`); running out of time is a BackendError."""
+        return self._watchdog.deadline(seconds, what)
+
+    async def close(self) -> None:
+        await self._watchdog.close()
 
     def failed(self, exc: BackendError) -> None:
         """Count a failure; raises it again in strict mode."""

@@ -172,7 +172,11 @@ class Listener:
 
     @property
     def connected(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed()
+        connection = self._connection
+        try:
+            return connection is not None and not connection.is_closed()
+        except asyncpg.InterfaceError:  # released to the pool meanwhile
+            return False
 
     async def start(self) -> None:
         try:
@@ -202,14 +206,14 @@ class Listener:
         self._on_lost()
         if self._closed:
             return
-        if self._connection is connection:
-            self._connection = None
+        dead, self._connection = self._connection, None  # the pool's proxy we hold
         if self._reconnecting is None or self._reconnecting.done():
-            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(connection))
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(dead))
 
-    async def _reconnect(self, dead: asyncpg.Connection) -> None:
-        with contextlib.suppress(*DRIVER_ERRORS):
-            await self._pool.release(dead)  # the pool discards a closed connection
+    async def _reconnect(self, dead: asyncpg.Connection | None) -> None:
+        if dead is not None:
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await self._pool.release(dead)  # the pool discards a closed connection
         while not self._closed:
             await asyncio.sleep(0.5)
             try:
