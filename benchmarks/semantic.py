@@ -35,7 +35,7 @@ import numpy as np
 
 from llm_pgcache import Cache, HashingEmbedder, SearchOptions, embedded, migrate, request_keys
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.store.postgres import init_connection
+from llm_pgcache.store.driver import init_connection
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 NAMESPACE = "bench"

@@ -15,7 +15,8 @@ import pytest
 from llm_pgcache import Cache, SearchOptions, migrate, request_keys, sql
 from llm_pgcache.config import asyncpg_dsn
 from llm_pgcache.reindex import lists_for, rebuild_reason
-from llm_pgcache.store.postgres import IndexBuild, init_connection
+from llm_pgcache.store.driver import init_connection
+from llm_pgcache.store.postgres import IndexBuild
 
 from .conftest import FreshDatabase
 

@@ -34,8 +34,9 @@ from llm_pgcache.metrics import Counters, ModelSavings, Stats
 from llm_pgcache.purge import PurgeReport
 from llm_pgcache.reindex import ReindexReport
 from llm_pgcache.semantic import SearchOptions
+from llm_pgcache.store.driver import init_connection
 from llm_pgcache.store.memory import MemoryTier
-from llm_pgcache.store.postgres import TableStats, init_connection
+from llm_pgcache.store.postgres import TableStats
 from llm_pgcache.store.redis import RedisTier
 from llm_pgcache.warm import WarmItem, WarmReport
 

@@ -35,8 +35,9 @@ from llm_pgcache.reindex import ReindexReport, reindex
 from llm_pgcache.rules import DEFAULT_MAX_ENTRY_BYTES, EntryRules
 from llm_pgcache.semantic import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
 from llm_pgcache.store.memory import MemoryTier
-from llm_pgcache.store.postgres import Listener, PostgresStore, StoredEntry
+from llm_pgcache.store.postgres import PostgresStore, StoredEntry
 from llm_pgcache.store.redis import RedisTier
+from llm_pgcache.store.sessions import Listener
 from llm_pgcache.validation import (
     TTL,
     check_threshold,

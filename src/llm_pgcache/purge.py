@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llm_pgcache.errors import InvalidInputError
-from llm_pgcache.store.postgres import PostgresStore, PurgeSession
+from llm_pgcache.store.postgres import PostgresStore
+from llm_pgcache.store.sessions import PurgeSession
 
 Progress = Callable[[int, int], None]  # (rows done, rows to do)
 

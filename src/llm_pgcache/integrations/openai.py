@@ -14,105 +14,35 @@ which returns a wrapper for that call: nothing is added to the request itself.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import asdict, replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llm_pgcache.cache import Cache
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import InvalidInputError, InvalidRequestError
+from llm_pgcache.integrations.policy import (
+    INFO_FIELD,
+    CacheControls,
+    CacheInfo,
+    CachePolicy,
+    cache_info,
+    cacheable_request,
+    storable_response,
+)
 from llm_pgcache.integrations.streams import ChunkAccumulator, replay_chunks
 from llm_pgcache.keys import exact_key
 from llm_pgcache.singleflight import AbandonedError, Flight, SingleFlight
-from llm_pgcache.validation import TTL
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
 logger = logging.getLogger("llm_pgcache")
-
-INFO_FIELD = "llm_pgcache"  # the attribute (and model_dump key) carrying `CacheInfo`
-
-Outcome = Literal["memory", "redis", "postgres-exact", "postgres-semantic", "miss", "bypass"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CacheInfo:
-    """What the cache did for one call; on the result as `.llm_pgcache` (a dict).
-
-    Attributes:
-        tier: which tier answered, "miss" (the upstream answered), or "bypass" (the
-            request is outside the wrapper's policy and was not looked up).
-        similarity: cosine similarity of a semantic hit; 1.0 for exact hits.
-        lookup_ms: time spent looking up the cache.
-        latency_saved_ms: for hits, how long the upstream took to produce the entry,
-            minus the lookup, when that is known.
-        shared: a miss answered by another caller's concurrent upstream call.
-        stale: a hit past its expiry, within the cache's `stale_grace`; a refresh of it
-            runs in the background.
-    """
-
-    tier: Outcome
-    similarity: float | None = None
-    lookup_ms: float = 0.0
-    latency_saved_ms: float | None = None
-    shared: bool = False
-    stale: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CachePolicy:
-    """What a wrapper caches.
-
-    Attributes:
-        models: fnmatch patterns of the models cached; None caches every model.
-        max_temperature: requests sampling hotter than this are not cached (an absent
-            temperature counts as 1.0, the API's default); None caches any temperature.
-        cache_tool_calls: store responses that call tools.
-        cache_truncated: store responses cut off by max_tokens (finish_reason "length").
-        ttl, tags, namespace: defaults for what is stored (see `Cache.set`).
-    """
-
-    models: Sequence[str] | None = None
-    max_temperature: float | None = None
-    cache_tool_calls: bool = True
-    cache_truncated: bool = False
-    ttl: TTL | None = None
-    tags: Sequence[str] = ()
-    namespace: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CacheControls:
-    """Per-request controls, given to `with_cache(...)`.
-
-    Attributes:
-        no_cache: skip the lookup (the fresh answer is still stored).
-        no_store: do not store the answer.
-        ttl, namespace, tags: override the policy's for this request.
-        threshold: similarity threshold for this request's semantic lookup.
-        semantic: turn semantic lookup on or off for this request.
-    """
-
-    no_cache: bool = False
-    no_store: bool = False
-    ttl: TTL | None = None
-    namespace: str | None = None
-    tags: Sequence[str] | None = None
-    threshold: float | None = None
-    semantic: bool | None = None
-
-
-def cache_info(result: object) -> CacheInfo | None:
-    """The `CacheInfo` of a result of a cached client, or None."""
-    info = getattr(result, INFO_FIELD, None)
-    return CacheInfo(**info) if isinstance(info, dict) else None
 
 
 def cached_openai(client: AsyncOpenAI, cache: Cache, **policy: Any) -> CachedOpenAI:
@@ -180,7 +110,7 @@ class _Completions:
         """`chat.completions.create`, answered from the cache when it can be."""
         cache, policy, controls = self._owner.cache, self._owner.policy, self._owner.controls
         namespace = controls.namespace or policy.namespace
-        if not _cacheable_request(request, policy):
+        if not cacheable_request(request, policy):
             return await self._bypass(request)
         started = time.perf_counter()
         try:
@@ -266,7 +196,7 @@ class _Completions:
     ) -> None:
         """Store a complete upstream answer, unless the policy or the controls say not to."""
         cache, policy, controls = self._owner.cache, self._owner.policy, self._owner.controls
-        if controls.no_store or not _storable_response(body, policy):
+        if controls.no_store or not storable_response(body, policy):
             return
         tags = controls.tags if controls.tags is not None else policy.tags
         try:
@@ -414,37 +344,6 @@ def _give_up(flight: Flight[dict[str, Any]], exc: BaseException) -> None:
     """End a flight without a result: followers get an upstream error as their own, and
     retry by themselves when the leader was cancelled or stopped reading."""
     flight.fail(exc if isinstance(exc, Exception) else AbandonedError())
-
-
-def _cacheable_request(request: Mapping[str, Any], policy: CachePolicy) -> bool:
-    model = request.get("model")
-    if policy.models is not None and not (
-        isinstance(model, str) and any(fnmatch.fnmatchcase(model, p) for p in policy.models)
-    ):
-        return False
-    if policy.max_temperature is not None:
-        temperature = request.get("temperature")
-        temperature = 1.0 if not isinstance(temperature, int | float) else temperature
-        if temperature > policy.max_temperature:
-            return False
-    return True
-
-
-def _storable_response(body: Mapping[str, Any], policy: CachePolicy) -> bool:
-    """Only complete, successful answers: no refusals, filtered or (by policy) cut-off ones."""
-    choices = body.get("choices") or []
-    if not choices:
-        return False
-    for choice in choices:
-        reason = choice.get("finish_reason")
-        message = choice.get("message") or {}
-        if message.get("refusal") or reason in (None, "content_filter"):
-            return False
-        if reason == "length" and not policy.cache_truncated:
-            return False
-        if (reason == "tool_calls" or message.get("tool_calls")) and not policy.cache_tool_calls:
-            return False
-    return True
 
 
 def _completion_json(completion: Any) -> dict[str, Any]:

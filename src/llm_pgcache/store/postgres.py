@@ -1,7 +1,8 @@
-"""The PostgreSQL repository: every asyncpg call of the package lives here.
+"""The PostgreSQL repository: the cache's statements, over an asyncpg pool.
 
-Driver errors are translated in one place (`translate_error`): connection loss and
-timeouts become `BackendError`, a missing table or column `SchemaError`.
+With `store.driver` (connection setup, driver errors translated in one place) and
+`store.sessions` (connections held for a purge or for LISTEN), every asyncpg call of the
+package lives here.
 """
 
 from __future__ import annotations
@@ -16,12 +17,18 @@ from typing import Any, Self
 import asyncpg
 import numpy as np
 import numpy.typing as npt
-from pgvector.asyncpg import register_vector
 
 from llm_pgcache import sql
 from llm_pgcache.config import asyncpg_dsn, redact_dsn
-from llm_pgcache.errors import BackendError, InvalidInputError, LLMPgCacheError, SchemaError
+from llm_pgcache.errors import BackendError, SchemaError
 from llm_pgcache.schema import IVFFLAT_INDEX
+from llm_pgcache.store.driver import (
+    DRIVER_ERRORS,
+    init_connection,
+    keep_session,
+    translate_error,
+)
+from llm_pgcache.store.sessions import Listener, PurgeSession
 
 SCHEMA_REVISION = "0004"  # the alembic head this code runs against (a test checks it)
 
@@ -72,158 +79,6 @@ class TableStats:
     lookups_by_tier: tuple[tuple[str, int, float], ...] = ()
 
 
-async def init_connection(connection: asyncpg.Connection) -> None:
-    """Prepare a new connection for llm-pgcache: registers the pgvector codec.
-
-    Pass it as `init=` when creating a pool that you hand to `Cache.connect(pool=...)`.
-    """
-    await register_vector(connection)
-
-
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """Pool reset hook: our statements leave no session state, so skip the reset query.
-
-    asyncpg's default reset costs a round trip per release, which halves point-lookup
-    throughput.
-    """
-
-
-# Everything the driver raises for a failed statement or connection.
-DRIVER_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # e.g. a connection broken mid-protocol by a restart
-)
-
-
-def translate_error(exc: Exception) -> LLMPgCacheError:
-    """The llm-pgcache error for a driver error; raise it `from exc`."""
-    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError):
-        return SchemaError(f"{SchemaError.__doc__}\n({exc})")
-    if isinstance(
-        exc,
-        asyncpg.CharacterNotInRepertoireError
-        | asyncpg.UntranslatableCharacterError
-        | asyncpg.DataError,
-    ):
-        return InvalidInputError(f"the database rejected a value: {exc}")
-    return BackendError(f"PostgreSQL failed: {type(exc).__name__}: {exc}")
-
-
-class PurgeSession:
-    """The statements of one purge run, on the connection that holds the purge lock."""
-
-    def __init__(self, connection: asyncpg.Connection) -> None:
-        self._connection = connection
-
-    async def count_expired(self) -> int:
-        return await self._value(sql.COUNT_EXPIRED)
-
-    async def volume(self) -> tuple[int, int]:
-        """(rows, total bytes of table and indexes)."""
-        try:
-            record = await self._connection.fetchrow(sql.TABLE_VOLUME)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
-        return record["rows"], record["bytes"]
-
-    async def delete_expired(self, batch: int) -> int:
-        """Delete up to `batch` expired rows, oldest expiry first; returns how many."""
-        return await self._deleted(sql.PURGE_EXPIRED_BATCH, batch)
-
-    async def evict_least_recent(self, batch: int) -> int:
-        """Delete up to `batch` rows, least recently hit first; returns how many."""
-        return await self._deleted(sql.EVICT_LEAST_RECENT_BATCH, batch)
-
-    async def _value(self, query: str) -> int:
-        try:
-            value: int = await self._connection.fetchval(query)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
-        return value
-
-    async def _deleted(self, query: str, batch: int) -> int:
-        try:
-            status: str = await self._connection.execute(query, batch)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
-        return int(status.rsplit(" ", 1)[-1])
-
-
-class Listener:
-    """LISTEN on the invalidation channel, on a connection of its own.
-
-    When the connection is lost, `on_lost` is called (the memory tier can no longer know
-    what changed) and the listener reconnects in the background; `connected` says whether
-    notices are arriving.
-    """
-
-    def __init__(
-        self, pool: asyncpg.Pool, on_notice: Callable[[str], None], on_lost: Callable[[], None]
-    ) -> None:
-        self._pool = pool
-        self._on_notice = on_notice
-        self._on_lost = on_lost
-        self._connection: asyncpg.Connection | None = None
-        self._reconnecting: asyncio.Task[None] | None = None
-        self._closed = False
-
-    @property
-    def connected(self) -> bool:
-        connection = self._connection
-        try:
-            return connection is not None and not connection.is_closed()
-        except asyncpg.InterfaceError:  # released to the pool meanwhile
-            return False
-
-    async def start(self) -> None:
-        try:
-            connection = await self._pool.acquire()
-            await connection.add_listener(sql.INVALIDATION_CHANNEL, self._received)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
-        connection.add_termination_listener(self._terminated)
-        self._connection = connection
-
-    async def close(self) -> None:
-        self._closed = True
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnecting
-        connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed():
-            with contextlib.suppress(*DRIVER_ERRORS):
-                await connection.remove_listener(sql.INVALIDATION_CHANNEL, self._received)
-            await self._pool.release(connection)
-
-    def _received(self, connection: object, pid: int, channel: str, payload: str) -> None:
-        self._on_notice(payload)
-
-    def _terminated(self, connection: asyncpg.Connection) -> None:
-        self._on_lost()
-        if self._closed:
-            return
-        dead, self._connection = self._connection, None  # the pool's proxy we hold
-        if self._reconnecting is None or self._reconnecting.done():
-            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(dead))
-
-    async def _reconnect(self, dead: asyncpg.Connection | None) -> None:
-        if dead is not None:
-            with contextlib.suppress(*DRIVER_ERRORS):
-                await self._pool.release(dead)  # the pool discards a closed connection
-        while not self._closed:
-            await asyncio.sleep(0.5)
-            try:
-                await self.start()
-            except BackendError:
-                continue
-            self._on_lost()  # anything may have changed while nobody was listening
-            return
-
-
 class PostgresStore:
     """Cache rows in the `llm_cache` table, over an asyncpg pool."""
 
@@ -264,7 +119,7 @@ class PostgresStore:
                 min_size=min_size,
                 max_size=max_size,
                 init=init_connection,
-                reset=_keep_session,
+                reset=keep_session,
                 timeout=connect_timeout,
             )
         except DRIVER_ERRORS as exc:
