@@ -31,6 +31,7 @@ from llm_pgcache.integrations.openai import (
 )
 from llm_pgcache.keys import RequestKeys, request_keys
 from llm_pgcache.metrics import Counters, ModelSavings, Stats
+from llm_pgcache.options import CacheOptions
 from llm_pgcache.purge import PurgeReport
 from llm_pgcache.reindex import ReindexReport
 from llm_pgcache.semantic import SearchOptions
@@ -48,6 +49,7 @@ __all__ = [
     "CacheControls",
     "CacheHit",
     "CacheInfo",
+    "CacheOptions",
     "CachePolicy",
     "CachedOpenAI",
     "CircuitBreaker",

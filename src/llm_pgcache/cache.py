@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 import asyncpg
 
@@ -29,6 +29,7 @@ from llm_pgcache.hits import WriteBehind
 from llm_pgcache.invalidation import apply_notice, notice
 from llm_pgcache.keys import RequestKeys
 from llm_pgcache.metrics import Counters, Metrics, Stats
+from llm_pgcache.options import CacheOptions
 from llm_pgcache.pricing import DEFAULT_PRICES, Price
 from llm_pgcache.purge import Progress, PurgeReport, purge, purge_forever
 from llm_pgcache.reindex import ReindexReport, reindex
@@ -143,75 +144,25 @@ class Cache:
         cls,
         dsn: str | None = None,
         *,
-        namespace: str = "default",
-        default_ttl: TTL | None = None,
-        model_ttls: Mapping[str, TTL] | None = None,
-        store_prompts: bool = True,
-        strict: bool = False,
-        max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
-        embedder: Embedder | None = None,
-        similarity_threshold: float | None = None,
-        semantic: bool = True,
-        search: SearchOptions | None = None,
-        lookup_timeout: float | None = DEFAULT_LOOKUP_TIMEOUT,
-        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
-        breaker: CircuitBreaker | None = None,
-        prices: Mapping[str, Price] = DEFAULT_PRICES,
-        memory: MemoryTier | None = None,
-        redis: RedisTier | None = None,
-        version: str = "",
-        stale_grace: TTL | None = None,
         pool: asyncpg.Pool | None = None,
         min_size: int = 10,
         max_size: int = 10,
         embedded_dir: str | None = None,
+        **options: Unpack[CacheOptions],
     ) -> Connecting:
         """Open a cache: `cache = await Cache.connect(...)` or `async with Cache.connect(...)`.
 
         Args:
             dsn: PostgreSQL DSN. Default: `LLM_PGCACHE_DSN`, then `DATABASE_URL`, then an
                 embedded PostgreSQL under a per-user data directory (migrated on first use).
-            namespace: partition used when a call names none; namespaces never share rows.
-            default_ttl: seconds (or timedelta) an entry lives when neither the call nor
-                `model_ttls` says otherwise; None keeps entries until invalidated.
-            model_ttls: default TTL per model name or fnmatch pattern ("gpt-4o*").
-            store_prompts: store the last user turn in the `prompt` column (for humans and
-                semantic matching); False stores keys only.
-            strict: raise backend errors instead of treating them as misses.
-            max_entry_bytes: refuse to store larger responses.
-            embedder: turns the last user turn into a vector for semantic lookups (e.g.
-                `OpenAIEmbedder()`, or the offline `HashingEmbedder`); None: exact only.
-                Its dimension must equal the table's (`LLM_PGCACHE_EMBEDDING_DIM`).
-            similarity_threshold: lowest cosine similarity served as a semantic hit;
-                default: the embedder's `suggested_threshold`, else 0.9.
-            semantic: whether lookups fall through to semantic search (per call too).
-            search: ivfflat search settings (candidates, probes, max_probes).
-            lookup_timeout: seconds an exact lookup may wait for PostgreSQL before it
-                counts as a miss; None: no limit (semantic lookups: `search.timeout`).
-            write_timeout: the same for `set`.
-            breaker: when to stop asking a failing backend; default: after 5 consecutive
-                failures with no success for 1 s, for 5 s, then one probe
-                (`CircuitBreaker(threshold, cooldown, min_outage)`).
-            prices: USD per million (input, output) tokens per model, for `cost_saved`.
-            memory: an in-process tier in front of PostgreSQL (`MemoryTier(max_entries,
-                max_bytes, ttl)`): hot keys skip the round trip. Other processes'
-                invalidations reach it through PostgreSQL LISTEN/NOTIFY; while that
-                connection is down, it is bypassed. None: PostgreSQL only.
-            redis: a Redis tier between memory and PostgreSQL (`RedisTier(url_or_client,
-                ttl)`, the `redis` extra), shared by the processes of an app.
-            stale_grace: stale-while-revalidate: an exact entry expired less than this
-                long ago is still returned, marked `stale`, for its caller to refresh (the
-                openai wrapper serves it and refreshes it once, in the background). None:
-                expired entries are never returned.
-            version: your cache version, part of every key: bumping it (e.g. after a
-                prompt or model change) puts every earlier entry out of reach at once, in
-                every tier and every process; the old rows expire or are invalidated later.
             pool: an asyncpg pool you own (created with `init=llm_pgcache.init_connection`);
                 it is not closed by `close()`.
             min_size, max_size: size of the pool the cache opens for itself. All its
                 connections are opened up front by default: `lookup_timeout` includes
                 waiting for a pooled connection, so size the pool for your concurrency.
             embedded_dir: data directory of the embedded server (when no DSN is found).
+            **options: how the cache behaves; see `CacheOptions` (namespace, default_ttl,
+                embedder, memory, redis, lookup_timeout, ...).
 
         Raises:
             BackendError: the server cannot be reached.
@@ -219,26 +170,6 @@ class Cache:
             ConfigurationError: a bad DSN, or no DSN and the `embedded` extra is missing.
             EmbeddingDimensionError: the embedder's dimension differs from the table's.
         """
-        options: dict[str, Any] = {
-            "namespace": namespace,
-            "default_ttl": default_ttl,
-            "model_ttls": model_ttls,
-            "store_prompts": store_prompts,
-            "strict": strict,
-            "max_entry_bytes": max_entry_bytes,
-            "embedder": embedder,
-            "similarity_threshold": similarity_threshold,
-            "semantic": semantic,
-            "search": search,
-            "lookup_timeout": lookup_timeout,
-            "write_timeout": write_timeout,
-            "breaker": breaker,
-            "prices": prices,
-            "memory": memory,
-            "redis": redis,
-            "version": version,
-            "stale_grace": stale_grace,
-        }
         if pool is not None:
             opening = PostgresStore.from_pool(pool)
         else:
@@ -248,7 +179,7 @@ class Cache:
                 max_size=max_size,
                 embedded_dir=embedded_dir,
             )
-        return Connecting(cls._open(opening, options))
+        return Connecting(cls._open(opening, dict(options)))
 
     @classmethod
     async def _open(cls, opening: Awaitable[PostgresStore], options: dict[str, Any]) -> Self:
