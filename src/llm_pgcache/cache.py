@@ -311,7 +311,7 @@ class Cache:
     ) -> CacheHit | None:
         """A hit from PostgreSQL, exact then semantic, promoted to the tiers above."""
         with self._health.deadline(self.lookup_timeout, "lookup"):
-            record = await self._store.get(ns, key, self.stale_grace)
+            record = await self._store.get(ns, key, self.stale_grace, self.lookup_timeout)
         if record is not None:
             hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
         elif semantic_search is not None:

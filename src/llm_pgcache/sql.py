@@ -10,14 +10,25 @@ from typing import Final, LiteralString
 
 # Every read filters on expiry: an expired row is never returned, whether or not the purge
 # job has deleted it yet. The one exception is a cache's stale-while-revalidate grace
-# ($3 seconds, 0 without): a row expired less than that long ago comes back marked stale.
+# (seconds, 0 without): a row expired less than that long ago comes back marked stale.
+#
+# Exact lookups come in rounds: arrays of (namespace, key, grace), one row back per key
+# found, with `slot` the key's 1-based place in the arrays. LATERAL with LIMIT 1 keeps
+# the plan one unique-index probe per key whatever the planner guesses of the arrays.
 GET_EXACT: Final[LiteralString] = """
-SELECT id, cache_key, model, response, tags, prompt_tokens, completion_tokens, upstream_ms,
-       created_at, expires_at, extract(epoch FROM expires_at - now())::float8 AS ttl_left,
-       coalesce(expires_at <= now(), false) AS stale
-FROM llm_cache
-WHERE namespace = $1 AND cache_key = $2
-  AND (expires_at IS NULL OR expires_at > now() - $3::float8 * interval '1 second')
+SELECT k.slot, c.*
+FROM unnest($1::text[], $2::bytea[], $3::float8[]) WITH ORDINALITY AS k(namespace, cache_key,
+                                                                        grace, slot)
+CROSS JOIN LATERAL (
+    SELECT id, cache_key, model, response, tags, prompt_tokens, completion_tokens,
+           upstream_ms, created_at, expires_at,
+           extract(epoch FROM expires_at - now())::float8 AS ttl_left,
+           coalesce(expires_at <= now(), false) AS stale
+    FROM llm_cache
+    WHERE namespace = k.namespace AND cache_key = k.cache_key
+      AND (expires_at IS NULL OR expires_at > now() - k.grace * interval '1 second')
+    LIMIT 1
+) AS c
 """
 
 # A stored row replaces the previous one of its key whole: new response, embedding,

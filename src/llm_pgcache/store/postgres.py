@@ -1,6 +1,7 @@
 """The PostgreSQL repository: the cache's statements, over an asyncpg pool.
 
-With `store.driver` (connection setup, driver errors translated in one place) and
+With `store.driver` (connection setup, driver errors translated in one place),
+`store.lookups` (exact lookups, in rounds shared by overlapping lookups) and
 `store.sessions` (connections held for a purge or for LISTEN), every asyncpg call of the
 package lives here.
 """
@@ -28,6 +29,7 @@ from llm_pgcache.store.driver import (
     keep_session,
     translate_error,
 )
+from llm_pgcache.store.lookups import ExactLookups
 from llm_pgcache.store.sessions import Listener, PurgeSession
 
 SCHEMA_REVISION = "0004"  # the alembic head this code runs against (a test checks it)
@@ -86,6 +88,7 @@ class PostgresStore:
         self._pool = pool
         self._owns_pool = owns_pool
         self.embedding_dim = embedding_dim
+        self._exact = ExactLookups(pool)
 
     @classmethod
     async def open(
@@ -137,7 +140,9 @@ class PostgresStore:
         return cls(pool, owns_pool=False, embedding_dim=embedding_dim)
 
     async def close(self, grace: float = 10.0) -> None:
-        """Close our pool; connections still busy after `grace` seconds are terminated."""
+        """Stop the lookups in flight, then close our pool; connections still busy after
+        `grace` seconds are terminated."""
+        await self._exact.close()
         if not self._owns_pool:
             return
         try:
@@ -146,17 +151,16 @@ class PostgresStore:
             self._pool.terminate()
 
     async def get(
-        self, namespace: str, cache_key: bytes, stale_grace: float = 0.0
+        self,
+        namespace: str,
+        cache_key: bytes,
+        stale_grace: float = 0.0,
+        budget: float | None = None,
     ) -> asyncpg.Record | None:
         """The live row of `cache_key` in `namespace` (or one expired less than
-        `stale_grace` seconds ago, with `stale` true), or None."""
-        try:
-            record: asyncpg.Record | None = await self._pool.fetchrow(
-                sql.GET_EXACT, namespace, cache_key, stale_grace
-            )
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
-        return record
+        `stale_grace` seconds ago, with `stale` true), or None. Concurrent lookups share
+        queries (`store.lookups`); `budget` (seconds) bounds such a shared query."""
+        return await self._exact.get(namespace, cache_key, stale_grace, budget)
 
     async def put(self, entry: StoredEntry, notice: str) -> None:
         """Insert or replace the row of (namespace, cache_key); `notice` goes to listeners."""

@@ -1,0 +1,135 @@
+"""Exact lookups in rounds: lookups that overlap share one query.
+
+A lookup that finds no other waiting, and fewer than `rounds` queries in flight, runs its
+query at once, in its caller's task: alone, a lookup is one point query. Lookups that come
+while `rounds` queries are in flight wait; as a query returns, the next round takes every
+waiting lookup (up to `max_batch`) into one query, in a task of its own. Under load many
+lookups thus share one round trip, one pooled connection and one statement's overhead
+instead of queueing for connections one by one; nothing ever waits for company.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from llm_pgcache import sql
+from llm_pgcache.errors import BackendError
+from llm_pgcache.store.driver import DRIVER_ERRORS, translate_error
+
+# (namespace, cache_key, stale grace in seconds, budget in seconds, the waiter's future)
+_Waiting = tuple[str, bytes, float, float | None, "asyncio.Future[asyncpg.Record | None]"]
+
+
+class ExactLookups:
+    """Live rows by (namespace, cache_key), over a pool, in rounds of shared queries."""
+
+    def __init__(self, pool: asyncpg.Pool, *, rounds: int = 2, max_batch: int = 256) -> None:
+        self._pool = pool
+        self._rounds = rounds
+        self._max_batch = max_batch
+        self._in_flight = 0
+        self._waiting: list[_Waiting] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(
+        self, namespace: str, cache_key: bytes, stale_grace: float, budget: float | None
+    ) -> asyncpg.Record | None:
+        """The live row of `cache_key` in `namespace` (or one expired less than
+        `stale_grace` seconds ago, with `stale` true), or None.
+
+        `budget` (seconds) bounds a shared round this lookup is part of: a round runs
+        for the longest budget of its lookups. A lookup run in its caller's task is
+        bounded by the caller (the cache's deadline).
+
+        Raises:
+            BackendError: the query failed, or the round ran out of time.
+        """
+        if self._in_flight < self._rounds and not self._waiting:
+            self._in_flight += 1
+            try:
+                rows = await self._fetch([namespace], [cache_key], [stale_grace], None)
+            finally:
+                self._round_done()
+            return rows[0] if rows else None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[asyncpg.Record | None] = loop.create_future()
+        self._waiting.append((namespace, cache_key, stale_grace, budget, future))
+        if not self._flush_scheduled and self._in_flight < self._rounds:
+            # Let the lookups of this turn of the event loop join the round.
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    async def close(self) -> None:
+        """Fail the waiting lookups and stop the rounds in flight."""
+        waiting, self._waiting = self._waiting, []
+        for *_, future in waiting:
+            if not future.done():
+                future.set_exception(BackendError("the cache was closed"))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _round_done(self) -> None:
+        self._in_flight -= 1
+        if self._waiting and not self._flush_scheduled:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Start rounds for the waiting lookups, as many as may be in flight."""
+        self._flush_scheduled = False
+        while self._in_flight < self._rounds and self._waiting:
+            batch = [w for w in self._waiting[: self._max_batch] if not w[4].done()]
+            del self._waiting[: self._max_batch]
+            if batch:
+                self._in_flight += 1
+                task = asyncio.get_running_loop().create_task(self._round(batch))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _round(self, batch: list[_Waiting]) -> None:
+        budgets = [w[3] for w in batch]
+        budget = None if None in budgets else max(b for b in budgets if b is not None)
+        try:
+            rows = await self._fetch(
+                [w[0] for w in batch], [w[1] for w in batch], [w[2] for w in batch], budget
+            )
+        except BaseException as exc:  # a BackendError, or the cache closing
+            failure = exc if isinstance(exc, BackendError) else BackendError("the cache was closed")
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            if failure is not exc:
+                raise
+        else:
+            found: list[asyncpg.Record | None] = [None] * len(batch)
+            for row in rows:
+                found[row["slot"] - 1] = row
+            for (*_, future), row in zip(batch, found, strict=True):
+                if not future.done():
+                    future.set_result(row)
+        finally:
+            self._round_done()
+
+    async def _fetch(
+        self,
+        namespaces: Sequence[str],
+        keys: Sequence[bytes],
+        graces: Sequence[float],
+        budget: float | None,
+    ) -> list[Any]:
+        try:
+            async with asyncio.timeout(budget):
+                rows: list[Any] = await self._pool.fetch(sql.GET_EXACT, namespaces, keys, graces)
+        except DRIVER_ERRORS as exc:
+            if isinstance(exc, TimeoutError) and budget is not None:
+                raise BackendError(
+                    f"PostgreSQL lookup took longer than {budget * 1000:.0f} ms"
+                ) from exc
+            raise translate_error(exc) from exc
+        return rows

@@ -1,0 +1,184 @@
+"""Overlapping exact lookups share queries (store.lookups): each still gets its own row."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from llm_pgcache import Cache, CircuitBreaker, init_connection, sql
+from llm_pgcache.config import asyncpg_dsn
+
+Factory = Callable[..., dict[str, object]]
+
+
+class CountingPool:
+    """A caller-owned pool whose connections log the exact lookups they run."""
+
+    def __init__(self) -> None:
+        self.rounds: list[int] = []  # keys per executed exact lookup
+        self.pool: asyncpg.Pool | None = None
+
+    async def init(self, connection: asyncpg.Connection) -> None:
+        await init_connection(connection)
+        connection.add_query_logger(self._logged)
+
+    def _logged(self, record: Any) -> None:
+        if record.query == sql.GET_EXACT:
+            self.rounds.append(len(record.args[0]))
+
+
+@pytest.fixture
+async def counting(dsn: str) -> AsyncIterator[CountingPool]:
+    counting = CountingPool()
+    counting.pool = await asyncpg.create_pool(
+        asyncpg_dsn(dsn), min_size=4, max_size=4, init=counting.init
+    )
+    yield counting
+    await counting.pool.close()
+
+
+@pytest.fixture
+async def locker(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own, to lock the table with."""
+    connection = await asyncpg.connect(asyncpg_dsn(dsn))
+    yield connection
+    await connection.close()
+
+
+def content(hit: Any) -> str | None:
+    return None if hit is None else hit.response["choices"][0]["message"]["content"]
+
+
+async def test_overlapping_lookups_share_queries_and_each_gets_its_own_row(
+    counting: CountingPool, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    other = f"{namespace}-other"
+    async with Cache.connect(
+        pool=counting.pool, namespace=namespace, strict=True, lookup_timeout=5.0
+    ) as cache:
+        for i in range(60):
+            await cache.set(make_request(f"q{i}"), make_response(f"a{i}"))
+        for i in range(20):
+            await cache.set(make_request(f"q{i}"), make_response(f"other a{i}"), namespace=other)
+        counting.rounds.clear()
+
+        # Every stored question in both namespaces, twice, and 40 never stored.
+        lookups = [(f"q{i}", ns) for i in range(60) for ns in (namespace, other)] * 2
+        lookups += [(f"absent {i}", namespace) for i in range(40)]
+        hits = await asyncio.gather(
+            *(cache.get(make_request(question), namespace=ns) for question, ns in lookups)
+        )
+
+    expected = {(f"q{i}", namespace): f"a{i}" for i in range(60)}
+    expected |= {(f"q{i}", other): f"other a{i}" for i in range(20)}
+    assert [content(hit) for hit in hits] == [expected.get(lookup) for lookup in lookups]
+    assert sum(counting.rounds) == len(lookups)  # every lookup asked exactly once
+    assert len(counting.rounds) <= len(lookups) // 10, counting.rounds  # in shared queries
+
+
+async def test_a_lone_lookup_is_one_query_of_its_own(
+    counting: CountingPool, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    async with Cache.connect(pool=counting.pool, namespace=namespace, strict=True) as cache:
+        await cache.set(make_request(), make_response())
+        counting.rounds.clear()
+        for _ in range(3):
+            assert await cache.get(make_request()) is not None
+    assert counting.rounds == [1, 1, 1]
+
+
+async def test_expired_rows_stay_out_of_shared_rounds(
+    dsn: str, db: asyncpg.Connection, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    async with Cache.connect(dsn, namespace=namespace, strict=True, stale_grace=60) as cache:
+        for i in range(30):
+            await cache.set(make_request(f"q{i}"), make_response(f"a{i}"))
+        await db.execute(  # even questions expired 10 s ago, q0 and q2 an hour ago
+            "UPDATE llm_cache SET expires_at = now() - CASE WHEN prompt IN ('q0', 'q2') "
+            "THEN interval '1 hour' ELSE interval '10 seconds' END "
+            "WHERE namespace = $1 AND right(prompt, 1) IN ('0', '2', '4', '6', '8')",
+            namespace,
+        )
+        hits = await asyncio.gather(*(cache.get(make_request(f"q{i}")) for i in range(30)))
+    for i, hit in enumerate(hits):
+        if i in (0, 2):
+            assert hit is None, i  # past the grace
+        else:
+            assert hit is not None, i
+            assert content(hit) == f"a{i}", i
+            assert hit.stale == (i % 2 == 0), i
+
+
+async def test_a_cancelled_lookup_leaves_its_round_to_the_others(
+    cache: Cache, make_request: Factory, make_response: Factory
+) -> None:
+    for i in range(40):
+        await cache.set(make_request(f"q{i}"), make_response(f"a{i}"))
+    tasks = [asyncio.create_task(cache.get(make_request(f"q{i}"))) for i in range(40)]
+    await asyncio.sleep(0)  # all started: the first ones query, the others wait
+    for task in tasks[1::2]:
+        task.cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    for i, result in enumerate(done):
+        if i % 2:
+            assert isinstance(result, asyncio.CancelledError), i
+        else:
+            assert content(result) == f"a{i}", i
+    assert content(await cache.get(make_request("q1"))) == "a1"
+
+
+async def test_rounds_past_their_budget_are_misses_and_free_the_pool(
+    dsn: str,
+    locker: asyncpg.Connection,
+    namespace: str,
+    make_request: Factory,
+    make_response: Factory,
+) -> None:
+    breaker = CircuitBreaker(cooldown=0.2)
+    async with Cache.connect(
+        dsn, namespace=namespace, lookup_timeout=0.2, breaker=breaker
+    ) as cache:
+        for i in range(50):
+            await cache.set(make_request(f"q{i}"), make_response(f"a{i}"))
+        for _ in range(2):  # twice: the first rounds' connections came back
+            transaction = locker.transaction()
+            await transaction.start()
+            await locker.execute("LOCK TABLE llm_cache IN ACCESS EXCLUSIVE MODE")
+            started = time.perf_counter()
+            hits = await asyncio.gather(*(cache.get(make_request(f"q{i}")) for i in range(50)))
+            elapsed = time.perf_counter() - started
+            await transaction.rollback()
+            assert hits == [None] * 50
+            assert elapsed < 2.0
+            # The breaker may be open for a moment after the outage; then all hit again.
+            await asyncio.sleep(breaker.cooldown + 0.1)
+            hits = await asyncio.gather(*(cache.get(make_request(f"q{i}")) for i in range(50)))
+            assert [content(hit) for hit in hits] == [f"a{i}" for i in range(50)]
+
+
+async def test_closing_the_cache_ends_the_lookups_waiting_for_a_round(
+    dsn: str,
+    locker: asyncpg.Connection,
+    namespace: str,
+    make_request: Factory,
+    make_response: Factory,
+) -> None:
+    cache = await Cache.connect(dsn, namespace=namespace, lookup_timeout=None)
+    await cache.set(make_request(), make_response())
+    transaction = locker.transaction()
+    await transaction.start()
+    await locker.execute("LOCK TABLE llm_cache IN ACCESS EXCLUSIVE MODE")
+    lookups = [asyncio.create_task(cache.get(make_request())) for _ in range(30)]
+    await asyncio.sleep(0.2)  # the first ones blocked on the lock, the others waiting
+    closing = asyncio.create_task(cache.close())
+    await asyncio.sleep(0.2)
+    await transaction.rollback()  # the blocked queries finish; the waiting ones never ran
+    await asyncio.wait_for(closing, 5.0)
+    hits = await asyncio.wait_for(asyncio.gather(*lookups), 1.0)
+    assert 0 < hits.count(None) < 30  # waiting lookups missed; those in flight still hit
+    assert all(content(hit) == "Paris." for hit in hits if hit is not None)
