@@ -20,7 +20,7 @@ class CountingPool:
     """A caller-owned pool whose connections log the exact lookups they run."""
 
     def __init__(self) -> None:
-        self.rounds: list[int] = []  # keys per executed exact lookup
+        self.rounds: list[int] = []  # keys per executed exact lookup (1 for a point query)
         self.pool: asyncpg.Pool | None = None
 
     async def init(self, connection: asyncpg.Connection) -> None:
@@ -29,6 +29,8 @@ class CountingPool:
 
     def _logged(self, record: Any) -> None:
         if record.query == sql.GET_EXACT:
+            self.rounds.append(1)
+        elif record.query == sql.GET_EXACT_ROUND:
             self.rounds.append(len(record.args[0]))
 
 

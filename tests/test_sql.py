@@ -26,7 +26,7 @@ def test_every_statement_constant_is_named() -> None:
 async def test_exact_lookup_uses_the_unique_index(db: asyncpg.Connection) -> None:
     async with db.transaction():
         await db.execute("SET LOCAL enable_seqscan = off")  # a tiny table would be scanned
-        rows = await db.fetch("EXPLAIN " + sql.GET_EXACT, ["ns"], [bytes(32)], [0.0])
+        rows = await db.fetch("EXPLAIN " + sql.GET_EXACT, "ns", bytes(32), 0.0)
     plan = "\n".join(row[0] for row in rows)
     assert "Index Scan using llm_cache_namespace_cache_key_key" in plan
 
@@ -38,7 +38,7 @@ async def test_exact_lookup_rounds_probe_the_index_per_key_in_a_generic_plan(
     # lateral probe keeps it an index lookup per key, never a scan of the table.
     async with db.transaction():
         await db.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        await db.execute("PREPARE exact_lookup AS " + sql.GET_EXACT)
+        await db.execute("PREPARE exact_lookup AS " + sql.GET_EXACT_ROUND)
         rows = await db.fetch("EXPLAIN EXECUTE exact_lookup('{ns}', ARRAY['\\x00'::bytea], '{0}')")
         await db.execute("DEALLOCATE exact_lookup")
     plan = "\n".join(row[0] for row in rows)

@@ -11,25 +11,40 @@ from typing import Final, LiteralString
 # Every read filters on expiry: an expired row is never returned, whether or not the purge
 # job has deleted it yet. The one exception is a cache's stale-while-revalidate grace
 # (seconds, 0 without): a row expired less than that long ago comes back marked stale.
-#
-# Exact lookups come in rounds: arrays of (namespace, key, grace), one row back per key
-# found, with `slot` the key's 1-based place in the arrays. LATERAL with LIMIT 1 keeps
-# the plan one unique-index probe per key whatever the planner guesses of the arrays.
-GET_EXACT: Final[LiteralString] = """
+_EXACT_COLUMNS: Final[LiteralString] = """id, cache_key, model, response, tags,
+       prompt_tokens, completion_tokens, upstream_ms, created_at, expires_at,
+       extract(epoch FROM expires_at - now())::float8 AS ttl_left,
+       coalesce(expires_at <= now(), false) AS stale"""
+
+GET_EXACT: Final[LiteralString] = (
+    "SELECT "
+    + _EXACT_COLUMNS
+    + """
+FROM llm_cache
+WHERE namespace = $1 AND cache_key = $2
+  AND (expires_at IS NULL OR expires_at > now() - $3::float8 * interval '1 second')
+"""
+)
+
+# Lookups that overlap, in one round: arrays of (namespace, key, grace), one row back per
+# key found, `slot` being the key's 1-based place in the arrays. LATERAL with LIMIT 1
+# keeps the plan one unique-index probe per key whatever the planner guesses of the
+# arrays' length (a prepared statement may run a generic plan, blind to it).
+GET_EXACT_ROUND: Final[LiteralString] = (
+    """
 SELECT k.slot, c.*
-FROM unnest($1::text[], $2::bytea[], $3::float8[]) WITH ORDINALITY AS k(namespace, cache_key,
-                                                                        grace, slot)
+FROM unnest($1::text[], $2::bytea[], $3::float8[]) WITH ORDINALITY AS k(ns, key, grace, slot)
 CROSS JOIN LATERAL (
-    SELECT id, cache_key, model, response, tags, prompt_tokens, completion_tokens,
-           upstream_ms, created_at, expires_at,
-           extract(epoch FROM expires_at - now())::float8 AS ttl_left,
-           coalesce(expires_at <= now(), false) AS stale
+    SELECT """  # noqa: S608 - constant fragments only, no values
+    + _EXACT_COLUMNS
+    + """
     FROM llm_cache
-    WHERE namespace = k.namespace AND cache_key = k.cache_key
+    WHERE namespace = k.ns AND cache_key = k.key
       AND (expires_at IS NULL OR expires_at > now() - k.grace * interval '1 second')
     LIMIT 1
 ) AS c
 """
+)
 
 # A stored row replaces the previous one of its key whole: new response, embedding,
 # expiry, and its hit count starts again.
@@ -316,6 +331,7 @@ SELECT pg_notify('llm_pgcache', $1)
 
 NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "get_exact": GET_EXACT,
+    "get_exact_round": GET_EXACT_ROUND,
     "put": PUT,
     "semantic_nearest": SEMANTIC_NEAREST,
     "search_settings": SEARCH_SETTINGS,

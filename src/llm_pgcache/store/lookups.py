@@ -11,8 +11,7 @@ instead of queueing for connections one by one; nothing ever waits for company.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, LiteralString
 
 import asyncpg
 
@@ -52,7 +51,7 @@ class ExactLookups:
         if self._in_flight < self._rounds and not self._waiting:
             self._in_flight += 1
             try:
-                rows = await self._fetch([namespace], [cache_key], [stale_grace], None)
+                rows = await self._fetch(sql.GET_EXACT, (namespace, cache_key, stale_grace), None)
             finally:
                 self._round_done()
             return rows[0] if rows else None
@@ -96,9 +95,8 @@ class ExactLookups:
         budgets = [w[3] for w in batch]
         budget = None if None in budgets else max(b for b in budgets if b is not None)
         try:
-            rows = await self._fetch(
-                [w[0] for w in batch], [w[1] for w in batch], [w[2] for w in batch], budget
-            )
+            columns = ([w[0] for w in batch], [w[1] for w in batch], [w[2] for w in batch])
+            rows = await self._fetch(sql.GET_EXACT_ROUND, columns, budget)
         except BaseException as exc:  # a BackendError, or the cache closing
             failure = exc if isinstance(exc, BackendError) else BackendError("the cache was closed")
             for *_, future in batch:
@@ -117,15 +115,11 @@ class ExactLookups:
             self._round_done()
 
     async def _fetch(
-        self,
-        namespaces: Sequence[str],
-        keys: Sequence[bytes],
-        graces: Sequence[float],
-        budget: float | None,
+        self, query: LiteralString, args: tuple[Any, ...], budget: float | None
     ) -> list[Any]:
         try:
             async with asyncio.timeout(budget):
-                rows: list[Any] = await self._pool.fetch(sql.GET_EXACT, namespaces, keys, graces)
+                rows: list[Any] = await self._pool.fetch(query, *args)
         except DRIVER_ERRORS as exc:
             if isinstance(exc, TimeoutError) and budget is not None:
                 raise BackendError(
