@@ -1,11 +1,15 @@
 """Exact lookups in rounds: lookups that overlap share one query.
 
-A lookup that finds no other waiting, and fewer than `rounds` queries in flight, runs its
-query at once, in its caller's task: alone, a lookup is one point query. Lookups that come
-while `rounds` queries are in flight wait; as a query returns, the next round takes every
-waiting lookup (up to `max_batch`) into one query, in a task of its own. Under load many
-lookups thus share one round trip, one pooled connection and one statement's overhead
-instead of queueing for connections one by one; nothing ever waits for company.
+A lookup that finds no other waiting, and fewer than `alone` lookups running their own
+query, runs its own point query at once, in its caller's task. Lookups that come while
+`alone` are running wait, and a round takes every waiting lookup (up to `max_batch`) into
+one query, in a task of its own; at most `rounds` rounds are in flight, and as one
+returns the next takes what waited meanwhile. Under load, many lookups thus share one
+round trip, one pooled connection and one statement's overhead instead of queueing for
+connections one by one; nothing ever waits for company.
+
+The defaults (4 alone, 2 rounds) come from a tuning run of benchmarks/exact.py
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -26,11 +30,15 @@ _Waiting = tuple[str, bytes, float, float | None, "asyncio.Future[asyncpg.Record
 class ExactLookups:
     """Live rows by (namespace, cache_key), over a pool, in rounds of shared queries."""
 
-    def __init__(self, pool: asyncpg.Pool, *, rounds: int = 2, max_batch: int = 256) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, alone: int = 4, rounds: int = 2, max_batch: int = 256
+    ) -> None:
         self._pool = pool
+        self._alone_limit = alone
         self._rounds = rounds
         self._max_batch = max_batch
-        self._in_flight = 0
+        self._alone = 0  # lookups running their own query
+        self._in_flight = 0  # rounds
         self._waiting: list[_Waiting] = []
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -48,12 +56,12 @@ class ExactLookups:
         Raises:
             BackendError: the query failed, or the round ran out of time.
         """
-        if self._in_flight < self._rounds and not self._waiting:
-            self._in_flight += 1
+        if self._alone < self._alone_limit and not self._waiting:
+            self._alone += 1
             try:
                 rows = await self._fetch(sql.GET_EXACT, (namespace, cache_key, stale_grace), None)
             finally:
-                self._round_done()
+                self._alone -= 1
             return rows[0] if rows else None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[asyncpg.Record | None] = loop.create_future()
@@ -77,7 +85,7 @@ class ExactLookups:
     def _round_done(self) -> None:
         self._in_flight -= 1
         if self._waiting and not self._flush_scheduled:
-            self._flush()
+            self._flush()  # what waited meanwhile goes at once
 
     def _flush(self) -> None:
         """Start rounds for the waiting lookups, as many as may be in flight."""
