@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
-from llm_pgcache import Cache
+from llm_pgcache import Cache, WarmItem
 from llm_pgcache.store.memory import MemoryTier
 from llm_pgcache.store.redis import RedisTier
 
@@ -68,7 +68,7 @@ async def test_tiers_compose_and_promote(
             assert hit.response["choices"][0]["message"]["content"] == "Paris."  # type: ignore[index]
 
 
-@pytest.mark.parametrize("how", ["key", "tag", "model", "namespace", "replace"])
+@pytest.mark.parametrize("how", ["key", "tag", "model", "namespace", "replace", "load"])
 async def test_invalidation_reaches_redis(
     dsn: str,
     namespace: str,
@@ -92,10 +92,12 @@ async def test_invalidation_reaches_redis(
             await a.invalidate(model="gpt-4o-mini")
         elif how == "namespace":
             await a.invalidate(namespace=namespace)
-        else:
+        elif how == "replace":
             await a.set(make_request(), make_response("new"))
+        else:
+            await a.load([WarmItem(request=make_request(), response=make_response("new"))])
         hit = await b.get(make_request())
-        if how == "replace":
+        if how in ("replace", "load"):
             assert hit is not None
             assert hit.tier == "postgres-exact"
             assert hit.response["choices"][0]["message"]["content"] == "new"  # type: ignore[index]

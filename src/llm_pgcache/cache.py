@@ -17,7 +17,7 @@ import asyncpg
 from llm_pgcache.breaker import CircuitBreaker
 from llm_pgcache.config import Settings
 from llm_pgcache.connecting import Connecting, open_store
-from llm_pgcache.embeddings import Embedder, check_vectors
+from llm_pgcache.embeddings import Embedder
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import (
     BackendError,
@@ -26,8 +26,7 @@ from llm_pgcache.errors import (
 )
 from llm_pgcache.health import BackendHealth
 from llm_pgcache.hits import WriteBehind
-from llm_pgcache.invalidation import apply_notice, notice
-from llm_pgcache.keys import RequestKeys
+from llm_pgcache.invalidation import notice
 from llm_pgcache.metrics import Counters, Metrics, Stats
 from llm_pgcache.options import CacheOptions
 from llm_pgcache.pricing import DEFAULT_PRICES, Price
@@ -36,9 +35,9 @@ from llm_pgcache.reindex import ReindexReport, reindex
 from llm_pgcache.rules import DEFAULT_MAX_ENTRY_BYTES, EntryRules
 from llm_pgcache.semantic import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
 from llm_pgcache.store.memory import MemoryTier
-from llm_pgcache.store.postgres import PostgresStore, StoredEntry
+from llm_pgcache.store.postgres import PostgresStore
 from llm_pgcache.store.redis import RedisTier
-from llm_pgcache.store.sessions import Listener
+from llm_pgcache.tiers import UpperTiers
 from llm_pgcache.validation import (
     TTL,
     check_threshold,
@@ -122,10 +121,8 @@ class Cache:
             strict=strict, breaker=breaker or CircuitBreaker(), metrics=self._metrics
         )
         self._write_behind = WriteBehind(store, self._metrics)
-        self._memory = memory
-        self._redis = redis
+        self._tiers = UpperTiers(memory, redis)
         self.stale_grace = 0.0 if stale_grace is None else ttl_seconds(stale_grace) or 0.0
-        self._listener: Listener | None = None
         self._origin = uuid.uuid4().hex  # tells our own invalidation notices from others
         self._purging: asyncio.Task[None] | None = None
 
@@ -186,11 +183,7 @@ class Cache:
         store = await opening
         try:
             cache = cls(store, **options)
-            if cache._memory is not None:  # its entries stay fresh through notices
-                memory = cache._memory
-                cache._listener = await store.listen(
-                    lambda payload: apply_notice(memory, payload, cache._origin), memory.clear
-                )
+            await cache._tiers.listen(store, cache._origin)
         except BaseException:
             await store.close()
             raise
@@ -215,10 +208,7 @@ class Cache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purging
         await self._write_behind.close()
-        if self._listener is not None:
-            await self._listener.close()
-        if self._redis is not None:
-            await self._redis.close()
+        await self._tiers.close()
         await self._health.close()
         await self._store.close()
 
@@ -255,10 +245,7 @@ class Cache:
         if threshold is not None:
             check_threshold(threshold)
         started = time.perf_counter()
-        memory = self._usable_memory()
-        hit = None
-        if memory is not None or self._redis is not None:
-            hit = await self._upper_tiers(ns, key, memory)
+        hit = await self._tiers.get(ns, key) if self._tiers.active else None
         if hit is None:
             if not self._health.breaker.allow():
                 self._missed(ns, started)
@@ -270,7 +257,6 @@ class Cache:
                     request,
                     semantic_search=semantic_search,
                     threshold=threshold,
-                    memory=memory,
                 )
             except BackendError as exc:
                 self._health.failed(exc)
@@ -288,17 +274,6 @@ class Cache:
         self._metrics.miss(ns, (time.perf_counter() - started) * 1000)
         self._write_behind.schedule()
 
-    async def _upper_tiers(self, ns: str, key: bytes, memory: MemoryTier | None) -> CacheHit | None:
-        """A hit from process memory, else from Redis (then promoted to memory)."""
-        if memory is not None and (hit := memory.get(ns, key)) is not None:
-            return hit
-        if self._redis is not None and (found := await self._redis.get(ns, key)) is not None:
-            hit, response_json, ttl_left = found
-            if memory is not None:
-                memory.put(ns, key, hit, response_json, ttl_left)
-            return hit
-        return None
-
     async def _postgres(
         self,
         ns: str,
@@ -307,7 +282,6 @@ class Cache:
         *,
         semantic_search: SemanticSearch | None,
         threshold: float | None,
-        memory: MemoryTier | None,
     ) -> CacheHit | None:
         """A hit from PostgreSQL, exact then semantic, promoted to the tiers above."""
         with self._health.deadline(self.lookup_timeout, "lookup"):
@@ -324,18 +298,9 @@ class Cache:
             )
         else:
             return None
-        if not hit.stale:  # a stale entry is served, never promoted
-            if self._redis is not None:
-                await self._redis.put(ns, key, hit, record["response"], record["ttl_left"])
-            if memory is not None:
-                memory.put(ns, key, hit, record["response"], record["ttl_left"])
+        if self._tiers.active and not hit.stale:  # a stale entry is served, never promoted
+            await self._tiers.promote(ns, key, hit, record["response"], record["ttl_left"])
         return hit
-
-    def _usable_memory(self) -> MemoryTier | None:
-        """The memory tier, while invalidation notices reach it."""
-        if self._memory is None or self._listener is None or not self._listener.connected:
-            return None
-        return self._memory
 
     async def _nearest(
         self,
@@ -407,11 +372,7 @@ class Cache:
         try:
             with self._health.deadline(self.write_timeout, "write"):
                 await self._store.put(entry, notice(self._origin, ns, key=keys.exact_key))
-            # The tiers above drop their copy; the next lookup promotes the new row.
-            if self._memory is not None:
-                self._memory.invalidate(ns, key=keys.exact_key)
-            if self._redis is not None:
-                await self._redis.invalidate(ns, key=keys.exact_key)
+            await self._tiers.drop(ns, key=keys.exact_key)
         except BackendError as exc:
             self._health.failed(exc)
             return
@@ -433,6 +394,8 @@ class Cache:
         Raises:
             BackendError: always (a bulk load does not fail open).
         """
+        if embed and self._semantic is None:
+            raise InvalidInputError("embedding needs a cache opened with an embedder")
         written = 0
         for batch in batches(items, batch_size):
             built = [
@@ -446,32 +409,19 @@ class Cache:
                 )
                 for item in batch
             ]
-            entries = await self._embedded(built) if embed else [entry for _, entry in built]
+            if self._semantic is not None and embed:
+                entries = await self._semantic.with_embeddings(built)
+            else:
+                entries = [entry for _, entry in built]
             namespaces = sorted({entry.namespace for entry in entries})
             written += await self._store.bulk_put(
                 entries, [notice(self._origin, ns) for ns in namespaces]
             )
-            if self._memory is not None:
-                for ns in namespaces:
-                    self._memory.invalidate(ns)
+            for ns in namespaces:  # rows were replaced: no copy is known good
+                await self._tiers.drop(ns)
             if progress is not None:
                 progress(written)
         return written
-
-    async def _embedded(self, built: list[tuple[RequestKeys, StoredEntry]]) -> list[StoredEntry]:
-        if self._semantic is None:
-            raise InvalidInputError("embedding needs a cache opened with an embedder")
-        embedder = self._semantic.embedder
-        texts = [keys.text for keys, _ in built if keys.text.strip()]
-        vectors = iter(
-            check_vectors(await embedder.embed(texts), count=len(texts), dim=self.embedding_dim)
-        )
-        return [
-            replace(entry, embedding=next(vectors), embedder=embedder.name)
-            if keys.text.strip()
-            else entry
-            for keys, entry in built
-        ]
 
     async def warm(
         self,
@@ -525,13 +475,11 @@ class Cache:
             cache_key = key
         elif key is not None:
             cache_key = self.rules.exact_key(key)
-        if self._memory is not None:
-            self._memory.invalidate(ns, key=cache_key, tag=tag, model=model)
         change = notice(self._origin, ns, key=cache_key, tag=tag, model=model)
-        deleted = await self._store.delete(ns, change, cache_key=cache_key, tag=tag, model=model)
-        if self._redis is not None:
-            await self._redis.invalidate(ns, key=cache_key, tag=tag, model=model)
-        return deleted
+        try:
+            return await self._store.delete(ns, change, cache_key=cache_key, tag=tag, model=model)
+        finally:  # also when the delete failed: no copy is known good
+            await self._tiers.drop(ns, key=cache_key, tag=tag, model=model)
 
     async def report_wrong_hit(self, hit: CacheHit) -> bool:
         """Remove the entry that answered `hit`, so a known-bad answer is not served again.
@@ -539,12 +487,11 @@ class Cache:
         Use it when a semantic hit answered a question it should not have. Returns whether
         the entry was still there.
         """
-        if self._memory is not None:
-            self._memory.invalidate(hit.namespace, key=hit.key)
         change = notice(self._origin, hit.namespace, key=hit.key)
-        deleted = await self._store.delete(hit.namespace, change, cache_key=hit.key)
-        if self._redis is not None:
-            await self._redis.invalidate(hit.namespace, key=hit.key)
+        try:
+            deleted = await self._store.delete(hit.namespace, change, cache_key=hit.key)
+        finally:
+            await self._tiers.drop(hit.namespace, key=hit.key)
         return deleted > 0
 
     @property

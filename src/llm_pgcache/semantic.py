@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-from llm_pgcache.embeddings import Embedder, check_vectors
+from llm_pgcache.embeddings import Embedder, Vectors, check_vectors
 from llm_pgcache.errors import EmbedderError, LLMPgCacheError
 from llm_pgcache.keys import RequestKeys
-from llm_pgcache.store.postgres import PostgresStore
+from llm_pgcache.store.postgres import PostgresStore, StoredEntry
 
 Vector = npt.NDArray[np.float32]
 
@@ -95,14 +95,33 @@ class SemanticSearch:
 
     async def embed(self, text: str) -> Vector:
         """The embedding of `text`, checked (dimension, finite, non-zero)."""
+        row: Vector = (await self.embed_many([text]))[0]
+        return row
+
+    async def embed_many(self, texts: list[str]) -> Vectors:
+        """The embeddings of `texts`, in one call of the embedder, checked."""
+        if not texts:
+            return np.empty((0, self._store.embedding_dim), dtype=np.float32)
         try:
-            vectors = await self.embedder.embed([text])
+            vectors = await self.embedder.embed(texts)
         except LLMPgCacheError:
             raise
         except Exception as exc:  # a third-party embedder's own failure
             raise EmbedderError(f"embedder {self.embedder.name} failed: {exc}") from exc
-        row: Vector = check_vectors(vectors, count=1, dim=self._store.embedding_dim)[0]
-        return row
+        return check_vectors(vectors, count=len(texts), dim=self._store.embedding_dim)
+
+    async def with_embeddings(
+        self, built: list[tuple[RequestKeys, StoredEntry]]
+    ) -> list[StoredEntry]:
+        """The entries, each with the embedding of its last user turn (if it has one)."""
+        texts = [keys.text for keys, _ in built if keys.text.strip()]
+        vectors = iter(await self.embed_many(texts))
+        return [
+            replace(entry, embedding=next(vectors), embedder=self.embedder.name)
+            if keys.text.strip()
+            else entry
+            for keys, entry in built
+        ]
 
     async def nearest(
         self, namespace: str, keys: RequestKeys, vector: Vector, *, threshold: float
