@@ -149,6 +149,34 @@ def test_the_canonical_form_is_versioned_and_is_what_is_hashed() -> None:
     assert request_keys(BASE).exact_key == hashlib.sha256(canonical.encode()).digest()
 
 
+def test_the_canonical_form_of_key_format_1_never_changes() -> None:
+    # Rows in every deployed database are keyed by this form: a change of the encoder or
+    # of the rules that alters it must come with a new KEY_FORMAT_VERSION (and this test
+    # then pins the new form).
+    request = {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "Be terse."},
+            {"role": "user", "content": "Größe? \u00e9\u4e2d"},
+        ],
+        "temperature": 1.0,
+        "top_p": 0.5,
+        "stop": ["\n"],
+        "seed": 7,
+        "timeout": 30,
+        "user": "u1",
+    }
+    assert KEY_FORMAT_VERSION == 1
+    assert canonical_request(request) == (
+        '{"request":{"messages":[{"content":"Be terse.","role":"system"},'
+        '{"content":"Größe? é中","role":"user"}],"model":"gpt-4o-mini","seed":7,'
+        '"stop":["\\n"],"temperature":1,"top_p":0.5},"v":1}'
+    )
+    assert exact_key(request).hex() == (
+        "2cab0e8d3b3823ca953f57570a5ea060c8f36f86625a404d006f15c84eae3953"
+    )
+
+
 def test_pydantic_messages_key_like_their_dicts() -> None:
     message: ChatCompletionUserMessageParam = {"role": "user", "content": "hi"}
     assert request_keys({"model": "m", "messages": [message]}) == request_keys(

@@ -119,14 +119,7 @@ def _canonical_json(params: dict[str, Any], version: str) -> str:
     if version:  # absent when unset, so that unversioned keys never change
         head["app"] = version
     try:
-        return json.dumps(
-            {**head, "request": params},
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-            default=_json_value,
-        )
+        return _CANONICAL.encode({**head, "request": params})
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"request is not JSON: {exc}") from exc
 
@@ -139,6 +132,17 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, dict | list | str | int | float | bool | tuple) or value is None:
         return value
     raise TypeError(f"a {type(value).__name__} is not JSON")
+
+
+# One encoder for every key (json.dumps would build one per call). Changing any of its
+# settings changes every key: bump KEY_FORMAT_VERSION with it.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    default=_json_value,
+)
 
 
 def _sha256(text: str) -> bytes:
