@@ -156,7 +156,9 @@ class Cache:
                 it is not closed by `close()`.
             min_size, max_size: size of the pool the cache opens for itself. All its
                 connections are opened up front by default: `lookup_timeout` includes
-                waiting for a pooled connection, so size the pool for your concurrency.
+                waiting for a pooled connection. Exact lookups hold at most six at a time
+                (lookups that overlap share queries); the rest serve stores, semantic
+                lookups and invalidations.
             embedded_dir: data directory of the embedded server (when no DSN is found).
             **options: how the cache behaves; see `CacheOptions` (namespace, default_ttl,
                 embedder, memory, redis, lookup_timeout, ...).
