@@ -37,7 +37,7 @@ from llm_pgcache.semantic import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, Se
 from llm_pgcache.store.memory import MemoryTier
 from llm_pgcache.store.postgres import PostgresStore
 from llm_pgcache.store.redis import RedisTier
-from llm_pgcache.tiers import UpperTiers
+from llm_pgcache.tiers import Ticket, UpperTiers
 from llm_pgcache.validation import (
     TTL,
     check_threshold,
@@ -247,7 +247,7 @@ class Cache:
         if threshold is not None:
             check_threshold(threshold)
         started = time.perf_counter()
-        hit = await self._tiers.get(ns, key) if self._tiers.active else None
+        hit, ticket = await self._tiers.get(ns, key) if self._tiers.active else (None, None)
         if hit is None:
             if not self._health.breaker.allow():
                 self._missed(ns, started)
@@ -259,6 +259,7 @@ class Cache:
                     request,
                     semantic_search=semantic_search,
                     threshold=threshold,
+                    ticket=ticket,
                 )
             except BackendError as exc:
                 self._health.failed(exc)
@@ -284,8 +285,10 @@ class Cache:
         *,
         semantic_search: SemanticSearch | None,
         threshold: float | None,
+        ticket: Ticket | None,
     ) -> CacheHit | None:
-        """A hit from PostgreSQL, exact then semantic, promoted to the tiers above."""
+        """A hit from PostgreSQL, exact then semantic, promoted to the tiers above (with
+        the `ticket` their miss gave)."""
         with self._health.deadline(self.lookup_timeout, "lookup"):
             record = await self._store.get(ns, key, self.stale_grace, self.lookup_timeout)
         if record is not None:
@@ -300,8 +303,10 @@ class Cache:
             )
         else:
             return None
-        if self._tiers.active and not hit.stale:  # a stale entry is served, never promoted
-            await self._tiers.promote(ns, key, hit, record["response"], record["ttl_left"])
+        if ticket is not None and not hit.stale:  # a stale entry is served, never promoted
+            await self._tiers.promote(
+                ns, key, hit, record["response"], record["ttl_left"], ticket=ticket
+            )
         return hit
 
     async def _nearest(

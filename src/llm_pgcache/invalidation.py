@@ -1,19 +1,15 @@
 """Invalidation notices between processes (PostgreSQL NOTIFY), for their memory tiers.
 
 Every store and delete sends one, in the same statement, delivered when it commits; each
-cache with a memory tier listens and drops what a notice names. Notices are JSON:
+cache with a memory tier listens and drops what a notice names (`tiers`). Notices are JSON:
 {"o": origin, "ns": namespace, "key": hex | null, "tag": str | null, "model": str | null}.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+from dataclasses import dataclass
 from typing import Any
-
-from llm_pgcache.store.memory import MemoryTier
-
-logger = logging.getLogger("llm_pgcache")
 
 
 def notice(
@@ -36,14 +32,32 @@ def notice(
     )
 
 
-def apply_notice(memory: MemoryTier, payload: str, origin: str) -> None:
-    """Drop from `memory` what another process's notice names."""
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a notice names: rows of `namespace` (all of them when key, tag and model are
+    None)."""
+
+    namespace: str
+    key: bytes | None
+    tag: str | None
+    model: str | None
+
+
+def read_notice(payload: str, origin: str) -> Change | None:
+    """The change another process's notice names; None for our own (already applied).
+
+    Raises:
+        ValueError: a malformed notice.
+    """
     try:
         message: dict[str, Any] = json.loads(payload)
         if message["o"] == origin:
-            return  # our own change: already applied
-        key = bytes.fromhex(message["key"]) if message["key"] else None
-        memory.invalidate(message["ns"], key=key, tag=message["tag"], model=message["model"])
-    except (ValueError, KeyError, TypeError):
-        logger.warning("llm-pgcache ignored a malformed invalidation notice; clearing memory")
-        memory.clear()
+            return None
+        return Change(
+            namespace=message["ns"],
+            key=bytes.fromhex(message["key"]) if message["key"] else None,
+            tag=message["tag"],
+            model=message["model"],
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed invalidation notice: {exc}") from exc

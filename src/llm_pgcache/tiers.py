@@ -4,16 +4,42 @@ A live hit from PostgreSQL is promoted to both; every change drops their copies:
 process directly, in the other processes' memory through the NOTIFY notices
 (`invalidation`), and in Redis, which the processes share, directly. Process memory
 answers only while those notices reach it.
+
+A lookup that misses above reads a `Ticket` first, and its promotion of what PostgreSQL
+answers goes only where nothing it may have read was invalidated since: a row read just
+before another call deleted it is never put back above it. Redis keeps an epoch per
+namespace for that (`store.redis`); memory counts this process's drops and the notices it
+applied, in slots shared by hash: one for the row, one for its namespace (tags, models,
+whole namespaces), and one for all (memory cleared). A drop of one row thus holds back
+only the promotions in flight of rows in its slot (one in 4,096), not every promotion.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
 from llm_pgcache.entries import CacheHit
-from llm_pgcache.invalidation import apply_notice
+from llm_pgcache.invalidation import read_notice
 from llm_pgcache.store.memory import MemoryTier
 from llm_pgcache.store.postgres import PostgresStore
-from llm_pgcache.store.redis import RedisTier
+from llm_pgcache.store.redis import Epoch, RedisTier
 from llm_pgcache.store.sessions import Listener
+
+logger = logging.getLogger("llm_pgcache")
+
+_SLOTS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What a lookup saw of the tiers before it asked PostgreSQL."""
+
+    generations: tuple[int, int, int]  # memory: (all, namespace slot, row slot)
+    epoch: Epoch  # the namespace's Redis epoch
+
+
+NO_TIERS = Ticket((0, 0, 0), None)
 
 
 class UpperTiers:
@@ -23,35 +49,63 @@ class UpperTiers:
         self._memory = memory
         self._redis = redis
         self._listener: Listener | None = None
+        self._cleared = 0  # times memory was cleared
+        self._drops = [0] * _SLOTS  # drops per slot of (namespace) or (namespace, row)
         self.active = memory is not None or redis is not None
 
     async def listen(self, store: PostgresStore, origin: str) -> None:
         """Keep the memory tier fresh through other processes' notices (not `origin`'s)."""
         memory = self._memory
-        if memory is not None:
-            self._listener = await store.listen(
-                lambda payload: apply_notice(memory, payload, origin), memory.clear
-            )
+        if memory is None:
+            return
 
-    async def get(self, namespace: str, key: bytes) -> CacheHit | None:
-        """A hit from process memory, else from Redis (then promoted to memory)."""
+        def on_notice(payload: str) -> None:
+            try:
+                change = read_notice(payload, origin)
+            except ValueError:
+                logger.warning("llm-pgcache ignored a malformed invalidation notice")
+                self._clear_memory()
+                return
+            if change is not None:
+                self._drop_from_memory(
+                    change.namespace, key=change.key, tag=change.tag, model=change.model
+                )
+
+        self._listener = await store.listen(on_notice, self._clear_memory)
+
+    async def get(self, namespace: str, key: bytes) -> tuple[CacheHit | None, Ticket]:
+        """A hit from process memory, else from Redis (then promoted to memory); and, for
+        a miss, the ticket to `promote` what PostgreSQL answers."""
+        generations = self._generations(namespace, key)
         memory = self._usable_memory()
         if memory is not None and (hit := memory.get(namespace, key)) is not None:
-            return hit
-        if self._redis is not None and (found := await self._redis.get(namespace, key)) is not None:
-            hit, response_json, ttl_left = found
-            if memory is not None:
-                memory.put(namespace, key, hit, response_json, ttl_left)
-            return hit
-        return None
+            return hit, NO_TIERS
+        epoch: Epoch = None
+        if self._redis is not None:
+            found, epoch = await self._redis.get(namespace, key)
+            if found is not None:
+                hit, response_json, ttl_left = found
+                if memory is not None and self._generations(namespace, key) == generations:
+                    memory.put(namespace, key, hit, response_json, ttl_left)
+                return hit, NO_TIERS
+        return None, Ticket(generations, epoch)
 
     async def promote(
-        self, namespace: str, key: bytes, hit: CacheHit, response_json: str, ttl_left: float | None
+        self,
+        namespace: str,
+        key: bytes,
+        hit: CacheHit,
+        response_json: str,
+        ttl_left: float | None,
+        *,
+        ticket: Ticket,
     ) -> None:
-        """Copy a live hit from PostgreSQL into the tiers above."""
+        """Copy a live hit from PostgreSQL into the tiers above, where nothing was
+        invalidated since `ticket` was read."""
         if self._redis is not None:
-            await self._redis.put(namespace, key, hit, response_json, ttl_left)
-        if (memory := self._usable_memory()) is not None:
+            await self._redis.put(namespace, key, hit, response_json, ttl_left, epoch=ticket.epoch)
+        memory = self._usable_memory()
+        if memory is not None and self._generations(namespace, key) == ticket.generations:
             memory.put(namespace, key, hit, response_json, ttl_left)
 
     async def drop(
@@ -64,8 +118,7 @@ class UpperTiers:
     ) -> None:
         """Drop the copies of row `key`, with `tag`, or of `model`; with none, of the whole
         `namespace`. The next lookup promotes what PostgreSQL then holds."""
-        if self._memory is not None:
-            self._memory.invalidate(namespace, key=key, tag=tag, model=model)
+        self._drop_from_memory(namespace, key=key, tag=tag, model=model)
         if self._redis is not None:
             await self._redis.invalidate(namespace, key=key, tag=tag, model=model)
 
@@ -74,6 +127,35 @@ class UpperTiers:
             await self._listener.close()
         if self._redis is not None:
             await self._redis.close()
+
+    def _drop_from_memory(
+        self,
+        namespace: str,
+        *,
+        key: bytes | None = None,
+        tag: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        if self._memory is None:
+            return
+        if key is not None:
+            self._drops[hash((namespace, key)) % _SLOTS] += 1
+        else:
+            self._drops[hash(namespace) % _SLOTS] += 1
+        self._memory.invalidate(namespace, key=key, tag=tag, model=model)
+
+    def _clear_memory(self) -> None:
+        if self._memory is not None:
+            self._cleared += 1
+            self._memory.clear()
+
+    def _generations(self, namespace: str, key: bytes) -> tuple[int, int, int]:
+        drops = self._drops
+        return (
+            self._cleared,
+            drops[hash(namespace) % _SLOTS],
+            drops[hash((namespace, key)) % _SLOTS],
+        )
 
     def _usable_memory(self) -> MemoryTier | None:
         """The memory tier, while invalidation notices reach it."""

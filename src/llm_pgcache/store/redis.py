@@ -5,6 +5,13 @@ never past their row's expiry, and are indexed by row, tag, model and namespace 
 sets so that an invalidation can find them. Keys carry a hash of the namespace, never the
 namespace itself, so no namespace can spell another's keys. Redis failures are logged
 (once per outage) and treated as misses: PostgreSQL still answers.
+
+A lookup that read a row from PostgreSQL just before another process deleted it must not
+put it into Redis after that process cleared Redis. So every invalidation first sets a new
+random epoch for its namespace, then clears; a lookup reads the epoch with its Redis miss
+(before it asks PostgreSQL), and its promotion is one script that writes only while the
+epoch is unchanged. Either the promotion comes first and the clearing removes it, or it
+sees the new epoch and writes nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +30,23 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 logger = logging.getLogger("llm_pgcache")
+
+
+# KEYS: epoch, data, index...; ARGV: expected epoch ("" for none), item, ms to live,
+# seconds the indexes live. Writes nothing (returns 0) when the epoch moved.
+_PROMOTE = """
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+for i = 3, #KEYS do
+    redis.call('SADD', KEYS[i], KEYS[2])
+    redis.call('EXPIRE', KEYS[i], ARGV[4])
+end
+return 1
+"""
+
+# What a lookup learnt of a namespace's epoch: bytes (b"" for none yet), or None when
+# Redis did not answer (then nothing is promoted).
+Epoch = bytes | None
 
 
 def _digest(text: str) -> str:
@@ -54,17 +79,24 @@ class RedisTier:
         self.ttl = ttl
         self.prefix = prefix
         self._down = False
+        self._promote = client.register_script(_PROMOTE)
 
-    async def get(self, namespace: str, key: bytes) -> tuple[CacheHit, str, float | None] | None:
-        """(the hit, its response JSON, seconds it has left), or None."""
+    async def get(
+        self, namespace: str, key: bytes
+    ) -> tuple[tuple[CacheHit, str, float | None] | None, Epoch]:
+        """((the hit, its response JSON, seconds it has left) or None, the namespace's
+        epoch, for a `put` of what PostgreSQL answers next)."""
         try:
-            raw = await self._redis.get(self._data_key(namespace, key))
+            raw, epoch = await self._redis.mget(
+                self._data_key(namespace, key), self._epoch_key(namespace)
+            )
         except Exception as exc:  # any redis or network error: a miss
             self._failed(exc)
-            return None
+            return None, None
         self._ok()
+        seen: bytes = epoch.encode() if isinstance(epoch, str) else epoch or b""
         if raw is None:
-            return None
+            return None, seen
         item: dict[str, Any] = json.loads(raw)
         hit = CacheHit(
             response=load_response(item["r"]),
@@ -84,14 +116,23 @@ class RedisTier:
         left = None
         if hit.expires_at is not None:
             left = (hit.expires_at - datetime.now(hit.expires_at.tzinfo)).total_seconds()
-        return hit, item["r"], left
+        return (hit, item["r"], left), seen
 
     async def put(
-        self, namespace: str, key: bytes, hit: CacheHit, response_json: str, ttl_left: float | None
-    ) -> None:
+        self,
+        namespace: str,
+        key: bytes,
+        hit: CacheHit,
+        response_json: str,
+        ttl_left: float | None,
+        *,
+        epoch: Epoch,
+    ) -> bool:
+        """Keep `hit` for lookups of `key`, unless the namespace was invalidated since
+        `epoch` was read (or Redis fails). Returns whether it was written."""
         lifetime = self.ttl if ttl_left is None else min(self.ttl, ttl_left)
-        if lifetime <= 0:
-            return
+        if lifetime <= 0 or epoch is None:
+            return False
         item = {
             "r": response_json,
             "k": hit.key.hex(),
@@ -113,16 +154,15 @@ class RedisTier:
             *(self._index_key(namespace, "tag", tag) for tag in hit.tags),
         ]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.set(data_key, json.dumps(item), px=max(1, int(lifetime * 1000)))
-                for index in indexes:
-                    pipe.sadd(index, data_key)
-                    pipe.expire(index, int(self.ttl) + 60)
-                await pipe.execute()
+            written = await self._promote(
+                keys=[self._epoch_key(namespace), data_key, *indexes],
+                args=[epoch, json.dumps(item), max(1, int(lifetime * 1000)), self._meta_life],
+            )
         except Exception as exc:  # any redis or network error: not cached here
             self._failed(exc)
-            return
+            return False
         self._ok()
+        return bool(written)
 
     async def invalidate(
         self,
@@ -142,6 +182,8 @@ class RedisTier:
         else:
             index = self._index_key(namespace, "all", "")
         try:
+            # A new epoch first: a promotion in flight can no longer write (module doc).
+            await self._redis.set(self._epoch_key(namespace), uuid.uuid4().hex, ex=self._meta_life)
             members = await self._redis.smembers(index)
             await self._redis.delete(index, *members)
             if key is not None:  # the row's own entry, also when it was stored unindexed
@@ -158,6 +200,14 @@ class RedisTier:
 
     def _index_key(self, namespace: str, kind: str, value: str) -> str:
         return f"{self.prefix}:i:{_digest(namespace)}:{kind}:{_digest(value)}"
+
+    def _epoch_key(self, namespace: str) -> str:
+        return f"{self.prefix}:v:{_digest(namespace)}"
+
+    @property
+    def _meta_life(self) -> int:
+        """Seconds indexes outlive their entries, and epochs any lookup in flight."""
+        return int(self.ttl) + 60
 
     def _failed(self, exc: Exception) -> None:
         if not self._down:

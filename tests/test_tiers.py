@@ -1,0 +1,110 @@
+"""A lookup that read a row just before it was invalidated never puts it back above.
+
+The race, step by step: a lookup misses memory and Redis (and takes its ticket), reads the
+row from PostgreSQL, then, before it promotes that row, another call deletes the row and
+clears the tiers. Real Redis, real PostgreSQL; the steps are run in that order by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from llm_pgcache import Cache, CacheHit, request_keys
+from llm_pgcache.entries import dump_response
+from llm_pgcache.store.memory import MemoryTier
+from llm_pgcache.store.postgres import PostgresStore
+from llm_pgcache.store.redis import RedisTier
+from llm_pgcache.tiers import Ticket, UpperTiers
+
+Factory = Callable[..., dict[str, object]]
+
+
+@pytest.fixture
+async def redis_tier() -> AsyncIterator[RedisTier]:
+    """A Redis tier on keys of the test's own, deleted afterwards."""
+    client = Redis(host="127.0.0.1", port=6379)
+    prefix = f"llm_pgcache_test_{uuid.uuid4().hex[:8]}"
+    yield RedisTier(client, prefix=prefix)
+    keys = [key async for key in client.scan_iter(f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+async def read_row(dsn: str, namespace: str, request: dict[str, object]) -> CacheHit:
+    """The row as PostgreSQL has it now, read without any tier."""
+    async with Cache.connect(dsn, namespace=namespace) as plain:
+        hit = await plain.get(request)
+    assert hit is not None
+    return hit
+
+
+async def promote(tiers: UpperTiers, hit: CacheHit, ticket: Ticket) -> None:
+    await tiers.promote(
+        hit.namespace, hit.key, hit, dump_response(hit.response), None, ticket=ticket
+    )
+
+
+async def test_redis_never_takes_back_a_row_invalidated_during_the_lookup(
+    dsn: str,
+    namespace: str,
+    redis_tier: RedisTier,
+    make_request: Factory,
+    make_response: Factory,
+) -> None:
+    key = request_keys(make_request()).exact_key
+    looking_up = UpperTiers(None, redis_tier)  # the process whose lookup races
+    async with Cache.connect(dsn, namespace=namespace, redis=redis_tier) as other:
+        await other.set(make_request(), make_response("old"))
+
+        hit, ticket = await looking_up.get(namespace, key)
+        assert hit is None
+        row = await read_row(dsn, namespace, make_request())
+        assert await other.invalidate(key=make_request()) == 1  # meanwhile, elsewhere
+        await promote(looking_up, row, ticket)
+        assert (await looking_up.get(namespace, key))[0] is None
+        assert await other.get(make_request()) is None
+
+        # The same steps without an invalidation in between do promote.
+        await other.set(make_request(), make_response("new"))
+        _, ticket = await looking_up.get(namespace, key)
+        await promote(looking_up, await read_row(dsn, namespace, make_request()), ticket)
+        hit, _ = await looking_up.get(namespace, key)
+        assert hit is not None
+        assert hit.tier == "redis"
+
+
+async def test_memory_never_takes_back_a_row_invalidated_during_the_lookup(
+    dsn: str, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    key = request_keys(make_request()).exact_key
+    store = await PostgresStore.open(dsn)
+    looking_up = UpperTiers(MemoryTier(), None)
+    await looking_up.listen(store, origin="test")  # memory serves while notices arrive
+    try:
+        async with Cache.connect(dsn, namespace=namespace) as other:
+            await other.set(make_request(), make_response("old"))
+
+            _, ticket = await looking_up.get(namespace, key)
+            row = await read_row(dsn, namespace, make_request())
+            await looking_up.drop(namespace, key=key)  # an invalidation by this process
+            await promote(looking_up, row, ticket)
+            assert (await looking_up.get(namespace, key))[0] is None
+
+            _, ticket = await looking_up.get(namespace, key)
+            await looking_up.drop(namespace, tag="faq")  # one of its namespace, by tag
+            await promote(looking_up, row, ticket)
+            assert (await looking_up.get(namespace, key))[0] is None
+
+            _, ticket = await looking_up.get(namespace, key)  # nothing in between
+            await promote(looking_up, row, ticket)
+            hit, _ = await looking_up.get(namespace, key)
+            assert hit is not None
+            assert hit.tier == "memory"
+    finally:
+        await looking_up.close()
+        await store.close()
