@@ -76,10 +76,10 @@ class UpperTiers:
     async def get(self, namespace: str, key: bytes) -> tuple[CacheHit | None, Ticket]:
         """A hit from process memory, else from Redis (then promoted to memory); and, for
         a miss, the ticket to `promote` what PostgreSQL answers."""
-        generations = self._generations(namespace, key)
         memory = self._usable_memory()
         if memory is not None and (hit := memory.get(namespace, key)) is not None:
             return hit, NO_TIERS
+        generations = self._generations(namespace, key)  # before Redis and PostgreSQL
         epoch: Epoch = None
         if self._redis is not None:
             found, epoch = await self._redis.get(namespace, key)
