@@ -129,13 +129,16 @@ async def purge_under_load(dsn: str, expired: int) -> dict[str, object]:
         for n in range(100):
             await cache.set(request(n), RESPONSE)
 
-        async def lookups(seconds: float | None, stop: asyncio.Event) -> list[float]:
+        misses = {"before": 0, "during": 0}
+
+        async def lookups(seconds: float | None, stop: asyncio.Event, phase: str) -> list[float]:
             latencies: list[float] = []
             deadline = time.perf_counter() + (seconds or 1e9)
             n = 0
             while not stop.is_set() and time.perf_counter() < deadline:
                 begun = time.perf_counter()
-                assert await cache.get(request(n % 100)) is not None
+                if await cache.get(request(n % 100)) is None:  # over the 50 ms budget
+                    misses[phase] += 1
                 latencies.append(time.perf_counter() - begun)
                 n += 1
             return latencies
@@ -143,11 +146,11 @@ async def purge_under_load(dsn: str, expired: int) -> dict[str, object]:
         never = asyncio.Event()
         before = [
             t
-            for batch in await asyncio.gather(*(lookups(3.0, never) for _ in range(8)))
+            for batch in await asyncio.gather(*(lookups(3.0, never, "before") for _ in range(8)))
             for t in batch
         ]
         stop = asyncio.Event()
-        workers = [asyncio.create_task(lookups(None, stop)) for _ in range(8)]
+        workers = [asyncio.create_task(lookups(None, stop, "during")) for _ in range(8)]
         started = time.perf_counter()
         report = await cache.purge(batch_size=5000)
         purge_seconds = time.perf_counter() - started
@@ -159,8 +162,16 @@ async def purge_under_load(dsn: str, expired: int) -> dict[str, object]:
         "raw_delete": {"rows": int(status.split()[-1]), "rows_per_s": expired / raw_seconds},
         "purge": {"rows": report.expired, "rows_per_s": report.expired / purge_seconds},
         "purge_vs_raw": raw_seconds / purge_seconds,
-        "lookups_before": {**quantiles_ms(before), "count": len(before)},
-        "lookups_during": {**quantiles_ms(during), "count": len(during)},
+        "lookups_before": {
+            **quantiles_ms(before),
+            "count": len(before),
+            "misses": misses["before"],
+        },
+        "lookups_during": {
+            **quantiles_ms(during),
+            "count": len(during),
+            "misses": misses["during"],
+        },
     }
 
 
