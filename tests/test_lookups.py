@@ -10,8 +10,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from llm_pgcache import Cache, CircuitBreaker, init_connection, sql
+from llm_pgcache import Cache, CircuitBreaker, SchemaError, init_connection, sql
 from llm_pgcache.config import asyncpg_dsn
+
+from .conftest import FreshDatabase
 
 Factory = Callable[..., dict[str, object]]
 
@@ -182,3 +184,17 @@ async def test_closing_the_cache_ends_the_lookups_waiting_for_a_round(
     hits = await asyncio.wait_for(asyncio.gather(*lookups), 1.0)
     assert 0 < hits.count(None) < 30  # waiting lookups missed; those in flight still hit
     assert all(content(hit) == "Paris." for hit in hits if hit is not None)
+
+
+async def test_a_failing_round_fails_each_of_its_lookups_with_its_error(
+    create_migrated: FreshDatabase, make_request: Factory
+) -> None:
+    dsn = await create_migrated()  # a database of its own: its table is dropped
+    async with Cache.connect(dsn, namespace="doomed", strict=True) as cache:
+        db = await asyncpg.connect(asyncpg_dsn(dsn))
+        await db.execute("DROP TABLE llm_cache CASCADE")
+        await db.close()
+        results = await asyncio.gather(
+            *(cache.get(make_request(f"q{i}")) for i in range(30)), return_exceptions=True
+        )
+    assert all(isinstance(result, SchemaError) for result in results), results

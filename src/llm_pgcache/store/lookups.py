@@ -105,8 +105,8 @@ class ExactLookups:
         try:
             columns = ([w[0] for w in batch], [w[1] for w in batch], [w[2] for w in batch])
             rows = await self._fetch(sql.GET_EXACT_ROUND, columns, budget)
-        except BaseException as exc:  # a BackendError, or the cache closing
-            failure = exc if isinstance(exc, BackendError) else BackendError("the cache was closed")
+        except BaseException as exc:  # each lookup of the round raises it; closing cancels
+            failure = exc if isinstance(exc, Exception) else BackendError("the cache was closed")
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(failure)
