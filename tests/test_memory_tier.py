@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -58,9 +59,13 @@ async def test_hits_are_promoted_to_memory(
     make_response: Factory,
 ) -> None:
     a, _ = two
-    await a.set(make_request(), make_response())
-    assert await tier_of(a, make_request()) == "postgres-exact"
-    assert await tier_of(a, make_request()) == "memory"
+    await a.set(make_request(), make_response(), tags=["faq"], upstream_ms=900)
+    from_postgres = await a.get(make_request())
+    from_memory = await a.get(make_request())
+    assert from_postgres is not None
+    assert from_memory is not None
+    assert (from_postgres.tier, from_memory.tier) == ("postgres-exact", "memory")
+    assert dataclasses.replace(from_memory, tier="postgres-exact") == from_postgres
     # Memory answers without PostgreSQL: even while the table is locked.
     async with db.transaction():
         await db.execute("LOCK TABLE llm_cache IN ACCESS EXCLUSIVE MODE")

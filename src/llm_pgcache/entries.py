@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -60,6 +60,19 @@ class CacheHit:
     matched_prompt: str | None = None
     stale: bool = False
 
+    def with_response(self, response: dict[str, Any], tier: Tier) -> CacheHit:
+        """This hit as served again from `tier`, with `response` (each caller gets its own).
+
+        Copies the fields directly: `dataclasses.replace` costs twice as much, and this
+        runs on every memory-tier hit.
+        """
+        copy = object.__new__(CacheHit)
+        for name in _FIELDS:
+            object.__setattr__(copy, name, getattr(self, name))
+        object.__setattr__(copy, "response", response)
+        object.__setattr__(copy, "tier", tier)
+        return copy
+
     @property
     def tokens_saved(self) -> int:
         return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
@@ -84,6 +97,9 @@ class CacheHit:
             matched_prompt=record.get("prompt"),
             stale=bool(record.get("stale")),
         )
+
+
+_FIELDS = tuple(field.name for field in fields(CacheHit))
 
 
 def response_dict(response: object) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from llm_pgcache.entries import CacheHit, load_response
 
@@ -50,7 +50,7 @@ class MemoryTier:
             self._drop((namespace, key))
             return None
         self._slots.move_to_end((namespace, key))
-        return replace(slot.hit, response=load_response(slot.response_json), tier="memory")
+        return slot.hit.with_response(load_response(slot.response_json), "memory")
 
     def put(
         self, namespace: str, key: bytes, hit: CacheHit, response_json: str, ttl_left: float | None
