@@ -28,6 +28,10 @@ class FreshDatabase(Protocol):
     def __call__(self, template: str | None = None) -> Awaitable[str]: ...
 
 
+class MigratedDatabase(Protocol):
+    def __call__(self) -> Awaitable[str]: ...
+
+
 def _with_database(dsn: str, database: str) -> str:
     """`dsn` pointed at another database on the same server."""
     base, _, query = asyncpg_dsn(dsn).partition("?")
@@ -85,7 +89,7 @@ async def migrated_template(create_database: FreshDatabase) -> str:
 
 
 @pytest.fixture(scope="session")
-def create_migrated(create_database: FreshDatabase, migrated_template: str) -> FreshDatabase:
+def create_migrated(create_database: FreshDatabase, migrated_template: str) -> MigratedDatabase:
     """Factory: a new database migrated to head (a clone of the template, no alembic run)."""
 
     async def create() -> str:
@@ -95,7 +99,7 @@ def create_migrated(create_database: FreshDatabase, migrated_template: str) -> F
 
 
 @pytest.fixture(scope="session")
-async def dsn(create_migrated: FreshDatabase) -> str:
+async def dsn(create_migrated: MigratedDatabase) -> str:
     """A database migrated to head, shared by the session."""
     return await create_migrated()
 

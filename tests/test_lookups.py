@@ -13,7 +13,7 @@ import pytest
 from llm_pgcache import Cache, CircuitBreaker, SchemaError, init_connection, sql
 from llm_pgcache.config import asyncpg_dsn
 
-from .conftest import FreshDatabase
+from .conftest import MigratedDatabase
 
 Factory = Callable[..., dict[str, object]]
 
@@ -187,7 +187,7 @@ async def test_closing_the_cache_ends_the_lookups_waiting_for_a_round(
 
 
 async def test_a_failing_round_fails_each_of_its_lookups_with_its_error(
-    create_migrated: FreshDatabase, make_request: Factory
+    create_migrated: MigratedDatabase, make_request: Factory
 ) -> None:
     dsn = await create_migrated()  # a database of its own: its table is dropped
     async with Cache.connect(dsn, namespace="doomed", strict=True) as cache:

@@ -20,13 +20,13 @@ from llm_pgcache import Cache, request_keys
 from llm_pgcache.cli import cli, parse_size
 from llm_pgcache.config import asyncpg_dsn
 
-from .conftest import FreshDatabase
+from .conftest import MigratedDatabase
 
 Factory = Callable[..., dict[str, object]]
 
 
 @pytest.fixture
-async def purge_dsn(create_migrated: FreshDatabase) -> str:
+async def purge_dsn(create_migrated: MigratedDatabase) -> str:
     """A database of the test's own: the purge works across namespaces."""
     return await create_migrated()
 

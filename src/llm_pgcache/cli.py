@@ -179,7 +179,9 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
     async with Cache.connect(args.dsn, strict=True) as cache:
         embedding_dim = cache.embedding_dim  # the embedder must match the table
     embedder = default_embedder(embedding_dim)
-    async with Cache.connect(args.dsn, strict=True, embedder=embedder) as cache:
+    # Strict, so that a failure shows; with a budget of a second, not 50 ms: a cold
+    # embedded server on a busy machine is slow at first, and a demo is not a hot path.
+    async with Cache.connect(args.dsn, strict=True, embedder=embedder, lookup_timeout=1.0) as cache:
         label, upstream = choose_upstream()
         await run_demo(cache, upstream, f"{label}\nembedder: {embedder.name}", sys.stdout)
     return EXIT_OK
