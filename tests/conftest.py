@@ -12,7 +12,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 import pytest
@@ -20,8 +20,17 @@ from openai import AsyncOpenAI
 
 from llm_pgcache import Cache, embedded, migrate
 from llm_pgcache.config import asyncpg_dsn
+from llm_pgcache.connecting import Connecting
 
 from .openai_server import OpenAIServer
+
+
+def connect_cache(dsn: str | None = None, **options: Any) -> Connecting:
+    """`Cache.connect` for tests: lookups get a budget of a second unless the test sets
+    one. Budgets have tests of their own; elsewhere a CI machine that stalls for 50 ms
+    must not turn a lookup into a miss."""
+    options.setdefault("lookup_timeout", 1.0)
+    return Cache.connect(dsn, **options)
 
 
 class FreshDatabase(Protocol):

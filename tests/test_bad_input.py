@@ -20,6 +20,8 @@ from llm_pgcache import (
 )
 from llm_pgcache.entries import NUL_SAFE_MARKER
 
+from .conftest import connect_cache
+
 Factory = Callable[..., dict[str, object]]
 
 
@@ -103,7 +105,7 @@ async def test_oversized_response_is_refused(
     stored: dict[str, object],
     cache: Cache,
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace, max_entry_bytes=10_000) as small:
+    async with connect_cache(dsn, namespace=namespace, max_entry_bytes=10_000) as small:
         with pytest.raises(InvalidInputError, match="max_entry_bytes"):
             await small.set(make_request(), make_response("x" * 20_000))
     await assert_intact(cache, make_request, stored)
@@ -163,7 +165,7 @@ async def test_bad_namespace_is_refused(
 
 async def test_bad_namespace_at_connect(dsn: str) -> None:
     with pytest.raises(InvalidNamespaceError):
-        await Cache.connect(dsn, namespace="")
+        await connect_cache(dsn, namespace="")
 
 
 @pytest.mark.parametrize("tags", ["one-string", [""], ["a\x00"], [42], ["x" * 201]])

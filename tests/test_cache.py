@@ -13,6 +13,8 @@ from openai.types.chat import ChatCompletion
 from llm_pgcache import BackendError, Cache, InvalidInputError, init_connection, request_keys
 from llm_pgcache.config import asyncpg_dsn
 
+from .conftest import connect_cache
+
 Factory = Callable[..., dict[str, object]]
 
 
@@ -105,7 +107,7 @@ async def test_ttl_sets_expires_at_from_the_database_clock(
 async def test_default_ttl_per_model(
     dsn: str, namespace: str, make_request: Factory, make_response: Factory
 ) -> None:
-    async with Cache.connect(
+    async with connect_cache(
         dsn, namespace=namespace, default_ttl=60, model_ttls={"gpt-4o": 7200, "o1*": 86400}
     ) as cache:
         for model, expected in [("gpt-4o", 7200), ("o1-mini", 86400), ("gpt-4o-mini", 60)]:
@@ -203,7 +205,7 @@ async def test_concurrent_puts_of_one_key_never_raise_or_duplicate(
 
 
 async def test_connect_as_context_manager_closes(dsn: str, make_request: Factory) -> None:
-    async with Cache.connect(dsn, namespace="ctx", strict=True) as cache:
+    async with connect_cache(dsn, namespace="ctx", strict=True) as cache:
         assert await cache.get(make_request()) is None
     with pytest.raises(BackendError, match="closed"):
         await cache.get(make_request())
@@ -212,7 +214,7 @@ async def test_connect_as_context_manager_closes(dsn: str, make_request: Factory
 async def test_a_pool_passed_in_is_not_closed(dsn: str, make_request: Factory) -> None:
     pool = await asyncpg.create_pool(asyncpg_dsn(dsn), min_size=1, max_size=2, init=init_connection)
     try:
-        cache = await Cache.connect(pool=pool, namespace="pool")
+        cache = await connect_cache(pool=pool, namespace="pool")
         await cache.get(make_request())
         await cache.close()
         assert await pool.fetchval("SELECT 1") == 1

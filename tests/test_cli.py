@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from llm_pgcache import Cache, HashingEmbedder
+from llm_pgcache import HashingEmbedder
 from llm_pgcache.cli import cli
 from llm_pgcache.demo import DEMO_NAMESPACE
 
-from .conftest import FreshDatabase
+from .conftest import FreshDatabase, connect_cache
 
 Factory = Callable[..., dict[str, object]]
 
@@ -39,7 +39,7 @@ async def test_stats(
     make_response: Factory,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace) as cache:
+    async with connect_cache(dsn, namespace=namespace) as cache:
         await cache.set(make_request("a"), make_response())
         await cache.set(make_request("b", model="gpt-4o"), make_response())
     assert await cli(["stats", "--dsn", dsn, "--namespace", namespace, "--json"]) == 0
@@ -134,7 +134,7 @@ async def test_reindex(
     assert await cli(["migrate", "--dsn", dsn]) == 0
     assert await cli(["reindex", "--dsn", dsn, "--if-needed"]) == 0
     assert "no rebuild needed: 0 rows" in capsys.readouterr().out.splitlines()[-1]
-    async with Cache.connect(dsn, embedder=HashingEmbedder(1536)) as cache:
+    async with connect_cache(dsn, embedder=HashingEmbedder(1536)) as cache:
         for i in range(30):
             await cache.set(make_request(f"question {i}"), make_response())
     assert await cli(["reindex", "--dsn", dsn, "--if-needed"]) == 0

@@ -13,7 +13,7 @@ import pytest
 from llm_pgcache import Cache, CircuitBreaker, SchemaError, init_connection, sql
 from llm_pgcache.config import asyncpg_dsn
 
-from .conftest import MigratedDatabase
+from .conftest import MigratedDatabase, connect_cache
 
 Factory = Callable[..., dict[str, object]]
 
@@ -62,7 +62,7 @@ async def test_overlapping_lookups_share_queries_and_each_gets_its_own_row(
     counting: CountingPool, namespace: str, make_request: Factory, make_response: Factory
 ) -> None:
     other = f"{namespace}-other"
-    async with Cache.connect(
+    async with connect_cache(
         pool=counting.pool, namespace=namespace, strict=True, lookup_timeout=5.0
     ) as cache:
         for i in range(60):
@@ -88,7 +88,7 @@ async def test_overlapping_lookups_share_queries_and_each_gets_its_own_row(
 async def test_a_lone_lookup_is_one_query_of_its_own(
     counting: CountingPool, namespace: str, make_request: Factory, make_response: Factory
 ) -> None:
-    async with Cache.connect(pool=counting.pool, namespace=namespace, strict=True) as cache:
+    async with connect_cache(pool=counting.pool, namespace=namespace, strict=True) as cache:
         await cache.set(make_request(), make_response())
         counting.rounds.clear()
         for _ in range(3):
@@ -99,7 +99,7 @@ async def test_a_lone_lookup_is_one_query_of_its_own(
 async def test_expired_rows_stay_out_of_shared_rounds(
     dsn: str, db: asyncpg.Connection, namespace: str, make_request: Factory, make_response: Factory
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace, strict=True, stale_grace=60) as cache:
+    async with connect_cache(dsn, namespace=namespace, strict=True, stale_grace=60) as cache:
         for i in range(30):
             await cache.set(make_request(f"q{i}"), make_response(f"a{i}"))
         await db.execute(  # even questions expired 10 s ago, q0 and q2 an hour ago
@@ -144,7 +144,7 @@ async def test_rounds_past_their_budget_are_misses_and_free_the_pool(
     make_response: Factory,
 ) -> None:
     never_opens = CircuitBreaker(threshold=1_000_000)  # misses here come from budgets alone
-    async with Cache.connect(
+    async with connect_cache(
         dsn, namespace=namespace, lookup_timeout=0.2, breaker=never_opens
     ) as cache:
         for i in range(50):
@@ -170,7 +170,7 @@ async def test_closing_the_cache_ends_the_lookups_waiting_for_a_round(
     make_request: Factory,
     make_response: Factory,
 ) -> None:
-    cache = await Cache.connect(dsn, namespace=namespace, lookup_timeout=None)
+    cache = await connect_cache(dsn, namespace=namespace, lookup_timeout=None)
     await cache.set(make_request(), make_response())
     transaction = locker.transaction()
     await transaction.start()
@@ -190,7 +190,7 @@ async def test_a_failing_round_fails_each_of_its_lookups_with_its_error(
     create_migrated: MigratedDatabase, make_request: Factory
 ) -> None:
     dsn = await create_migrated()  # a database of its own: its table is dropped
-    async with Cache.connect(dsn, namespace="doomed", strict=True) as cache:
+    async with connect_cache(dsn, namespace="doomed", strict=True) as cache:
         db = await asyncpg.connect(asyncpg_dsn(dsn))
         await db.execute("DROP TABLE llm_cache CASCADE")
         await db.close()

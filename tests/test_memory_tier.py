@@ -14,6 +14,8 @@ from llm_pgcache import Cache, CacheHit
 from llm_pgcache.store import memory as memory_module
 from llm_pgcache.store.memory import MemoryTier
 
+from .conftest import connect_cache
+
 Factory = Callable[..., dict[str, object]]
 
 
@@ -21,8 +23,8 @@ Factory = Callable[..., dict[str, object]]
 async def two(dsn: str, namespace: str) -> AsyncIterator[tuple[Cache, Cache]]:
     """Two caches with memory tiers on one database: two processes of an app."""
     async with (
-        Cache.connect(dsn, namespace=namespace, memory=MemoryTier()) as a,
-        Cache.connect(dsn, namespace=namespace, memory=MemoryTier()) as b,
+        connect_cache(dsn, namespace=namespace, memory=MemoryTier()) as a,
+        connect_cache(dsn, namespace=namespace, memory=MemoryTier()) as b,
     ):
         yield a, b
 
@@ -132,7 +134,7 @@ async def test_memory_lifetime_never_exceeds_the_row(
     make_response: Factory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace, memory=MemoryTier(ttl=3600)) as cache:
+    async with connect_cache(dsn, namespace=namespace, memory=MemoryTier(ttl=3600)) as cache:
         await cache.set(make_request(), make_response(), ttl=60)
         await cache.get(make_request())
         assert await tier_of(cache, make_request()) == "memory"
@@ -171,13 +173,13 @@ async def test_a_lost_listener_bypasses_memory_until_it_is_back(
 async def test_a_version_bump_reaches_every_tier(
     dsn: str, namespace: str, make_request: Factory, make_response: Factory
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace, memory=MemoryTier(), version="v1") as v1:
+    async with connect_cache(dsn, namespace=namespace, memory=MemoryTier(), version="v1") as v1:
         await v1.set(make_request(), make_response())
         await v1.get(make_request())
         assert await tier_of(v1, make_request()) == "memory"
-    async with Cache.connect(dsn, namespace=namespace, memory=MemoryTier(), version="v2") as v2:
+    async with connect_cache(dsn, namespace=namespace, memory=MemoryTier(), version="v2") as v2:
         assert await v2.get(make_request()) is None
-    async with Cache.connect(dsn, namespace=namespace) as unversioned:
+    async with connect_cache(dsn, namespace=namespace) as unversioned:
         assert await unversioned.get(make_request()) is None
 
 

@@ -8,10 +8,11 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from llm_pgcache import Cache
 from llm_pgcache.cli import cli
 from llm_pgcache.prometheus import CacheCollector
 from llm_pgcache.store.memory import MemoryTier
+
+from .conftest import connect_cache
 
 Factory = Callable[..., dict[str, object]]
 
@@ -19,7 +20,7 @@ Factory = Callable[..., dict[str, object]]
 async def test_counters_per_tier_and_prometheus(
     dsn: str, namespace: str, make_request: Factory, make_response: Factory
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace, memory=MemoryTier()) as cache:
+    async with connect_cache(dsn, namespace=namespace, memory=MemoryTier()) as cache:
         await cache.get(make_request())
         await cache.set(make_request(), make_response(prompt_tokens=100, completion_tokens=50))
         for _ in range(3):
@@ -51,11 +52,11 @@ async def test_counters_per_tier_and_prometheus(
 async def test_table_stats_count_recorded_hits(
     dsn: str, namespace: str, make_request: Factory, make_response: Factory
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace) as cache:
+    async with connect_cache(dsn, namespace=namespace) as cache:
         await cache.set(make_request(), make_response())
         for _ in range(4):
             await cache.get(make_request())
-    async with Cache.connect(dsn, namespace=namespace) as cache:
+    async with connect_cache(dsn, namespace=namespace) as cache:
         table = (await cache.stats()).table
     assert (table.entries, table.hits, table.embedded) == (1, 4, 0)
 
@@ -63,11 +64,11 @@ async def test_table_stats_count_recorded_hits(
 async def test_table_stats_report_what_recorded_hits_saved(
     dsn: str, namespace: str, make_request: Factory, make_response: Factory
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace) as cache:
+    async with connect_cache(dsn, namespace=namespace) as cache:
         await cache.set(make_request(), make_response(prompt_tokens=100, completion_tokens=10))
         for _ in range(3):
             await cache.get(make_request())
-    async with Cache.connect(dsn, namespace=namespace) as cache:
+    async with connect_cache(dsn, namespace=namespace) as cache:
         table = (await cache.stats()).table
     assert table.saved_by_model == (("gpt-4o-mini", 3, 300, 30),)
 
@@ -80,7 +81,7 @@ async def test_stats_cli_reports_lookups_of_every_process(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     for _ in range(2):  # two processes of an app, each with memory in front
-        async with Cache.connect(dsn, namespace=namespace, memory=MemoryTier()) as cache:
+        async with connect_cache(dsn, namespace=namespace, memory=MemoryTier()) as cache:
             await cache.get(make_request("never stored"))
             await cache.set(make_request(), make_response())
             await cache.get(make_request())

@@ -17,6 +17,7 @@ from llm_pgcache.integrations.openai import CachedOpenAI, cache_info, cached_ope
 from llm_pgcache.integrations.streams import ChunkAccumulator
 from llm_pgcache.pricing import DEFAULT_PRICES
 
+from .conftest import connect_cache
 from .openai_server import OpenAIServer
 
 Factory = Callable[..., dict[str, object]]
@@ -82,7 +83,7 @@ async def test_semantic_hit(
     dsn: str, namespace: str, openai_client: AsyncOpenAI, openai_api: OpenAIServer
 ) -> None:
     embedder = OpenAIEmbedder(openai_client)
-    async with Cache.connect(
+    async with connect_cache(
         dsn, namespace=namespace, embedder=embedder, similarity_threshold=0.8
     ) as cache:
         client = cached_openai(openai_client, cache)
@@ -335,7 +336,7 @@ async def test_single_flight_shares_the_error(
 
 
 async def test_single_flight_with_a_streaming_leader(
-    wrap: Callable[..., CachedOpenAI], openai_api: OpenAIServer
+    wrap: Callable[..., CachedOpenAI], cache: Cache, openai_api: OpenAIServer
 ) -> None:
     client = wrap()
     openai_api.state.hold = asyncio.Event()
@@ -344,6 +345,10 @@ async def test_single_flight_with_a_streaming_leader(
         asyncio.create_task(client.chat.completions.create(**ask("shared stream"), stream=s))
         for s in (False, True, False)
     ]
+    for _ in range(1000):  # a follower joins the flight right after its miss
+        if cache.counters.misses == 4:
+            break
+        await asyncio.sleep(0.005)
     await asyncio.sleep(0.05)
     assert not any(f.done() for f in followers)  # waiting for the leader
     openai_api.state.hold.set()
@@ -363,7 +368,7 @@ async def test_lookup_deadline_when_postgres_is_slow(
     openai_api: OpenAIServer,
     db: asyncpg.Connection,
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace, lookup_timeout=0.05) as cache:
+    async with connect_cache(dsn, namespace=namespace, lookup_timeout=0.05) as cache:
         client = cached_openai(openai_client, cache)
         await client.chat.completions.create(**ask("slow"))
         async with db.transaction():
@@ -405,7 +410,7 @@ async def test_stale_while_revalidate(
     openai_api: OpenAIServer,
     db: asyncpg.Connection,
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace, stale_grace=60) as cache:
+    async with connect_cache(dsn, namespace=namespace, stale_grace=60) as cache:
         client = cached_openai(openai_client, cache, ttl=3600)
         await client.chat.completions.create(**ask("stale soon"))
         # Move the entry 10 s past its expiry (inside the 60 s grace) instead of sleeping.
@@ -428,7 +433,7 @@ async def test_stale_while_revalidate(
         fresh = await client.chat.completions.create(**ask("stale soon"))
         assert cache_info(fresh).stale is False  # type: ignore[union-attr]
     assert openai_api.state.calls["chat"] == 2  # the first answer, and one refresh
-    async with Cache.connect(dsn, namespace=namespace) as no_grace:
+    async with connect_cache(dsn, namespace=namespace) as no_grace:
         await db.execute(
             "UPDATE llm_cache SET expires_at = now() - interval '10 seconds' WHERE namespace = $1",
             namespace,

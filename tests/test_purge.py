@@ -16,11 +16,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from llm_pgcache import Cache, request_keys
+from llm_pgcache import request_keys
 from llm_pgcache.cli import cli, parse_size
 from llm_pgcache.config import asyncpg_dsn
 
-from .conftest import MigratedDatabase
+from .conftest import MigratedDatabase, connect_cache
 
 Factory = Callable[..., dict[str, object]]
 
@@ -69,7 +69,7 @@ async def test_purges_200k_expired_rows_while_lookups_go_on(
 ) -> None:
     await bulk_insert(pg, 200_000, expired=True)
     await bulk_insert(pg, 5_000, expired=False, start=1_000_000)
-    async with Cache.connect(purge_dsn, namespace="live") as cache:
+    async with connect_cache(purge_dsn, namespace="live") as cache:
         for i in range(50):
             await cache.set(make_request(f"live {i}"), make_response())
         stop = asyncio.Event()
@@ -99,7 +99,7 @@ async def test_purges_200k_expired_rows_while_lookups_go_on(
 
 async def test_two_purges_at_once(purge_dsn: str, pg: asyncpg.Connection) -> None:
     await bulk_insert(pg, 30_000, expired=True)
-    async with Cache.connect(purge_dsn) as a, Cache.connect(purge_dsn) as b:
+    async with connect_cache(purge_dsn) as a, connect_cache(purge_dsn) as b:
         first, second = await asyncio.gather(a.purge(batch_size=500), b.purge(batch_size=500))
     assert sorted([first.action, second.action]) == ["locked", "purged"]
     assert first.expired + second.expired == 30_000
@@ -133,7 +133,7 @@ async def test_a_purge_killed_midway_leaves_a_consistent_table(
     assert live == 1_000
     assert await pg.fetchval("SELECT pg_try_advisory_lock(hashtext('llm_pgcache.purge'))")
     await pg.execute("SELECT pg_advisory_unlock(hashtext('llm_pgcache.purge'))")
-    async with Cache.connect(purge_dsn) as cache:
+    async with connect_cache(purge_dsn) as cache:
         report = await cache.purge()
     assert report.expired == expired
     assert await counts(pg) == (0, 1_000)
@@ -142,7 +142,7 @@ async def test_a_purge_killed_midway_leaves_a_consistent_table(
 async def test_size_cap_evicts_the_least_recently_hit(
     purge_dsn: str, pg: asyncpg.Connection, make_request: Factory, make_response: Factory
 ) -> None:
-    async with Cache.connect(purge_dsn, namespace="cap") as cache:
+    async with connect_cache(purge_dsn, namespace="cap") as cache:
         for i in range(10):
             await cache.set(make_request(f"q{i}"), make_response())
         for i in (2, 5, 7):
@@ -161,7 +161,7 @@ async def test_size_cap_evicts_the_least_recently_hit(
 async def test_hit_counts_are_written_behind(
     purge_dsn: str, pg: asyncpg.Connection, make_request: Factory, make_response: Factory
 ) -> None:
-    async with Cache.connect(purge_dsn, namespace="counts") as cache:
+    async with connect_cache(purge_dsn, namespace="counts") as cache:
         await cache.set(make_request(), make_response())
         for _ in range(25):
             await cache.get(make_request())
@@ -209,7 +209,7 @@ async def test_purge_every(purge_dsn: str, pg: asyncpg.Connection) -> None:
 
 
 async def test_purging_in_the_background(purge_dsn: str, pg: asyncpg.Connection) -> None:
-    async with Cache.connect(purge_dsn) as cache:
+    async with connect_cache(purge_dsn) as cache:
         cache.start_purging(every=0.05)
         await bulk_insert(pg, 100, expired=True)
         for _ in range(200):

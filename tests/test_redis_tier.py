@@ -13,6 +13,8 @@ from llm_pgcache import Cache, WarmItem
 from llm_pgcache.store.memory import MemoryTier
 from llm_pgcache.store.redis import RedisTier
 
+from .conftest import connect_cache
+
 Factory = Callable[..., dict[str, object]]
 
 
@@ -51,16 +53,16 @@ async def test_tiers_compose_and_promote(
     make_response: Factory,
 ) -> None:
     async with (
-        Cache.connect(dsn, namespace=namespace, memory=MemoryTier(), redis=l2()) as full,
-        Cache.connect(dsn, namespace=namespace, redis=l2()) as redis_only,
-        Cache.connect(dsn, namespace=namespace) as postgres_only,
+        connect_cache(dsn, namespace=namespace, memory=MemoryTier(), redis=l2()) as full,
+        connect_cache(dsn, namespace=namespace, redis=l2()) as redis_only,
+        connect_cache(dsn, namespace=namespace) as postgres_only,
     ):
         await full.set(make_request(), make_response("Paris."))
         assert await tier_of(full, make_request()) == "postgres-exact"  # promoted to L2, L1
         assert await tier_of(full, make_request()) == "memory"
         assert await tier_of(redis_only, make_request()) == "redis"
         assert await tier_of(postgres_only, make_request()) == "postgres-exact"
-        async with Cache.connect(dsn, namespace=namespace, memory=MemoryTier(), redis=l2()) as new:
+        async with connect_cache(dsn, namespace=namespace, memory=MemoryTier(), redis=l2()) as new:
             assert await tier_of(new, make_request()) == "redis"  # promoted to L1 from L2
             assert await tier_of(new, make_request()) == "memory"
             hit = await new.get(make_request())
@@ -78,8 +80,8 @@ async def test_invalidation_reaches_redis(
     how: str,
 ) -> None:
     async with (
-        Cache.connect(dsn, namespace=namespace, redis=l2()) as a,
-        Cache.connect(dsn, namespace=namespace, redis=l2()) as b,
+        connect_cache(dsn, namespace=namespace, redis=l2()) as a,
+        connect_cache(dsn, namespace=namespace, redis=l2()) as b,
     ):
         await a.set(make_request(), make_response("old"), tags=["faq"])
         await a.get(make_request())
@@ -113,7 +115,7 @@ async def test_redis_lifetime_never_exceeds_the_row(
     make_request: Factory,
     make_response: Factory,
 ) -> None:
-    async with Cache.connect(
+    async with connect_cache(
         dsn, namespace=namespace, redis=RedisTier(redis, prefix=prefix, ttl=3600)
     ) as cache:
         await cache.set(make_request(), make_response(), ttl=60)
@@ -130,7 +132,7 @@ async def test_namespaces_stay_apart_in_redis(
     make_request: Factory,
     make_response: Factory,
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace, redis=l2()) as cache:
+    async with connect_cache(dsn, namespace=namespace, redis=l2()) as cache:
         await cache.set(make_request(), make_response())
         await cache.get(make_request())
         assert await cache.get(make_request(), namespace=f"{namespace}-other") is None
@@ -144,7 +146,7 @@ async def test_redis_down_is_skipped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     dead = RedisTier("redis://127.0.0.1:1/0")
-    async with Cache.connect(dsn, namespace=namespace, redis=dead, strict=True) as cache:
+    async with connect_cache(dsn, namespace=namespace, redis=dead, strict=True) as cache:
         await cache.set(make_request(), make_response())
         with caplog.at_level(logging.WARNING, logger="llm_pgcache"):
             for _ in range(3):

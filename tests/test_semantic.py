@@ -20,6 +20,7 @@ from llm_pgcache import (
     OpenAIEmbedder,
 )
 
+from .conftest import connect_cache
 from .openai_server import OpenAIServer
 
 Factory = Callable[..., dict[str, object]]
@@ -29,7 +30,7 @@ Factory = Callable[..., dict[str, object]]
 async def semantic(dsn: str, namespace: str, openai_client: AsyncOpenAI) -> AsyncIterator[Cache]:
     """A cache embedding through the real openai client and the test server."""
     embedder = OpenAIEmbedder(openai_client, model="text-embedding-3-small")
-    async with Cache.connect(
+    async with connect_cache(
         dsn, namespace=namespace, embedder=embedder, similarity_threshold=0.8, strict=True
     ) as cache:
         yield cache
@@ -125,12 +126,12 @@ async def test_rows_of_another_embedder_are_never_compared(
     # embedder name can keep the two apart.
     small = OpenAIEmbedder(openai_client, model="text-embedding-3-small")
     other = OpenAIEmbedder(openai_client, model="text-embedding-3-large", dimensions=1536)
-    async with Cache.connect(
+    async with connect_cache(
         dsn, namespace=namespace, embedder=small, similarity_threshold=0.8
     ) as a:
         await a.set(make_request("What is the capital of France?"), make_response())
         assert await a.get(make_request("capital of France?")) is not None
-    async with Cache.connect(
+    async with connect_cache(
         dsn, namespace=namespace, embedder=other, similarity_threshold=0.8
     ) as b:
         assert await b.get(make_request("capital of France?")) is None
@@ -158,10 +159,10 @@ async def test_semantic_can_be_turned_off(
     await semantic.set(make_request("What is the capital of France?"), make_response())
     assert await semantic.get(make_request("capital of France?"), semantic=False) is None
     embedder = OpenAIEmbedder(openai_client)
-    async with Cache.connect(dsn, namespace=namespace, embedder=embedder, semantic=False) as off:
+    async with connect_cache(dsn, namespace=namespace, embedder=embedder, semantic=False) as off:
         assert await off.get(make_request("capital of France?")) is None
         assert await off.get(make_request("capital of France?"), semantic=True, threshold=0.8)
-    async with Cache.connect(dsn, namespace=namespace) as exact_only:
+    async with connect_cache(dsn, namespace=namespace) as exact_only:
         with pytest.raises(InvalidInputError):
             await exact_only.get(make_request("capital of France?"), semantic=True)
 
@@ -189,7 +190,7 @@ async def test_report_wrong_hit_removes_the_entry(
 
 async def test_embedder_of_the_wrong_dimension_is_refused_at_connect(dsn: str) -> None:
     with pytest.raises(EmbeddingDimensionError, match="vector\\(1536\\)"):
-        await Cache.connect(dsn, embedder=HashingEmbedder(384))
+        await connect_cache(dsn, embedder=HashingEmbedder(384))
 
 
 class FixedEmbedder:
@@ -223,7 +224,7 @@ async def test_unusable_vectors_are_refused_before_writing(
     vector: np.ndarray,
     error: type[Exception],
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace, embedder=FixedEmbedder(vector)) as cache:
+    async with connect_cache(dsn, namespace=namespace, embedder=FixedEmbedder(vector)) as cache:
         with pytest.raises(error):
             await cache.set(make_request(), make_response())
         with pytest.raises(error):
@@ -254,7 +255,7 @@ async def test_embedder_down_fails_open_to_exact(
     make_response: Factory,
 ) -> None:
     embedder = OpenAIEmbedder(openai_client)
-    async with Cache.connect(
+    async with connect_cache(
         dsn, namespace=namespace, embedder=embedder, similarity_threshold=0.8
     ) as cache:
         openai_api.state.fail_status = 500
@@ -262,7 +263,7 @@ async def test_embedder_down_fails_open_to_exact(
         assert await cache.get(make_request("capital of France?")) is None
         assert await cache.get(make_request("What is the capital of France?")) is not None
         assert cache.counters.backend_errors == 2
-    async with Cache.connect(dsn, namespace=namespace, embedder=embedder, strict=True) as strict:
+    async with connect_cache(dsn, namespace=namespace, embedder=embedder, strict=True) as strict:
         with pytest.raises(EmbedderError):
             await strict.get(make_request("capital of France?"))
         assert issubclass(EmbedderError, BackendError)

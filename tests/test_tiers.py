@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
-from llm_pgcache import Cache, CacheHit, request_keys
+from llm_pgcache import CacheHit, request_keys
 from llm_pgcache.entries import dump_response
 from llm_pgcache.store.memory import MemoryTier
 from llm_pgcache.store.postgres import PostgresStore
 from llm_pgcache.store.redis import RedisTier
 from llm_pgcache.tiers import Ticket, UpperTiers
+
+from .conftest import connect_cache
 
 Factory = Callable[..., dict[str, object]]
 
@@ -37,7 +39,7 @@ async def redis_tier() -> AsyncIterator[RedisTier]:
 
 async def read_row(dsn: str, namespace: str, request: dict[str, object]) -> CacheHit:
     """The row as PostgreSQL has it now, read without any tier."""
-    async with Cache.connect(dsn, namespace=namespace) as plain:
+    async with connect_cache(dsn, namespace=namespace) as plain:
         hit = await plain.get(request)
     assert hit is not None
     return hit
@@ -58,7 +60,7 @@ async def test_redis_never_takes_back_a_row_invalidated_during_the_lookup(
 ) -> None:
     key = request_keys(make_request()).exact_key
     looking_up = UpperTiers(None, redis_tier)  # the process whose lookup races
-    async with Cache.connect(dsn, namespace=namespace, redis=redis_tier) as other:
+    async with connect_cache(dsn, namespace=namespace, redis=redis_tier) as other:
         await other.set(make_request(), make_response("old"))
 
         hit, ticket = await looking_up.get(namespace, key)
@@ -86,7 +88,7 @@ async def test_memory_never_takes_back_a_row_invalidated_during_the_lookup(
     looking_up = UpperTiers(MemoryTier(), None)
     await looking_up.listen(store, origin="test")  # memory serves while notices arrive
     try:
-        async with Cache.connect(dsn, namespace=namespace) as other:
+        async with connect_cache(dsn, namespace=namespace) as other:
             await other.set(make_request(), make_response("old"))
 
             _, ticket = await looking_up.get(namespace, key)

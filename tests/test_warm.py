@@ -15,6 +15,7 @@ from llm_pgcache import Cache, HashingEmbedder, InvalidRequestError, cached_open
 from llm_pgcache.cli import cli
 from llm_pgcache.warm import WarmItem
 
+from .conftest import connect_cache
 from .openai_server import OpenAIServer
 
 Factory = Callable[..., dict[str, object]]
@@ -40,7 +41,7 @@ async def test_warm_cli_loads_a_file(
     write_pairs(pairs, 5000, namespace, ttl=3600, tags=["warm"])
     assert await cli(["warm", str(pairs), "--dsn", dsn, "--batch-size", "1000"]) == 0
     assert capsys.readouterr().out.startswith("loaded 5000 rows in ")
-    async with Cache.connect(dsn, namespace=namespace) as cache:
+    async with connect_cache(dsn, namespace=namespace) as cache:
         hit = await cache.get(
             {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "q 4321"}]}
         )
@@ -68,7 +69,7 @@ async def test_a_bad_line_is_a_clear_error(
 async def test_load_with_embeddings_serves_semantic_hits(
     dsn: str, namespace: str, make_response: Factory
 ) -> None:
-    async with Cache.connect(dsn, namespace=namespace, embedder=HashingEmbedder(1536)) as cache:
+    async with connect_cache(dsn, namespace=namespace, embedder=HashingEmbedder(1536)) as cache:
         items = [
             WarmItem(
                 request={"model": "m", "messages": [{"role": "user", "content": text}]},
