@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
 
-from llm_pgcache import Cache, CacheHit
+from llm_pgcache import Cache, CacheHit, sql
 from llm_pgcache.store import memory as memory_module
 from llm_pgcache.store.memory import MemoryTier
 
@@ -223,3 +224,33 @@ def test_memory_invalidation_by_row() -> None:
     assert tier.invalidate("ns", key=b"row1") == 2
     assert tier.invalidate("ns", model="other") == 1
     assert tier.invalidate(None) == 1
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "not json",
+        '{"o": "x"}',
+        '["a list"]',
+        '{"o": "x", "ns": "n", "key": "zz", "tag": null, "model": null}',
+    ],
+)
+async def test_a_malformed_notice_clears_memory(
+    two: tuple[Cache, Cache],
+    db: asyncpg.Connection,
+    make_request: Factory,
+    make_response: Factory,
+    caplog: pytest.LogCaptureFixture,
+    payload: str,
+) -> None:
+    a, _ = two
+    await a.set(make_request(), make_response())
+    await in_memory_within_100ms(a, make_request())
+    with caplog.at_level(logging.WARNING, logger="llm_pgcache"):
+        await db.execute("SELECT pg_notify($1, $2)", sql.INVALIDATION_CHANNEL, payload)
+
+        async def memory_cleared() -> bool:
+            return await tier_of(a, make_request()) == "postgres-exact"
+
+        await within_100ms(memory_cleared)
+    assert any("malformed invalidation notice" in r.getMessage() for r in caplog.records)

@@ -63,7 +63,7 @@ class UpperTiers:
             try:
                 change = read_notice(payload, origin)
             except ValueError:
-                logger.warning("llm-pgcache ignored a malformed invalidation notice")
+                logger.warning("llm-pgcache got a malformed invalidation notice; clearing memory")
                 self._clear_memory()
                 return
             if change is not None:
