@@ -102,6 +102,16 @@ async def test_memory_never_takes_back_a_row_invalidated_during_the_lookup(
             await promote(looking_up, row, ticket)
             assert (await looking_up.get(namespace, key))[0] is None
 
+            # A semantic hit: another request's lookup answered by this row; the row is
+            # dropped while that lookup is in flight.
+            paraphrase = request_keys(make_request("Capital of France?")).exact_key
+            _, ticket = await looking_up.get(namespace, paraphrase)
+            await looking_up.drop(namespace, key=key)
+            await looking_up.promote(
+                namespace, paraphrase, row, dump_response(row.response), None, ticket=ticket
+            )
+            assert (await looking_up.get(namespace, paraphrase))[0] is None
+
             _, ticket = await looking_up.get(namespace, key)  # nothing in between
             await promote(looking_up, row, ticket)
             hit, _ = await looking_up.get(namespace, key)

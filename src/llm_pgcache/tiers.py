@@ -9,9 +9,11 @@ A lookup that misses above reads a `Ticket` first, and its promotion of what Pos
 answers goes only where nothing it may have read was invalidated since: a row read just
 before another call deleted it is never put back above it. Redis keeps an epoch per
 namespace for that (`store.redis`); memory counts this process's drops and the notices it
-applied, in slots shared by hash: one for the row, one for its namespace (tags, models,
-whole namespaces), and one for all (memory cleared). A drop of one row thus holds back
-only the promotions in flight of rows in its slot (one in 4,096), not every promotion.
+applied, in slots shared by hash: one per row, one per namespace for its rows, one per
+namespace for broader drops (tags, models, all of it), and one count of clears. An exact
+hit checks its row's slot, so a drop of one row holds back only the promotions in flight
+of rows in its slot (one in 4,096); a semantic hit, whose row is not the looked-up one,
+checks its namespace's row drops.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ _SLOTS = 4096
 class Ticket:
     """What a lookup saw of the tiers before it asked PostgreSQL."""
 
-    generations: tuple[int, int, int]  # memory: (all, namespace slot, row slot)
+    # memory: (clears, namespace's broad drops, namespace's row drops, the row's drops)
+    generations: tuple[int, int, int, int]
     epoch: Epoch  # the namespace's Redis epoch
 
 
-NO_TIERS = Ticket((0, 0, 0), None)
+NO_TIERS = Ticket((0, 0, 0, 0), None)
 
 
 class UpperTiers:
@@ -50,7 +53,7 @@ class UpperTiers:
         self._redis = redis
         self._listener: Listener | None = None
         self._cleared = 0  # times memory was cleared
-        self._drops = [0] * _SLOTS  # drops per slot of (namespace) or (namespace, row)
+        self._drops = [0] * _SLOTS  # drops per slot, by hash (see `_generations`)
         self.active = memory is not None or redis is not None
 
     async def listen(self, store: PostgresStore, origin: str) -> None:
@@ -85,7 +88,7 @@ class UpperTiers:
             found, epoch = await self._redis.get(namespace, key)
             if found is not None:
                 hit, response_json, ttl_left = found
-                if memory is not None and self._generations(namespace, key) == generations:
+                if memory is not None and self._unchanged(generations, namespace, key, hit):
                     memory.put(namespace, key, hit, response_json, ttl_left)
                 return hit, NO_TIERS
         return None, Ticket(generations, epoch)
@@ -105,7 +108,7 @@ class UpperTiers:
         if self._redis is not None:
             await self._redis.put(namespace, key, hit, response_json, ttl_left, epoch=ticket.epoch)
         memory = self._usable_memory()
-        if memory is not None and self._generations(namespace, key) == ticket.generations:
+        if memory is not None and self._unchanged(ticket.generations, namespace, key, hit):
             memory.put(namespace, key, hit, response_json, ttl_left)
 
     async def drop(
@@ -140,6 +143,7 @@ class UpperTiers:
             return
         if key is not None:
             self._drops[hash((namespace, key)) % _SLOTS] += 1
+            self._drops[hash(("rows", namespace)) % _SLOTS] += 1
         else:
             self._drops[hash(namespace) % _SLOTS] += 1
         self._memory.invalidate(namespace, key=key, tag=tag, model=model)
@@ -149,13 +153,23 @@ class UpperTiers:
             self._cleared += 1
             self._memory.clear()
 
-    def _generations(self, namespace: str, key: bytes) -> tuple[int, int, int]:
+    def _generations(self, namespace: str, key: bytes) -> tuple[int, int, int, int]:
         drops = self._drops
         return (
             self._cleared,
             drops[hash(namespace) % _SLOTS],
+            drops[hash(("rows", namespace)) % _SLOTS],
             drops[hash((namespace, key)) % _SLOTS],
         )
+
+    def _unchanged(
+        self, seen: tuple[int, int, int, int], namespace: str, key: bytes, hit: CacheHit
+    ) -> bool:
+        """Whether nothing that `hit` depends on was dropped since `seen`."""
+        now = self._generations(namespace, key)
+        if hit.key == key:  # exact: its own row
+            return (now[0], now[1], now[3]) == (seen[0], seen[1], seen[3])
+        return now[:3] == seen[:3]  # semantic: any row of the namespace
 
     def _usable_memory(self) -> MemoryTier | None:
         """The memory tier, while invalidation notices reach it."""
