@@ -84,7 +84,7 @@ async def main() -> None:
             async def wrapped() -> object:
                 return await client.chat.completions.create(**request(0))
 
-            overhead = {}
+            overhead: dict[str, dict[str, float]] = {}
             for _ in range(3):  # interleaved rounds, best p50 of each
                 for name, call in (("cache_get", bare), ("wrapper_hit", wrapped)):
                     figures = await timed(call, args.ops)

@@ -82,7 +82,7 @@ async def memory_hits(dsn: str) -> dict[str, object]:
                 key,
             )
 
-        results = {}
+        results: dict[str, dict[str, float]] = {}
         for _ in range(3):
             for name, call in (
                 ("cache_get_memory", lambda: cache.get(request(0))),
@@ -97,7 +97,7 @@ async def memory_hits(dsn: str) -> dict[str, object]:
         await raw.close()
         tier = (await cache.get(request(0))).tier  # type: ignore[union-attr]
     assert tier == "memory"
-    return results
+    return dict(results)
 
 
 async def insert_expired(pg: asyncpg.Connection, count: int, start: int) -> None:

@@ -43,7 +43,8 @@ CENTRES = 2000
 
 
 def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+    normed: np.ndarray = (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+    return normed
 
 
 def make_rows(rows: int, dim: int, rng: np.random.Generator) -> np.ndarray:

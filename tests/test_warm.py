@@ -106,7 +106,7 @@ async def test_warm_precomputes_through_the_llm(
     assert openai_api.state.calls["chat"] == 19
     client = cached_openai(openai_client, cache)
     reply = await client.chat.completions.create(**requests[7])
-    assert reply.llm_pgcache["tier"] == "postgres-exact"  # type: ignore[attr-defined]
+    assert reply.llm_pgcache["tier"] == "postgres-exact"
 
     openai_api.state.fail_status = 500
     failing = [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "no"}]}]
