@@ -1,0 +1,97 @@
+"""Operations: the ivfflat index, the purge, and what the cache measured."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from llm_pgcache.errors import InvalidInputError
+from llm_pgcache.metrics import Counters, Stats
+from llm_pgcache.parts import CacheParts
+from llm_pgcache.purge import Progress, PurgeReport, purge, purge_forever
+from llm_pgcache.reindex import ReindexReport, reindex
+
+logger = logging.getLogger("llm_pgcache")
+
+
+class Maintenance(CacheParts):
+    """`Cache.reindex`, `purge`, `start_purging`, `counters` and `stats`."""
+
+    async def reindex(
+        self,
+        *,
+        if_needed: bool = False,
+        lists: int | None = None,
+        maintenance_work_mem: str = "1GB",
+    ) -> ReindexReport:
+        """Rebuild the ivfflat index concurrently; see `llm_pgcache.reindex.reindex`."""
+        report = await reindex(
+            self._store, if_needed=if_needed, lists=lists, maintenance_work_mem=maintenance_work_mem
+        )
+        if self._semantic is not None:
+            self._semantic.forget_index_state()
+        return report
+
+    async def purge(
+        self,
+        *,
+        batch_size: int = 5000,
+        max_rows: int | None = None,
+        max_bytes: int | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> PurgeReport:
+        """Delete expired rows, then evict the least recently used above a size cap.
+
+        See `llm_pgcache.purge.purge`; the same job as `llm-pgcache purge`.
+        """
+        await self._write_behind.flush()  # eviction orders by the latest hits
+        return await purge(
+            self._store,
+            batch_size=batch_size,
+            max_rows=max_rows,
+            max_bytes=max_bytes,
+            dry_run=dry_run,
+            progress=progress,
+        )
+
+    def start_purging(
+        self,
+        every: float = 300.0,
+        *,
+        batch_size: int = 5000,
+        max_rows: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        """Run the purge in this process every `every` seconds until `close()`.
+
+        An alternative to `llm-pgcache purge` from cron; runs in other processes or cron
+        at the same time are harmless (one waits its turn by skipping).
+        """
+        if self._purging is not None and not self._purging.done():
+            raise InvalidInputError("this cache is already purging")
+
+        def report(done: PurgeReport) -> None:
+            logger.info("llm-pgcache purge: %s", done.summary())
+
+        self._purging = asyncio.get_running_loop().create_task(
+            purge_forever(
+                self._store,
+                every=every,
+                on_report=report,
+                batch_size=batch_size,
+                max_rows=max_rows,
+                max_bytes=max_bytes,
+            )
+        )
+
+    @property
+    def counters(self) -> Counters:
+        """Hits per tier, misses, and what the hits saved (tokens, money, time) per model,
+        in this process since `connect`."""
+        return self._metrics.snapshot()
+
+    async def stats(self, *, namespace: str | None = None, all_namespaces: bool = False) -> Stats:
+        """This process's counters and the table's counts (of the namespace, or all)."""
+        ns = None if all_namespaces else (namespace or self.namespace)
+        return Stats(counters=self.counters, table=await self._store.table_stats(ns))

@@ -1,0 +1,135 @@
+"""Lookups: the upper tiers, then PostgreSQL (exact, then semantic), promoted upwards."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+
+from llm_pgcache.entries import CacheHit
+from llm_pgcache.errors import BackendError
+from llm_pgcache.parts import CacheParts
+from llm_pgcache.semantic import SemanticSearch
+from llm_pgcache.tiers import Ticket
+from llm_pgcache.validation import check_threshold
+
+
+class Reads(CacheParts):
+    """`Cache.get`."""
+
+    async def get(
+        self,
+        request: Mapping[str, Any],
+        *,
+        namespace: str | None = None,
+        semantic: bool | None = None,
+        threshold: float | None = None,
+    ) -> CacheHit | None:
+        """The cached response of `request`, or None on a miss.
+
+        Looks up the exact request first; on a miss, when the cache has an embedder and
+        `semantic` is on, the nearest stored request of the same scope (same model, system
+        prompt, earlier turns and parameters; only the last user turn may differ) whose
+        similarity reaches the threshold. The embedding made here is kept for a `set` of
+        the same request that follows, so a miss is embedded once.
+
+        Args:
+            request: the keyword arguments of `chat.completions.create`.
+            namespace: overrides the cache's namespace for this call.
+            semantic: overrides the cache's `semantic` for this call.
+            threshold: overrides the cache's `similarity_threshold` for this call.
+
+        Raises:
+            InvalidRequestError: the request cannot be keyed (no model, non-JSON values...).
+            InvalidInputError: a bad threshold, or `semantic=True` without an embedder.
+            BackendError: only with `strict=True`; otherwise a backend failure is a miss.
+        """
+        key = self.rules.exact_key(request)
+        ns = self.rules.namespace_of(namespace)
+        semantic_search = self._semantic_for(semantic)
+        if threshold is not None:
+            check_threshold(threshold)
+        started = time.perf_counter()
+        hit, ticket = await self._tiers.get(ns, key) if self._tiers.active else (None, None)
+        if hit is None:
+            if not self._health.breaker.allow():
+                self._missed(ns, started)
+                return None
+            try:
+                hit = await self._postgres(
+                    ns,
+                    key,
+                    request,
+                    semantic_search=semantic_search,
+                    threshold=threshold,
+                    ticket=ticket,
+                )
+            except BackendError as exc:
+                self._health.failed(exc)
+                hit = None
+            else:
+                self._health.ok()
+        if hit is None:
+            self._missed(ns, started)
+            return None
+        self._metrics.hit(hit, lookup_ms=(time.perf_counter() - started) * 1000)
+        self._write_behind.record(hit.namespace, hit.key)
+        return hit
+
+    def _missed(self, ns: str, started: float) -> None:
+        self._metrics.miss(ns, (time.perf_counter() - started) * 1000)
+        self._write_behind.schedule()
+
+    async def _postgres(
+        self,
+        ns: str,
+        key: bytes,
+        request: Mapping[str, Any],
+        *,
+        semantic_search: SemanticSearch | None,
+        threshold: float | None,
+        ticket: Ticket | None,
+    ) -> CacheHit | None:
+        """A hit from PostgreSQL, exact then semantic, promoted to the tiers above (with
+        the `ticket` their miss gave)."""
+        with self._health.deadline(self.lookup_timeout, "lookup"):
+            record = await self._store.get(ns, key, self.stale_grace, self.lookup_timeout)
+        if record is not None:
+            hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
+        elif semantic_search is not None:
+            record = await self._nearest(semantic_search, ns, request, threshold)
+            if record is None:
+                return None
+            similarity = 1.0 - record["distance"]
+            hit = CacheHit.from_record(
+                record, namespace=ns, tier="postgres-semantic", similarity=similarity
+            )
+        else:
+            return None
+        if ticket is not None and not hit.stale:  # a stale entry is served, never promoted
+            await self._tiers.promote(
+                ns, key, hit, record["response"], record["ttl_left"], ticket=ticket
+            )
+        return hit
+
+    async def _nearest(
+        self,
+        search: SemanticSearch,
+        namespace: str,
+        request: Mapping[str, Any],
+        threshold: float | None,
+    ) -> asyncpg.Record | None:
+        keys = self.rules.keys(request)
+        if not keys.text.strip():
+            return None
+        vector = await search.embed(keys.text)  # not under the lookup deadline
+        search.pending.put(namespace, keys.exact_key, vector)
+        with self._health.deadline(search.options.timeout, "semantic lookup"):
+            return await search.nearest(
+                namespace,
+                keys,
+                vector,
+                threshold=self.similarity_threshold if threshold is None else threshold,
+            )

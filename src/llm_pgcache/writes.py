@@ -1,0 +1,172 @@
+"""Writes: stores, bulk loads and invalidations. Each goes to PostgreSQL with its notice
+to other processes in the same statement, then drops the copies above it (`tiers`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from llm_pgcache.entries import CacheHit
+from llm_pgcache.errors import BackendError, InvalidInputError
+from llm_pgcache.invalidation import notice
+from llm_pgcache.parts import CacheParts
+from llm_pgcache.validation import TTL
+from llm_pgcache.warm import WarmItem, batches
+
+
+class Writes(CacheParts):
+    """`Cache.set`, `load`, `invalidate` and `report_wrong_hit`."""
+
+    async def set(
+        self,
+        request: Mapping[str, Any],
+        response: object,
+        *,
+        ttl: TTL | None = None,
+        tags: Iterable[str] = (),
+        namespace: str | None = None,
+        semantic: bool | None = None,
+        upstream_ms: int | None = None,
+    ) -> None:
+        """Store `response` as the answer to `request`, replacing any previous one.
+
+        Args:
+            request: the keyword arguments of `chat.completions.create`.
+            response: a `ChatCompletion` or its JSON dict.
+            ttl: seconds (or timedelta) until expiry; default from `model_ttls`, then
+                `default_ttl`.
+            tags: labels for `invalidate(tag=...)`.
+            namespace: overrides the cache's namespace for this call.
+            semantic: whether to store an embedding (default: the cache's `semantic`);
+                the one made by a missed `get` of the same request is reused.
+            upstream_ms: how long the LLM took to produce the response; hits report it
+                as the latency they saved.
+
+        Raises:
+            InvalidRequestError, InvalidResponseError, InvalidTTLError, InvalidInputError:
+                bad input; nothing is written.
+            InvalidEmbeddingError, EmbeddingDimensionError: the embedder returned an
+                unusable vector; nothing is written.
+            BackendError: only with `strict=True`; otherwise the failure is logged.
+        """
+        semantic_search = self._semantic_for(semantic)
+        keys, entry = self.rules.entry(
+            request, response, ttl=ttl, tags=tags, namespace=namespace, upstream_ms=upstream_ms
+        )
+        ns = entry.namespace
+        try:
+            if semantic_search is not None and keys.text.strip():
+                embedding = semantic_search.pending.pop(ns, keys.exact_key)
+                if embedding is None:
+                    embedding = await semantic_search.embed(keys.text)
+                entry = replace(entry, embedding=embedding, embedder=semantic_search.embedder.name)
+        except BackendError as exc:  # the embedder is down: store for exact lookups only
+            self._health.failed(exc)
+        if not self._health.breaker.allow():
+            return
+        try:
+            with self._health.deadline(self.write_timeout, "write"):
+                await self._store.put(entry, notice(self._origin, ns, key=keys.exact_key))
+            await self._tiers.drop(ns, key=keys.exact_key)
+        except BackendError as exc:
+            self._health.failed(exc)
+            return
+        self._health.ok()
+
+    async def load(
+        self,
+        items: Iterable[WarmItem],
+        *,
+        batch_size: int = 2000,
+        embed: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Bulk-load request/response pairs (COPY, in batches); returns the rows written.
+
+        Every item is checked as by `set`; a bad one raises before its batch is written.
+        With `embed`, the cache's embedder embeds each batch (one call per batch).
+
+        Raises:
+            BackendError: always (a bulk load does not fail open).
+        """
+        if embed and self._semantic is None:
+            raise InvalidInputError("embedding needs a cache opened with an embedder")
+        written = 0
+        for batch in batches(items, batch_size):
+            built = [
+                self.rules.entry(
+                    item.request,
+                    item.response,
+                    ttl=item.ttl,
+                    tags=item.tags,
+                    namespace=item.namespace,
+                    upstream_ms=None,
+                )
+                for item in batch
+            ]
+            if self._semantic is not None and embed:
+                entries = await self._semantic.with_embeddings(built)
+            else:
+                entries = [entry for _, entry in built]
+            namespaces = sorted({entry.namespace for entry in entries})
+            written += await self._store.bulk_put(
+                entries, [notice(self._origin, ns) for ns in namespaces]
+            )
+            for ns in namespaces:  # rows were replaced: no copy is known good
+                await self._tiers.drop(ns)
+            if progress is not None:
+                progress(written)
+        return written
+
+    async def invalidate(
+        self,
+        *,
+        key: Mapping[str, Any] | bytes | None = None,
+        tag: str | None = None,
+        model: str | None = None,
+        namespace: str | None = None,
+    ) -> int:
+        """Delete entries; returns how many.
+
+        Name at most one of `key` (a request, or its 32-byte `exact_key`), `tag` or
+        `model`, within the cache's namespace or `namespace`. With none of them, the whole
+        `namespace` is cleared, which must then be named explicitly.
+
+        Raises:
+            InvalidInputError: more than one filter, or nothing named.
+            BackendError: the database failed (invalidation never fails open).
+        """
+        filters = [f for f in (key, tag, model) if f is not None]
+        if len(filters) > 1:
+            raise InvalidInputError("invalidate takes one of key, tag or model at a time")
+        if not filters and namespace is None:
+            raise InvalidInputError(
+                "name what to invalidate: key=, tag=, model=, or namespace= for a whole namespace"
+            )
+        ns = self.rules.namespace_of(namespace)
+        cache_key = None
+        if isinstance(key, bytes):
+            if len(key) != 32:
+                raise InvalidInputError("a key given as bytes must be a 32-byte sha256 digest")
+            cache_key = key
+        elif key is not None:
+            cache_key = self.rules.exact_key(key)
+        change = notice(self._origin, ns, key=cache_key, tag=tag, model=model)
+        try:
+            return await self._store.delete(ns, change, cache_key=cache_key, tag=tag, model=model)
+        finally:  # also when the delete failed: no copy is known good
+            await self._tiers.drop(ns, key=cache_key, tag=tag, model=model)
+
+    async def report_wrong_hit(self, hit: CacheHit) -> bool:
+        """Remove the entry that answered `hit`, so a known-bad answer is not served again.
+
+        Use it when a semantic hit answered a question it should not have. Returns whether
+        the entry was still there.
+        """
+        change = notice(self._origin, hit.namespace, key=hit.key)
+        try:
+            deleted = await self._store.delete(hit.namespace, change, cache_key=hit.key)
+        finally:
+            await self._tiers.drop(hit.namespace, key=hit.key)
+        return deleted > 0
