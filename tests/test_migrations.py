@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from llm_pgcache import migrate
 from llm_pgcache.config import asyncpg_dsn, sqlalchemy_url
 from llm_pgcache.schema import TABLE_NAME, VERSION_TABLE, build_metadata
-from llm_pgcache.store.postgres import SCHEMA_REVISION
+from llm_pgcache.store.driver import SCHEMA_REVISION
 
 from .conftest import FreshDatabase
 

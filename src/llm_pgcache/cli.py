@@ -31,7 +31,7 @@ from llm_pgcache.demo import choose_upstream, run_demo
 from llm_pgcache.embeddings import default_embedder
 from llm_pgcache.errors import LLMPgCacheError
 from llm_pgcache.pricing import DEFAULT_PRICES, cost
-from llm_pgcache.store.postgres import SCHEMA_REVISION
+from llm_pgcache.store.driver import SCHEMA_REVISION
 from llm_pgcache.tuning import evaluate, read_pairs, similarities, threshold_for_precision
 from llm_pgcache.warm import read_warm_file
 

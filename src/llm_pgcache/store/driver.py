@@ -1,4 +1,5 @@
-"""The edge with asyncpg: connection setup, and driver errors translated in one place.
+"""The edge with asyncpg: connection setup, the schema check on connect, and driver
+errors translated in one place.
 
 Connection loss and timeouts become `BackendError`, a missing table or column
 `SchemaError`, a value the database rejects `InvalidInputError`.
@@ -9,7 +10,10 @@ from __future__ import annotations
 import asyncpg
 from pgvector.asyncpg import register_vector
 
+from llm_pgcache import sql
 from llm_pgcache.errors import BackendError, InvalidInputError, LLMPgCacheError, SchemaError
+
+SCHEMA_REVISION = "0004"  # the alembic head this code runs against (a test checks it)
 
 
 async def init_connection(connection: asyncpg.Connection) -> None:
@@ -50,3 +54,26 @@ def translate_error(exc: Exception) -> LLMPgCacheError:
     ):
         return InvalidInputError(f"the database rejected a value: {exc}")
     return BackendError(f"PostgreSQL failed: {type(exc).__name__}: {exc}")
+
+
+async def check_schema(connection: asyncpg.Connection) -> int:
+    """Verify the schema is migrated to `SCHEMA_REVISION`; returns the embedding dimension."""
+    try:
+        state = await connection.fetchrow(sql.SCHEMA_STATE)
+        revision = (
+            await connection.fetchval(sql.SCHEMA_REVISION) if state["has_version_table"] else None
+        )
+    except DRIVER_ERRORS as exc:
+        raise translate_error(exc) from exc
+    if not state["has_table"] or revision is None:
+        raise SchemaError(
+            "the llm_cache table does not exist: run `llm-pgcache migrate` "
+            "(or `alembic upgrade head`) against this database"
+        )
+    if revision != SCHEMA_REVISION:
+        raise SchemaError(
+            f"the database schema is at revision {revision}, this llm-pgcache expects "
+            f"{SCHEMA_REVISION}: run `llm-pgcache migrate`, or upgrade llm-pgcache"
+        )
+    dim: int = state["embedding_dim"]
+    return dim

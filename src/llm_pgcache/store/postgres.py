@@ -21,18 +21,17 @@ import numpy.typing as npt
 
 from llm_pgcache import sql
 from llm_pgcache.config import asyncpg_dsn, redact_dsn
-from llm_pgcache.errors import BackendError, SchemaError
+from llm_pgcache.errors import BackendError
 from llm_pgcache.schema import IVFFLAT_INDEX
 from llm_pgcache.store.driver import (
     DRIVER_ERRORS,
+    check_schema,
     init_connection,
     keep_session,
     translate_error,
 )
 from llm_pgcache.store.lookups import ExactLookups
 from llm_pgcache.store.sessions import Listener, PurgeSession
-
-SCHEMA_REVISION = "0004"  # the alembic head this code runs against (a test checks it)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -390,26 +389,3 @@ class PostgresStore:
             ),
             lookups_by_tier=tuple((r["tier"], r["lookups"], r["lookup_ms"]) for r in tiers),
         )
-
-
-async def check_schema(connection: asyncpg.Connection) -> int:
-    """Verify the schema is migrated to `SCHEMA_REVISION`; returns the embedding dimension."""
-    try:
-        state = await connection.fetchrow(sql.SCHEMA_STATE)
-        revision = (
-            await connection.fetchval(sql.SCHEMA_REVISION) if state["has_version_table"] else None
-        )
-    except DRIVER_ERRORS as exc:
-        raise translate_error(exc) from exc
-    if not state["has_table"] or revision is None:
-        raise SchemaError(
-            "the llm_cache table does not exist: run `llm-pgcache migrate` "
-            "(or `alembic upgrade head`) against this database"
-        )
-    if revision != SCHEMA_REVISION:
-        raise SchemaError(
-            f"the database schema is at revision {revision}, this llm-pgcache expects "
-            f"{SCHEMA_REVISION}: run `llm-pgcache migrate`, or upgrade llm-pgcache"
-        )
-    dim: int = state["embedding_dim"]
-    return dim
