@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from llm_pgcache import CacheHit, request_keys
 from llm_pgcache.entries import dump_response
+from llm_pgcache.invalidation import Change
 from llm_pgcache.store.memory import MemoryTier
 from llm_pgcache.store.postgres import PostgresStore
 from llm_pgcache.store.redis import RedisTier
@@ -93,12 +94,12 @@ async def test_memory_never_takes_back_a_row_invalidated_during_the_lookup(
 
             _, ticket = await looking_up.get(namespace, key)
             row = await read_row(dsn, namespace, make_request())
-            await looking_up.drop(namespace, key=key)  # an invalidation by this process
+            await looking_up.drop(Change(namespace, key=key))  # an invalidation by this process
             await promote(looking_up, row, ticket)
             assert (await looking_up.get(namespace, key))[0] is None
 
             _, ticket = await looking_up.get(namespace, key)
-            await looking_up.drop(namespace, tag="faq")  # one of its namespace, by tag
+            await looking_up.drop(Change(namespace, tag="faq"))  # one of its namespace, by tag
             await promote(looking_up, row, ticket)
             assert (await looking_up.get(namespace, key))[0] is None
 
@@ -106,7 +107,7 @@ async def test_memory_never_takes_back_a_row_invalidated_during_the_lookup(
             # dropped while that lookup is in flight.
             paraphrase = request_keys(make_request("Capital of France?")).exact_key
             _, ticket = await looking_up.get(namespace, paraphrase)
-            await looking_up.drop(namespace, key=key)
+            await looking_up.drop(Change(namespace, key=key))
             await looking_up.promote(
                 namespace, paraphrase, row, dump_response(row.response), None, ticket=ticket
             )

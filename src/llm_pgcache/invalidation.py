@@ -12,35 +12,28 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def notice(
-    origin: str,
-    namespace: str,
-    *,
-    key: bytes | None = None,
-    tag: str | None = None,
-    model: str | None = None,
-) -> str:
-    """The notice of a change to `namespace` (all of it when no key, tag or model)."""
-    return json.dumps(
-        {
-            "o": origin,
-            "ns": namespace,
-            "key": key.hex() if key else None,
-            "tag": tag,
-            "model": model,
-        }
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Change:
-    """What a notice names: rows of `namespace` (all of them when key, tag and model are
-    None)."""
+    """Rows of `namespace` that changed: row `key`, the rows with `tag`, or those of
+    `model`; with none of them, all of the namespace. What a write or an invalidation
+    deletes, drops from the tiers above, and tells other processes."""
 
     namespace: str
-    key: bytes | None
-    tag: str | None
-    model: str | None
+    key: bytes | None = None
+    tag: str | None = None
+    model: str | None = None
+
+    def notice(self, origin: str) -> str:
+        """The notice of this change, sent by the process `origin`."""
+        return json.dumps(
+            {
+                "o": origin,
+                "ns": self.namespace,
+                "key": self.key.hex() if self.key else None,
+                "tag": self.tag,
+                "model": self.model,
+            }
+        )
 
 
 def read_notice(payload: str, origin: str) -> Change | None:

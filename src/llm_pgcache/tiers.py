@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 
 from llm_pgcache.entries import CacheHit
-from llm_pgcache.invalidation import read_notice
+from llm_pgcache.invalidation import Change, read_notice
 from llm_pgcache.store.memory import MemoryTier
 from llm_pgcache.store.postgres import PostgresStore
 from llm_pgcache.store.redis import Epoch, RedisTier
@@ -70,9 +70,7 @@ class UpperTiers:
                 self._clear_memory()
                 return
             if change is not None:
-                self._drop_from_memory(
-                    change.namespace, key=change.key, tag=change.tag, model=change.model
-                )
+                self._drop_from_memory(change)
 
         self._listener = await store.listen(on_notice, self._clear_memory)
 
@@ -111,19 +109,14 @@ class UpperTiers:
         if memory is not None and self._unchanged(ticket.generations, namespace, key, hit):
             memory.put(namespace, key, hit, response_json, ttl_left)
 
-    async def drop(
-        self,
-        namespace: str,
-        *,
-        key: bytes | None = None,
-        tag: str | None = None,
-        model: str | None = None,
-    ) -> None:
-        """Drop the copies of row `key`, with `tag`, or of `model`; with none, of the whole
-        `namespace`. The next lookup promotes what PostgreSQL then holds."""
-        self._drop_from_memory(namespace, key=key, tag=tag, model=model)
+    async def drop(self, change: Change) -> None:
+        """Drop the copies of the rows `change` names. The next lookup promotes what
+        PostgreSQL then holds."""
+        self._drop_from_memory(change)
         if self._redis is not None:
-            await self._redis.invalidate(namespace, key=key, tag=tag, model=model)
+            await self._redis.invalidate(
+                change.namespace, key=change.key, tag=change.tag, model=change.model
+            )
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -131,22 +124,16 @@ class UpperTiers:
         if self._redis is not None:
             await self._redis.close()
 
-    def _drop_from_memory(
-        self,
-        namespace: str,
-        *,
-        key: bytes | None = None,
-        tag: str | None = None,
-        model: str | None = None,
-    ) -> None:
+    def _drop_from_memory(self, change: Change) -> None:
         if self._memory is None:
             return
-        if key is not None:
-            self._drops[hash((namespace, key)) % _SLOTS] += 1
+        namespace = change.namespace
+        if change.key is not None:
+            self._drops[hash((namespace, change.key)) % _SLOTS] += 1
             self._drops[hash(("rows", namespace)) % _SLOTS] += 1
         else:
             self._drops[hash(namespace) % _SLOTS] += 1
-        self._memory.invalidate(namespace, key=key, tag=tag, model=model)
+        self._memory.invalidate(namespace, key=change.key, tag=change.tag, model=change.model)
 
     def _clear_memory(self) -> None:
         if self._memory is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import BackendError, InvalidInputError
-from llm_pgcache.invalidation import notice
+from llm_pgcache.invalidation import Change
 from llm_pgcache.parts import CacheParts
 from llm_pgcache.validation import TTL
 from llm_pgcache.warm import WarmItem, batches
@@ -66,9 +66,10 @@ class Writes(CacheParts):
         if not self._health.breaker.allow():
             return
         try:
+            change = Change(ns, key=keys.exact_key)
             with self._health.deadline(self.write_timeout, "write"):
-                await self._store.put(entry, notice(self._origin, ns, key=keys.exact_key))
-            await self._tiers.drop(ns, key=keys.exact_key)
+                await self._store.put(entry, change.notice(self._origin))
+            await self._tiers.drop(change)
         except BackendError as exc:
             self._health.failed(exc)
             return
@@ -109,12 +110,12 @@ class Writes(CacheParts):
                 entries = await self._semantic.with_embeddings(built)
             else:
                 entries = [entry for _, entry in built]
-            namespaces = sorted({entry.namespace for entry in entries})
+            changes = [Change(ns) for ns in sorted({entry.namespace for entry in entries})]
             written += await self._store.bulk_put(
-                entries, [notice(self._origin, ns) for ns in namespaces]
+                entries, [change.notice(self._origin) for change in changes]
             )
-            for ns in namespaces:  # rows were replaced: no copy is known good
-                await self._tiers.drop(ns)
+            for change in changes:  # rows were replaced: no copy is known good
+                await self._tiers.drop(change)
             if progress is not None:
                 progress(written)
         return written
@@ -152,11 +153,8 @@ class Writes(CacheParts):
             cache_key = key
         elif key is not None:
             cache_key = self.rules.exact_key(key)
-        change = notice(self._origin, ns, key=cache_key, tag=tag, model=model)
-        try:
-            return await self._store.delete(ns, change, cache_key=cache_key, tag=tag, model=model)
-        finally:  # also when the delete failed: no copy is known good
-            await self._tiers.drop(ns, key=cache_key, tag=tag, model=model)
+        change = Change(ns, key=cache_key, tag=tag, model=model)
+        return await self._delete(change)
 
     async def report_wrong_hit(self, hit: CacheHit) -> bool:
         """Remove the entry that answered `hit`, so a known-bad answer is not served again.
@@ -164,9 +162,10 @@ class Writes(CacheParts):
         Use it when a semantic hit answered a question it should not have. Returns whether
         the entry was still there.
         """
-        change = notice(self._origin, hit.namespace, key=hit.key)
+        return await self._delete(Change(hit.namespace, key=hit.key)) > 0
+
+    async def _delete(self, change: Change) -> int:
         try:
-            deleted = await self._store.delete(hit.namespace, change, cache_key=hit.key)
-        finally:
-            await self._tiers.drop(hit.namespace, key=hit.key)
-        return deleted > 0
+            return await self._store.delete(change, change.notice(self._origin))
+        finally:  # also when the delete failed: no copy is known good
+            await self._tiers.drop(change)

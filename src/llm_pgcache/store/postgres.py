@@ -22,6 +22,7 @@ import numpy.typing as npt
 from llm_pgcache import sql
 from llm_pgcache.config import asyncpg_dsn, redact_dsn
 from llm_pgcache.errors import BackendError
+from llm_pgcache.invalidation import Change
 from llm_pgcache.schema import IVFFLAT_INDEX
 from llm_pgcache.store.driver import (
     DRIVER_ERRORS,
@@ -295,27 +296,18 @@ class PostgresStore:
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
 
-    async def delete(
-        self,
-        namespace: str,
-        notice: str,
-        *,
-        cache_key: bytes | None = None,
-        tag: str | None = None,
-        model: str | None = None,
-    ) -> int:
-        """Delete the rows of `namespace` matching at most one filter; returns the count.
-
-        `notice` is sent to the listeners of other processes when the delete commits.
-        """
+    async def delete(self, change: Change, notice: str) -> int:
+        """Delete the rows `change` names; returns the count. `notice` is sent to the
+        listeners of other processes when the delete commits."""
         query: str
         args: tuple[Any, ...]
-        if cache_key is not None:
-            query, args = sql.DELETE_BY_KEY, (namespace, cache_key, notice)
-        elif tag is not None:
-            query, args = sql.DELETE_BY_TAG, (namespace, tag, notice)
-        elif model is not None:
-            query, args = sql.DELETE_BY_MODEL, (namespace, model, notice)
+        namespace = change.namespace
+        if change.key is not None:
+            query, args = sql.DELETE_BY_KEY, (namespace, change.key, notice)
+        elif change.tag is not None:
+            query, args = sql.DELETE_BY_TAG, (namespace, change.tag, notice)
+        elif change.model is not None:
+            query, args = sql.DELETE_BY_MODEL, (namespace, change.model, notice)
         else:
             query, args = sql.DELETE_NAMESPACE, (namespace, notice)
         try:
