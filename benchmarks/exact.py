@@ -29,8 +29,9 @@ from pathlib import Path
 
 import asyncpg
 
-from llm_pgcache import Cache, embedded, init_connection, migrate, request_keys
+from llm_pgcache import Cache, init_connection, request_keys
 from llm_pgcache.config import asyncpg_dsn
+from llm_pgcache.postgres import embedded, migrate
 
 NAMESPACE = "bench-exact"
 RAW_QUERY = "SELECT response FROM llm_cache WHERE namespace=$1 AND cache_key=$2"

@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))  # the tests' OpenAI-compatible server
 
 from tests.openai_server import OpenAIServer  # noqa: E402
 
-from llm_pgcache import Cache, cached_openai, embedded, migrate  # noqa: E402
+from llm_pgcache import Cache, cached_openai  # noqa: E402
+from llm_pgcache.postgres import embedded, migrate  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks"
 

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import asyncpg
 
-from llm_pgcache import Cache, MemoryTier, embedded, migrate, request_keys
+from llm_pgcache import Cache, MemoryTier, request_keys
+from llm_pgcache.cache.warming import read_warm_file
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.warm import read_warm_file
+from llm_pgcache.postgres import embedded, migrate
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 RESPONSE = {

@@ -33,9 +33,10 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 
-from llm_pgcache import Cache, HashingEmbedder, SearchOptions, embedded, migrate, request_keys
+from llm_pgcache import Cache, HashingEmbedder, SearchOptions, request_keys
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.store.driver import init_connection
+from llm_pgcache.postgres import embedded, migrate
+from llm_pgcache.postgres.driver import init_connection
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 NAMESPACE = "bench"

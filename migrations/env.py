@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from llm_pgcache.config import Settings, parse_embedding_dim, sqlalchemy_url
 from llm_pgcache.errors import ConfigurationError
-from llm_pgcache.schema import VERSION_TABLE, build_metadata
+from llm_pgcache.postgres.schema import VERSION_TABLE, build_metadata
 
 config = context.config
 settings = Settings.from_env()

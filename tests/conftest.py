@@ -18,9 +18,10 @@ import asyncpg
 import pytest
 from openai import AsyncOpenAI
 
-from llm_pgcache import Cache, embedded, migrate
+from llm_pgcache import Cache
+from llm_pgcache.cache.opening import Connecting
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.connecting import Connecting
+from llm_pgcache.postgres import embedded, migrate
 
 from .openai_server import OpenAIServer
 

@@ -12,11 +12,12 @@ import asyncpg
 import numpy as np
 import pytest
 
-from llm_pgcache import Cache, SearchOptions, migrate, request_keys, sql
+from llm_pgcache import Cache, SearchOptions, request_keys
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.reindex import lists_for, rebuild_reason
-from llm_pgcache.store.driver import init_connection
-from llm_pgcache.store.postgres import IndexBuild
+from llm_pgcache.postgres import migrate, sql
+from llm_pgcache.postgres.driver import init_connection
+from llm_pgcache.postgres.reindex import lists_for, rebuild_reason
+from llm_pgcache.postgres.store import IndexBuild
 
 from .conftest import FreshDatabase
 

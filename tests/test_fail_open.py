@@ -20,10 +20,9 @@ from llm_pgcache import (
     CircuitBreaker,
     cache_info,
     cached_openai,
-    embedded,
-    migrate,
 )
 from llm_pgcache.config import asyncpg_dsn
+from llm_pgcache.postgres import embedded, migrate
 
 from .conftest import MigratedDatabase
 from .openai_server import OpenAIServer

@@ -10,8 +10,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from llm_pgcache import Cache, CircuitBreaker, SchemaError, init_connection, sql
+from llm_pgcache import Cache, CircuitBreaker, SchemaError, init_connection
 from llm_pgcache.config import asyncpg_dsn
+from llm_pgcache.postgres import sql
 
 from .conftest import MigratedDatabase, connect_cache
 

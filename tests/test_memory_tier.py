@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 
-from llm_pgcache import Cache, CacheHit, sql
-from llm_pgcache.store import memory as memory_module
-from llm_pgcache.store.memory import MemoryTier
+from llm_pgcache import Cache, CacheHit
+from llm_pgcache.postgres import sql
+from llm_pgcache.tiers import memory as memory_module
+from llm_pgcache.tiers.memory import MemoryTier
 
 from .conftest import connect_cache
 

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from llm_pgcache.cli import cli
-from llm_pgcache.prometheus import CacheCollector
-from llm_pgcache.store.memory import MemoryTier
+from llm_pgcache.integrations.prometheus import CacheCollector
+from llm_pgcache.tiers.memory import MemoryTier
 
 from .conftest import connect_cache
 

@@ -15,10 +15,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from llm_pgcache import migrate
 from llm_pgcache.config import asyncpg_dsn, sqlalchemy_url
-from llm_pgcache.schema import TABLE_NAME, VERSION_TABLE, build_metadata
-from llm_pgcache.store.driver import SCHEMA_REVISION
+from llm_pgcache.postgres import migrate
+from llm_pgcache.postgres.driver import SCHEMA_REVISION
+from llm_pgcache.postgres.schema import TABLE_NAME, VERSION_TABLE, build_metadata
 
 from .conftest import FreshDatabase
 

@@ -10,8 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from llm_pgcache import Cache, WarmItem
-from llm_pgcache.store.memory import MemoryTier
-from llm_pgcache.store.redis import RedisTier
+from llm_pgcache.tiers.memory import MemoryTier
+from llm_pgcache.tiers.redis import RedisTier
 
 from .conftest import connect_cache
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from llm_pgcache import sql
+from llm_pgcache.postgres import sql
 
 
 @pytest.mark.parametrize("name", sorted(sql.NAMED_QUERIES))

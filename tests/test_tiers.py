@@ -16,10 +16,10 @@ from redis.asyncio import Redis
 from llm_pgcache import CacheHit, request_keys
 from llm_pgcache.entries import dump_response
 from llm_pgcache.invalidation import Change
-from llm_pgcache.store.memory import MemoryTier
-from llm_pgcache.store.postgres import PostgresStore
-from llm_pgcache.store.redis import RedisTier
-from llm_pgcache.tiers import Ticket, UpperTiers
+from llm_pgcache.postgres.store import PostgresStore
+from llm_pgcache.tiers.memory import MemoryTier
+from llm_pgcache.tiers.redis import RedisTier
+from llm_pgcache.tiers.upper import Ticket, UpperTiers
 
 from .conftest import connect_cache
 

@@ -12,8 +12,8 @@ import pytest
 from openai import AsyncOpenAI
 
 from llm_pgcache import Cache, HashingEmbedder, InvalidRequestError, cached_openai
+from llm_pgcache.cache.warming import WarmItem
 from llm_pgcache.cli import cli
-from llm_pgcache.warm import WarmItem
 
 from .conftest import connect_cache
 from .openai_server import OpenAIServer

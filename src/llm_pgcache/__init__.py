@@ -2,9 +2,11 @@
 
 from importlib.metadata import version as _version
 
-from llm_pgcache.breaker import CircuitBreaker
-from llm_pgcache.cache import Cache
-from llm_pgcache.embeddings import Embedder, HashingEmbedder, OpenAIEmbedder, default_embedder
+from llm_pgcache.cache.breaker import CircuitBreaker
+from llm_pgcache.cache.facade import Cache
+from llm_pgcache.cache.metrics import Counters, ModelSavings, Stats
+from llm_pgcache.cache.options import CacheOptions
+from llm_pgcache.cache.warming import WarmItem, WarmReport
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import (
     BackendError,
@@ -30,16 +32,19 @@ from llm_pgcache.integrations.openai import (
     cached_openai,
 )
 from llm_pgcache.keys import RequestKeys, request_keys
-from llm_pgcache.metrics import Counters, ModelSavings, Stats
-from llm_pgcache.options import CacheOptions
-from llm_pgcache.purge import PurgeReport
-from llm_pgcache.reindex import ReindexReport
-from llm_pgcache.semantic import SearchOptions
-from llm_pgcache.store.driver import init_connection
-from llm_pgcache.store.memory import MemoryTier
-from llm_pgcache.store.postgres import TableStats
-from llm_pgcache.store.redis import RedisTier
-from llm_pgcache.warm import WarmItem, WarmReport
+from llm_pgcache.postgres.driver import init_connection
+from llm_pgcache.postgres.purge import PurgeReport
+from llm_pgcache.postgres.reindex import ReindexReport
+from llm_pgcache.postgres.store import TableStats
+from llm_pgcache.semantic.embedders import (
+    Embedder,
+    HashingEmbedder,
+    OpenAIEmbedder,
+    default_embedder,
+)
+from llm_pgcache.semantic.search import SearchOptions
+from llm_pgcache.tiers.memory import MemoryTier
+from llm_pgcache.tiers.redis import RedisTier
 
 __version__ = _version("llm-pgcache")
 

@@ -16,8 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
-from llm_pgcache import embedded, migrate
-from llm_pgcache.cache import Cache
+from llm_pgcache.cache.facade import Cache
+from llm_pgcache.cache.warming import read_warm_file
 from llm_pgcache.config import (
     ENV_DSN,
     ENV_DSN_FALLBACK,
@@ -28,12 +28,12 @@ from llm_pgcache.config import (
     redact_dsn,
 )
 from llm_pgcache.demo import choose_upstream, run_demo
-from llm_pgcache.embeddings import default_embedder
 from llm_pgcache.errors import LLMPgCacheError
+from llm_pgcache.postgres import embedded, migrate
+from llm_pgcache.postgres.driver import SCHEMA_REVISION
 from llm_pgcache.pricing import DEFAULT_PRICES, cost
-from llm_pgcache.store.driver import SCHEMA_REVISION
-from llm_pgcache.tuning import evaluate, read_pairs, similarities, threshold_for_precision
-from llm_pgcache.warm import read_warm_file
+from llm_pgcache.semantic.embedders import default_embedder
+from llm_pgcache.semantic.tuning import evaluate, read_pairs, similarities, threshold_for_precision
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
-from llm_pgcache.cache import Cache
+from llm_pgcache.cache.facade import Cache
 
 DEMO_NAMESPACE = "llm-pgcache-demo"
 DEMO_MODEL = "gpt-4o-mini"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from llm_pgcache.cache import Cache
+from llm_pgcache.cache.facade import Cache
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import InvalidInputError, InvalidRequestError
 from llm_pgcache.integrations.policy import (
@@ -35,9 +35,9 @@ from llm_pgcache.integrations.policy import (
     cacheable_request,
     storable_response,
 )
+from llm_pgcache.integrations.singleflight import AbandonedError, Flight, SingleFlight
 from llm_pgcache.integrations.streams import ChunkAccumulator, replay_chunks
 from llm_pgcache.keys import exact_key
-from llm_pgcache.singleflight import AbandonedError, Flight, SingleFlight
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from llm_pgcache.sql import IVFFLAT_MAX_LISTS
-from llm_pgcache.store.postgres import IndexBuild, PostgresStore
+from llm_pgcache.postgres.sql import IVFFLAT_MAX_LISTS
+from llm_pgcache.postgres.store import IndexBuild, PostgresStore
 
 GROWTH_FACTOR = 2.0  # --if-needed rebuilds once the rows grew or shrank by this factor
 

@@ -12,27 +12,27 @@ from typing import Any, Self, Unpack
 
 import asyncpg
 
-from llm_pgcache.breaker import CircuitBreaker
+from llm_pgcache.cache.breaker import CircuitBreaker
+from llm_pgcache.cache.health import BackendHealth
+from llm_pgcache.cache.maintenance import Maintenance
+from llm_pgcache.cache.metrics import Metrics
+from llm_pgcache.cache.opening import Connecting, open_store
+from llm_pgcache.cache.options import CacheOptions
+from llm_pgcache.cache.reads import Reads
+from llm_pgcache.cache.rules import DEFAULT_MAX_ENTRY_BYTES, EntryRules
+from llm_pgcache.cache.warming import WarmReport, precompute
+from llm_pgcache.cache.write_behind import WriteBehind
+from llm_pgcache.cache.writes import Writes
 from llm_pgcache.config import Settings
-from llm_pgcache.connecting import Connecting, open_store
-from llm_pgcache.embeddings import Embedder
 from llm_pgcache.errors import EmbeddingDimensionError
-from llm_pgcache.health import BackendHealth
-from llm_pgcache.hits import WriteBehind
-from llm_pgcache.maintenance import Maintenance
-from llm_pgcache.metrics import Metrics
-from llm_pgcache.options import CacheOptions
+from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.pricing import DEFAULT_PRICES, Price
-from llm_pgcache.reads import Reads
-from llm_pgcache.rules import DEFAULT_MAX_ENTRY_BYTES, EntryRules
-from llm_pgcache.semantic import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
-from llm_pgcache.store.memory import MemoryTier
-from llm_pgcache.store.postgres import PostgresStore
-from llm_pgcache.store.redis import RedisTier
-from llm_pgcache.tiers import UpperTiers
+from llm_pgcache.semantic.embedders import Embedder
+from llm_pgcache.semantic.search import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
+from llm_pgcache.tiers.memory import MemoryTier
+from llm_pgcache.tiers.redis import RedisTier
+from llm_pgcache.tiers.upper import UpperTiers
 from llm_pgcache.validation import TTL, check_threshold, ttl_seconds
-from llm_pgcache.warm import WarmReport, precompute
-from llm_pgcache.writes import Writes
 
 DEFAULT_LOOKUP_TIMEOUT = 0.05  # seconds a lookup may wait for PostgreSQL before it is a miss
 DEFAULT_WRITE_TIMEOUT = 1.0

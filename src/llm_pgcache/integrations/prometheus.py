@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from llm_pgcache.errors import MissingExtraError
 
 if TYPE_CHECKING:
-    from llm_pgcache.cache import Cache
+    from llm_pgcache.cache.facade import Cache
 
 try:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily

@@ -20,7 +20,7 @@ from llm_pgcache.errors import BackendError, ConfigurationError
 def script_location() -> Path:
     """Where the alembic scripts are: inside the wheel, or at the root of a source checkout."""
     packaged = Path(str(files("llm_pgcache"))) / "_migrations"
-    source = Path(__file__).resolve().parents[2] / "migrations"
+    source = Path(__file__).resolve().parents[3] / "migrations"
     for candidate in (packaged, source):
         if (candidate / "env.py").is_file():
             return candidate

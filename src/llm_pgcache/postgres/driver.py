@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncpg
 from pgvector.asyncpg import register_vector
 
-from llm_pgcache import sql
 from llm_pgcache.errors import BackendError, InvalidInputError, LLMPgCacheError, SchemaError
+from llm_pgcache.postgres import sql
 
 SCHEMA_REVISION = "0004"  # the alembic head this code runs against (a test checks it)
 

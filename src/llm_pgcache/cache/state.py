@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 
+from llm_pgcache.cache.health import BackendHealth
+from llm_pgcache.cache.metrics import Metrics
+from llm_pgcache.cache.rules import EntryRules
+from llm_pgcache.cache.write_behind import WriteBehind
 from llm_pgcache.errors import InvalidInputError
-from llm_pgcache.health import BackendHealth
-from llm_pgcache.hits import WriteBehind
-from llm_pgcache.metrics import Metrics
-from llm_pgcache.rules import EntryRules
-from llm_pgcache.semantic import SemanticSearch
-from llm_pgcache.store.postgres import PostgresStore
-from llm_pgcache.tiers import UpperTiers
+from llm_pgcache.postgres.store import PostgresStore
+from llm_pgcache.semantic.search import SemanticSearch
+from llm_pgcache.tiers.upper import UpperTiers
 
 
 class CacheParts:

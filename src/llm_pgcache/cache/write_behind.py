@@ -13,9 +13,9 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from llm_pgcache.cache.metrics import Metrics
 from llm_pgcache.errors import BackendError
-from llm_pgcache.metrics import Metrics
-from llm_pgcache.store.postgres import PostgresStore
+from llm_pgcache.postgres.store import PostgresStore
 
 logger = logging.getLogger("llm_pgcache")
 

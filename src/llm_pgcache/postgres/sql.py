@@ -223,11 +223,11 @@ SELECT set_config('maintenance_work_mem', $1, false)
 
 # Reindex runs alone: a second run finds the lock taken and exits.
 TRY_REINDEX_LOCK: Final[LiteralString] = """
-SELECT pg_try_advisory_lock(hashtext('llm_pgcache.reindex'))
+SELECT pg_try_advisory_lock(hashtext('llm_pgcache.postgres.reindex'))
 """
 
 RELEASE_REINDEX_LOCK: Final[LiteralString] = """
-SELECT pg_advisory_unlock(hashtext('llm_pgcache.reindex'))
+SELECT pg_advisory_unlock(hashtext('llm_pgcache.postgres.reindex'))
 """
 
 # The purge deletes in short batches (one statement, one transaction each) so that it
@@ -266,11 +266,11 @@ FROM llm_cache
 """
 
 TRY_PURGE_LOCK: Final[LiteralString] = """
-SELECT pg_try_advisory_lock(hashtext('llm_pgcache.purge'))
+SELECT pg_try_advisory_lock(hashtext('llm_pgcache.postgres.purge'))
 """
 
 RELEASE_PURGE_LOCK: Final[LiteralString] = """
-SELECT pg_advisory_unlock(hashtext('llm_pgcache.purge'))
+SELECT pg_advisory_unlock(hashtext('llm_pgcache.postgres.purge'))
 """
 
 # Hits counted in memory and written behind, many rows per statement.

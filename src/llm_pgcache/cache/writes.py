@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from llm_pgcache.cache.state import CacheParts
+from llm_pgcache.cache.warming import WarmItem, batches
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import BackendError, InvalidInputError
 from llm_pgcache.invalidation import Change
-from llm_pgcache.parts import CacheParts
 from llm_pgcache.validation import TTL
-from llm_pgcache.warm import WarmItem, batches
 
 
 class Writes(CacheParts):

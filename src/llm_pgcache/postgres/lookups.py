@@ -19,9 +19,9 @@ from typing import Any, LiteralString
 
 import asyncpg
 
-from llm_pgcache import sql
 from llm_pgcache.errors import BackendError
-from llm_pgcache.store.driver import DRIVER_ERRORS, translate_error
+from llm_pgcache.postgres import sql
+from llm_pgcache.postgres.driver import DRIVER_ERRORS, translate_error
 
 # (namespace, cache_key, stale grace in seconds, budget in seconds, the waiter's future)
 _Waiting = tuple[str, bytes, float, float | None, "asyncio.Future[asyncpg.Record | None]"]

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, TypedDict
 from llm_pgcache.validation import TTL
 
 if TYPE_CHECKING:
-    from llm_pgcache.breaker import CircuitBreaker
-    from llm_pgcache.embeddings import Embedder
+    from llm_pgcache.cache.breaker import CircuitBreaker
     from llm_pgcache.pricing import Price
-    from llm_pgcache.semantic import SearchOptions
-    from llm_pgcache.store.memory import MemoryTier
-    from llm_pgcache.store.redis import RedisTier
+    from llm_pgcache.semantic.embedders import Embedder
+    from llm_pgcache.semantic.search import SearchOptions
+    from llm_pgcache.tiers.memory import MemoryTier
+    from llm_pgcache.tiers.redis import RedisTier
 
 
 class CacheOptions(TypedDict, total=False):

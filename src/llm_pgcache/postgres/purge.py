@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llm_pgcache.errors import InvalidInputError
-from llm_pgcache.store.postgres import PostgresStore
-from llm_pgcache.store.sessions import PurgeSession
+from llm_pgcache.postgres.sessions import PurgeSession
+from llm_pgcache.postgres.store import PostgresStore
 
 Progress = Callable[[int, int], None]  # (rows done, rows to do)
 

@@ -19,20 +19,20 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-from llm_pgcache import sql
 from llm_pgcache.config import asyncpg_dsn, redact_dsn
 from llm_pgcache.errors import BackendError
 from llm_pgcache.invalidation import Change
-from llm_pgcache.schema import IVFFLAT_INDEX
-from llm_pgcache.store.driver import (
+from llm_pgcache.postgres import sql
+from llm_pgcache.postgres.driver import (
     DRIVER_ERRORS,
     check_schema,
     init_connection,
     keep_session,
     translate_error,
 )
-from llm_pgcache.store.lookups import ExactLookups
-from llm_pgcache.store.sessions import Listener, PurgeSession
+from llm_pgcache.postgres.lookups import ExactLookups
+from llm_pgcache.postgres.schema import IVFFLAT_INDEX
+from llm_pgcache.postgres.sessions import Listener, PurgeSession
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from llm_pgcache.cache.metrics import Counters, Stats
+from llm_pgcache.cache.state import CacheParts
 from llm_pgcache.errors import InvalidInputError
-from llm_pgcache.metrics import Counters, Stats
-from llm_pgcache.parts import CacheParts
-from llm_pgcache.purge import Progress, PurgeReport, purge, purge_forever
-from llm_pgcache.reindex import ReindexReport, reindex
+from llm_pgcache.postgres.purge import Progress, PurgeReport, purge, purge_forever
+from llm_pgcache.postgres.reindex import ReindexReport, reindex
 
 logger = logging.getLogger("llm_pgcache")
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.invalidation import Change, read_notice
-from llm_pgcache.store.memory import MemoryTier
-from llm_pgcache.store.postgres import PostgresStore
-from llm_pgcache.store.redis import Epoch, RedisTier
-from llm_pgcache.store.sessions import Listener
+from llm_pgcache.postgres.sessions import Listener
+from llm_pgcache.postgres.store import PostgresStore
+from llm_pgcache.tiers.memory import MemoryTier
+from llm_pgcache.tiers.redis import Epoch, RedisTier
 
 logger = logging.getLogger("llm_pgcache")
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from llm_pgcache.entries import CacheHit
+from llm_pgcache.postgres.store import TableStats
 from llm_pgcache.pricing import Price, cost
-from llm_pgcache.store.postgres import TableStats
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

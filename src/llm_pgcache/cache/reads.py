@@ -8,11 +8,11 @@ from typing import Any
 
 import asyncpg
 
+from llm_pgcache.cache.state import CacheParts
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import BackendError
-from llm_pgcache.parts import CacheParts
-from llm_pgcache.semantic import SemanticSearch
-from llm_pgcache.tiers import Ticket
+from llm_pgcache.semantic.search import SemanticSearch
+from llm_pgcache.tiers.upper import Ticket
 from llm_pgcache.validation import check_threshold
 
 

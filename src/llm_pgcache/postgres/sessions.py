@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import asyncpg
 
-from llm_pgcache import sql
 from llm_pgcache.errors import BackendError
-from llm_pgcache.store.driver import DRIVER_ERRORS, translate_error
+from llm_pgcache.postgres import sql
+from llm_pgcache.postgres.driver import DRIVER_ERRORS, translate_error
 
 
 class PurgeSession:

@@ -6,12 +6,12 @@ from collections.abc import Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from llm_pgcache import embedded, migrate
 from llm_pgcache.errors import SchemaError
-from llm_pgcache.store.postgres import PostgresStore
+from llm_pgcache.postgres import embedded, migrate
+from llm_pgcache.postgres.store import PostgresStore
 
 if TYPE_CHECKING:
-    from llm_pgcache.cache import Cache
+    from llm_pgcache.cache.facade import Cache
 
 
 class Connecting:

@@ -9,9 +9,9 @@ import time
 from types import TracebackType
 from typing import Any
 
-from llm_pgcache.breaker import CircuitBreaker
+from llm_pgcache.cache.breaker import CircuitBreaker
+from llm_pgcache.cache.metrics import Metrics
 from llm_pgcache.errors import BackendError
-from llm_pgcache.metrics import Metrics
 
 logger = logging.getLogger("llm_pgcache")
 

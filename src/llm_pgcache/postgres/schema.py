@@ -4,7 +4,7 @@ The migrations create exactly these tables, `llm_cache`, `llm_cache_index_builds
 `llm_cache_counters` (a
 test builds one database from this metadata and one from `alembic upgrade head` and
 compares their catalogs). The hot path does not use SQLAlchemy: its SQL lives in
-`llm_pgcache.sql`.
+`llm_pgcache.postgres.sql`.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-from llm_pgcache.embeddings import Embedder, Vectors, check_vectors
 from llm_pgcache.errors import EmbedderError, LLMPgCacheError
 from llm_pgcache.keys import RequestKeys
-from llm_pgcache.store.postgres import PostgresStore, StoredEntry
+from llm_pgcache.postgres.store import PostgresStore, StoredEntry
+from llm_pgcache.semantic.embedders import Embedder, Vectors, check_vectors
 
 Vector = npt.NDArray[np.float32]
 

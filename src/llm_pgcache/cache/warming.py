@@ -13,7 +13,7 @@ from llm_pgcache.errors import InvalidInputError, LLMPgCacheError
 from llm_pgcache.validation import TTL
 
 if TYPE_CHECKING:
-    from llm_pgcache.cache import Cache
+    from llm_pgcache.cache.facade import Cache
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,1 @@
+"""Semantic lookups: embedders, the nearest-row search, and threshold tuning."""

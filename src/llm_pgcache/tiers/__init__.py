@@ -1,0 +1,1 @@
+"""The copies above PostgreSQL: process memory (L1) and Redis (L2), joined by `upper`."""
