@@ -12,26 +12,28 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol, Unpack
 
 import asyncpg
 import pytest
 from openai import AsyncOpenAI
 
-from llm_pgcache import Cache
-from llm_pgcache.cache.opening import Connecting
+from llm_pgcache import Cache, CacheOptions
+from llm_pgcache.cache.opening import Opening
 from llm_pgcache.config import asyncpg_dsn
 from llm_pgcache.postgres import embedded, migrate
 
 from .openai_server import OpenAIServer
 
 
-def connect_cache(dsn: str | None = None, **options: Any) -> Connecting:
+def connect_cache(
+    dsn: str | None = None, *, pool: asyncpg.Pool | None = None, **options: Unpack[CacheOptions]
+) -> Opening[Cache]:
     """`Cache.connect` for tests: lookups get a budget of a second unless the test sets
     one. Budgets have tests of their own; elsewhere a CI machine that stalls for 50 ms
     must not turn a lookup into a miss."""
     options.setdefault("lookup_timeout", 1.0)
-    return Cache.connect(dsn, **options)
+    return Cache.connect(dsn, pool=pool, **options)
 
 
 class FreshDatabase(Protocol):

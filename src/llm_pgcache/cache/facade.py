@@ -5,37 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self, Unpack
 
 import asyncpg
 
-from llm_pgcache.cache.breaker import CircuitBreaker
-from llm_pgcache.cache.health import BackendHealth
 from llm_pgcache.cache.maintenance import Maintenance
-from llm_pgcache.cache.metrics import Metrics
-from llm_pgcache.cache.opening import Connecting, open_store
+from llm_pgcache.cache.opening import Opening, open_store
 from llm_pgcache.cache.options import CacheOptions
 from llm_pgcache.cache.reads import Reads
-from llm_pgcache.cache.rules import DEFAULT_MAX_ENTRY_BYTES, EntryRules
 from llm_pgcache.cache.warming import WarmReport, precompute
-from llm_pgcache.cache.write_behind import WriteBehind
 from llm_pgcache.cache.writes import Writes
 from llm_pgcache.config import Settings
-from llm_pgcache.errors import EmbeddingDimensionError
 from llm_pgcache.postgres.store import PostgresStore
-from llm_pgcache.pricing import DEFAULT_PRICES, Price
-from llm_pgcache.semantic.embedders import Embedder
-from llm_pgcache.semantic.search import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
-from llm_pgcache.tiers.memory import MemoryTier
-from llm_pgcache.tiers.redis import RedisTier
-from llm_pgcache.tiers.upper import UpperTiers
-from llm_pgcache.validation import TTL, check_threshold, ttl_seconds
-
-DEFAULT_LOOKUP_TIMEOUT = 0.05  # seconds a lookup may wait for PostgreSQL before it is a miss
-DEFAULT_WRITE_TIMEOUT = 1.0
+from llm_pgcache.validation import TTL
 
 
 class Cache(Reads, Writes, Maintenance):
@@ -53,66 +37,6 @@ class Cache(Reads, Writes, Maintenance):
                 await cache.set(request, response, ttl=3600)
     """
 
-    def __init__(
-        self,
-        store: PostgresStore,
-        *,
-        namespace: str = "default",
-        default_ttl: TTL | None = None,
-        model_ttls: Mapping[str, TTL] | None = None,
-        store_prompts: bool = True,
-        strict: bool = False,
-        max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
-        embedder: Embedder | None = None,
-        similarity_threshold: float | None = None,
-        semantic: bool = True,
-        search: SearchOptions | None = None,
-        lookup_timeout: float | None = DEFAULT_LOOKUP_TIMEOUT,
-        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
-        breaker: CircuitBreaker | None = None,
-        prices: Mapping[str, Price] = DEFAULT_PRICES,
-        memory: MemoryTier | None = None,
-        redis: RedisTier | None = None,
-        version: str = "",
-        stale_grace: TTL | None = None,
-    ) -> None:
-        """Wrap an opened store; prefer `Cache.connect`, which opens one. No I/O here."""
-        self._store = store
-        self.rules = EntryRules.checked(
-            namespace=namespace,
-            version=version,
-            default_ttl=default_ttl,
-            model_ttls=model_ttls,
-            store_prompts=store_prompts,
-            max_entry_bytes=max_entry_bytes,
-        )
-        self.semantic = semantic and embedder is not None
-        self._semantic: SemanticSearch | None = None
-        if embedder is not None:
-            if embedder.dim != store.embedding_dim:
-                raise EmbeddingDimensionError(
-                    embedder_dim=embedder.dim, table_dim=store.embedding_dim
-                )
-            if similarity_threshold is None:
-                similarity_threshold = getattr(
-                    embedder, "suggested_threshold", DEFAULT_SIMILARITY_THRESHOLD
-                )
-            self._semantic = SemanticSearch(store, embedder, search or SearchOptions())
-        self.similarity_threshold = check_threshold(
-            DEFAULT_SIMILARITY_THRESHOLD if similarity_threshold is None else similarity_threshold
-        )
-        self.lookup_timeout = lookup_timeout
-        self.write_timeout = write_timeout
-        self._metrics = Metrics(prices)
-        self._health = BackendHealth(
-            strict=strict, breaker=breaker or CircuitBreaker(), metrics=self._metrics
-        )
-        self._write_behind = WriteBehind(store, self._metrics)
-        self._tiers = UpperTiers(memory, redis)
-        self.stale_grace = 0.0 if stale_grace is None else ttl_seconds(stale_grace) or 0.0
-        self._origin = uuid.uuid4().hex  # tells our own invalidation notices from others
-        self._purging: asyncio.Task[None] | None = None
-
     @classmethod
     def connect(
         cls,
@@ -123,7 +47,7 @@ class Cache(Reads, Writes, Maintenance):
         max_size: int = 10,
         embedded_dir: str | None = None,
         **options: Unpack[CacheOptions],
-    ) -> Connecting:
+    ) -> Opening[Self]:
         """Open a cache: `cache = await Cache.connect(...)` or `async with Cache.connect(...)`.
 
         Args:
@@ -155,10 +79,10 @@ class Cache(Reads, Writes, Maintenance):
                 max_size=max_size,
                 embedded_dir=embedded_dir,
             )
-        return Connecting(cls._open(opening, dict(options)))
+        return Opening(cls._open(opening, options))
 
     @classmethod
-    async def _open(cls, opening: Awaitable[PostgresStore], options: dict[str, Any]) -> Self:
+    async def _open(cls, opening: Awaitable[PostgresStore], options: CacheOptions) -> Self:
         store = await opening
         try:
             cache = cls(store, **options)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from llm_pgcache.cache.metrics import Counters, Stats
-from llm_pgcache.cache.state import CacheParts
+from llm_pgcache.cache.state import CacheState
 from llm_pgcache.errors import InvalidInputError
 from llm_pgcache.postgres.purge import Progress, PurgeReport, purge, purge_forever
 from llm_pgcache.postgres.reindex import ReindexReport, reindex
@@ -14,7 +14,7 @@ from llm_pgcache.postgres.reindex import ReindexReport, reindex
 logger = logging.getLogger("llm_pgcache")
 
 
-class Maintenance(CacheParts):
+class Maintenance(CacheState):
     """`Cache.reindex`, `purge`, `start_purging`, `counters` and `stats`."""
 
     async def reindex(

@@ -1,33 +1,37 @@
-"""Opening a cache: the object `Cache.connect` returns, and the store it opens."""
+"""Opening a cache: the awaitable context `Cache.connect` returns, and the store it opens."""
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from llm_pgcache.errors import SchemaError
 from llm_pgcache.postgres import embedded, migrate
 from llm_pgcache.postgres.store import PostgresStore
 
-if TYPE_CHECKING:
-    from llm_pgcache.cache.facade import Cache
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
 
 
-class Connecting:
-    """What `Cache.connect` returns: await it, or use it with `async with`."""
+Opened = TypeVar("Opened", bound=Closable)
 
-    def __init__(self, opening: Any) -> None:
+
+class Opening(Generic[Opened]):
+    """What `Cache.connect` returns: await it for the opened object, or use it with
+    `async with`, which closes it on exit."""
+
+    def __init__(self, opening: Coroutine[Any, Any, Opened]) -> None:
         self._opening = opening
-        self._cache: Cache | None = None
+        self._opened: Opened | None = None
 
-    def __await__(self) -> Generator[Any, None, Cache]:
-        cache: Cache = yield from self._opening.__await__()
-        return cache
+    def __await__(self) -> Generator[Any, None, Opened]:
+        return self._opening.__await__()
 
-    async def __aenter__(self) -> Cache:
-        self._cache = await self._opening
-        return self._cache
+    async def __aenter__(self) -> Opened:
+        self._opened = await self._opening
+        return self._opened
 
     async def __aexit__(
         self,
@@ -35,13 +39,14 @@ class Connecting:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._cache is not None:
-            await self._cache.close()
+        if self._opened is not None:
+            await self._opened.close()
 
 
 async def open_store(
     dsn: str | None, *, min_size: int, max_size: int, embedded_dir: str | None
 ) -> PostgresStore:
+    """A store on `dsn`; without one, on the embedded server (migrated on first use)."""
     if dsn is not None:
         return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
     dsn = await embedded.start(embedded_dir)

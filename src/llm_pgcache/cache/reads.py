@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from llm_pgcache.cache.state import CacheParts
+from llm_pgcache.cache.state import CacheState
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import BackendError
 from llm_pgcache.semantic.search import SemanticSearch
@@ -16,7 +16,7 @@ from llm_pgcache.tiers.upper import Ticket
 from llm_pgcache.validation import check_threshold
 
 
-class Reads(CacheParts):
+class Reads(CacheState):
     """`Cache.get`."""
 
     async def get(

@@ -1,26 +1,36 @@
-"""What the parts of a `Cache` share: the state its use cases work on.
+"""What the parts of a `Cache` share: the state its use cases work on, declared and built
+here.
 
 `Cache` is put together from `reads.Reads` (lookups), `writes.Writes` (stores, loads,
-invalidations) and `maintenance.Maintenance` (index, purge, measures); `Cache.__init__`
-sets every attribute declared here.
+invalidations) and `maintenance.Maintenance` (index, purge, measures), all over this
+state; `CacheState.__init__` builds every part from the `CacheOptions`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from typing import Unpack
 
+from llm_pgcache.cache.breaker import CircuitBreaker
 from llm_pgcache.cache.health import BackendHealth
 from llm_pgcache.cache.metrics import Metrics
-from llm_pgcache.cache.rules import EntryRules
+from llm_pgcache.cache.options import CacheOptions
+from llm_pgcache.cache.rules import DEFAULT_MAX_ENTRY_BYTES, EntryRules
 from llm_pgcache.cache.write_behind import WriteBehind
-from llm_pgcache.errors import InvalidInputError
+from llm_pgcache.errors import EmbeddingDimensionError, InvalidInputError
 from llm_pgcache.postgres.store import PostgresStore
-from llm_pgcache.semantic.search import SemanticSearch
+from llm_pgcache.pricing import DEFAULT_PRICES
+from llm_pgcache.semantic.search import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
 from llm_pgcache.tiers.upper import UpperTiers
+from llm_pgcache.validation import check_threshold, ttl_seconds
+
+DEFAULT_LOOKUP_TIMEOUT = 0.05  # seconds a lookup may wait for PostgreSQL before it is a miss
+DEFAULT_WRITE_TIMEOUT = 1.0
 
 
-class CacheParts:
-    """The state of a `Cache`, declared once for the modules of its use cases."""
+class CacheState:
+    """The state of a `Cache`, declared and built once for the modules of its use cases."""
 
     rules: EntryRules
     semantic: bool
@@ -36,6 +46,53 @@ class CacheParts:
     _tiers: UpperTiers
     _origin: str  # tells our own invalidation notices from others
     _purging: asyncio.Task[None] | None
+
+    def __init__(self, store: PostgresStore, **options: Unpack[CacheOptions]) -> None:
+        """Wrap an opened store; prefer `Cache.connect`, which opens one. No I/O here.
+
+        Raises:
+            InvalidInputError (and its subclasses): a bad option.
+            EmbeddingDimensionError: the embedder's dimension differs from the table's.
+        """
+        self._store = store
+        self.rules = EntryRules.checked(
+            namespace=options.get("namespace", "default"),
+            version=options.get("version", ""),
+            default_ttl=options.get("default_ttl"),
+            model_ttls=options.get("model_ttls"),
+            store_prompts=options.get("store_prompts", True),
+            max_entry_bytes=options.get("max_entry_bytes", DEFAULT_MAX_ENTRY_BYTES),
+        )
+        embedder = options.get("embedder")
+        threshold = options.get("similarity_threshold")
+        self.semantic = options.get("semantic", True) and embedder is not None
+        self._semantic = None
+        if embedder is not None:
+            if embedder.dim != store.embedding_dim:
+                raise EmbeddingDimensionError(
+                    embedder_dim=embedder.dim, table_dim=store.embedding_dim
+                )
+            if threshold is None:
+                threshold = getattr(embedder, "suggested_threshold", None)
+            self._semantic = SemanticSearch(
+                store, embedder, options.get("search") or SearchOptions()
+            )
+        self.similarity_threshold = check_threshold(
+            DEFAULT_SIMILARITY_THRESHOLD if threshold is None else threshold
+        )
+        self.lookup_timeout = options.get("lookup_timeout", DEFAULT_LOOKUP_TIMEOUT)
+        self.write_timeout = options.get("write_timeout", DEFAULT_WRITE_TIMEOUT)
+        self._metrics = Metrics(options.get("prices", DEFAULT_PRICES))
+        self._health = BackendHealth(
+            strict=options.get("strict", False),
+            breaker=options.get("breaker") or CircuitBreaker(),
+            metrics=self._metrics,
+        )
+        self._write_behind = WriteBehind(store, self._metrics)
+        self._tiers = UpperTiers(options.get("memory"), options.get("redis"))
+        self.stale_grace = ttl_seconds(options.get("stale_grace")) or 0.0
+        self._origin = uuid.uuid4().hex
+        self._purging = None
 
     @property
     def namespace(self) -> str:

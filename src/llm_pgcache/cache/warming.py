@@ -7,13 +7,10 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from llm_pgcache.errors import InvalidInputError, LLMPgCacheError
 from llm_pgcache.validation import TTL
-
-if TYPE_CHECKING:
-    from llm_pgcache.cache.facade import Cache
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,8 +75,26 @@ def read_warm_file(path: Path) -> Iterator[WarmItem]:
                 raise InvalidInputError(f"{path}:{number}: not a warm line: {exc}") from exc
 
 
+class Warmable(Protocol):
+    """What `precompute` needs of a cache (`Cache` is one)."""
+
+    async def get(
+        self, request: Mapping[str, Any], *, namespace: str | None, semantic: bool | None
+    ) -> object | None: ...
+
+    async def set(
+        self,
+        request: Mapping[str, Any],
+        response: object,
+        *,
+        ttl: TTL | None,
+        tags: Iterable[str],
+        namespace: str | None,
+    ) -> None: ...
+
+
 async def precompute(
-    cache: Cache,
+    cache: Warmable,
     requests: Iterable[Mapping[str, Any]],
     call: Callable[[dict[str, Any]], Awaitable[object]],
     *,

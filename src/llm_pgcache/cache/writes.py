@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from llm_pgcache.cache.state import CacheParts
+from llm_pgcache.cache.state import CacheState
 from llm_pgcache.cache.warming import WarmItem, batches
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import BackendError, InvalidInputError
@@ -15,7 +15,7 @@ from llm_pgcache.invalidation import Change
 from llm_pgcache.validation import TTL
 
 
-class Writes(CacheParts):
+class Writes(CacheState):
     """`Cache.set`, `load`, `invalidate` and `report_wrong_hit`."""
 
     async def set(
