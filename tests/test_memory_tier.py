@@ -12,6 +12,8 @@ import asyncpg
 import pytest
 
 from llm_pgcache import Cache, CacheHit
+from llm_pgcache.entries import TierCopy
+from llm_pgcache.invalidation import Change
 from llm_pgcache.postgres import sql
 from llm_pgcache.tiers import memory as memory_module
 from llm_pgcache.tiers.memory import MemoryTier
@@ -214,27 +216,28 @@ def make_hit(key: bytes, *, tags: tuple[str, ...] = (), model: str = "m") -> Cac
 def test_memory_is_bounded_by_entries_and_bytes() -> None:
     tier = MemoryTier(max_entries=3, max_bytes=100)
     for i in range(4):
-        tier.put("ns", bytes([i]), make_hit(bytes([i])), "{}", None)
+        tier.put(TierCopy("ns", bytes([i]), make_hit(bytes([i])), "{}", None))
     assert len(tier) == 3
     assert tier.get("ns", bytes([0])) is None  # least recently used went first
     tier.get("ns", bytes([1]))  # now 2 is the least recently used
-    tier.put("ns", bytes([9]), make_hit(bytes([9])), '{"a": "' + "x" * 80 + '"}', None)
+    tier.put(TierCopy("ns", bytes([9]), make_hit(bytes([9])), '{"a": "' + "x" * 80 + '"}', None))
     assert tier.size_bytes <= 100
     assert tier.get("ns", bytes([2])) is None
     assert tier.get("ns", bytes([1])) is not None
-    tier.put("ns", b"big", make_hit(b"big"), "x" * 101, None)  # larger than the tier
+    tier.put(TierCopy("ns", b"big", make_hit(b"big"), "x" * 101, None))  # larger than the tier
     assert tier.get("ns", b"big") is None
 
 
 def test_memory_invalidation_by_row() -> None:
     tier = MemoryTier()
-    tier.put("ns", b"a", make_hit(b"row1", tags=("t",)), "{}", None)
-    tier.put("ns", b"b", make_hit(b"row1"), "{}", None)  # a semantic hit of the same row
-    tier.put("ns", b"c", make_hit(b"row2", model="other"), "{}", None)
-    tier.put("other", b"a", make_hit(b"row1"), "{}", None)
-    assert tier.invalidate("ns", key=b"row1") == 2
-    assert tier.invalidate("ns", model="other") == 1
-    assert tier.invalidate(None) == 1
+    tier.put(TierCopy("ns", b"a", make_hit(b"row1", tags=("t",)), "{}", None))
+    tier.put(TierCopy("ns", b"b", make_hit(b"row1"), "{}", None))  # a semantic hit of the same row
+    tier.put(TierCopy("ns", b"c", make_hit(b"row2", model="other"), "{}", None))
+    tier.put(TierCopy("other", b"a", make_hit(b"row1"), "{}", None))
+    assert tier.invalidate(Change("ns", key=b"row1")) == 2
+    assert tier.invalidate(Change("ns", model="other")) == 1
+    assert tier.invalidate(Change("other")) == 1
+    assert len(tier) == 0
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from llm_pgcache import CacheHit, request_keys
-from llm_pgcache.entries import dump_response
+from llm_pgcache.entries import TierCopy, dump_response
 from llm_pgcache.invalidation import Change
 from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.tiers.memory import MemoryTier
@@ -48,7 +48,7 @@ async def read_row(dsn: str, namespace: str, request: dict[str, object]) -> Cach
 
 async def promote(tiers: UpperTiers, hit: CacheHit, ticket: Ticket) -> None:
     await tiers.promote(
-        hit.namespace, hit.key, hit, dump_response(hit.response), None, ticket=ticket
+        TierCopy(hit.namespace, hit.key, hit, dump_response(hit.response), None), ticket=ticket
     )
 
 
@@ -108,9 +108,8 @@ async def test_memory_never_takes_back_a_row_invalidated_during_the_lookup(
             paraphrase = request_keys(make_request("Capital of France?")).exact_key
             _, ticket = await looking_up.get(namespace, paraphrase)
             await looking_up.drop(Change(namespace, key=key))
-            await looking_up.promote(
-                namespace, paraphrase, row, dump_response(row.response), None, ticket=ticket
-            )
+            copy = TierCopy(namespace, paraphrase, row, dump_response(row.response), None)
+            await looking_up.promote(copy, ticket=ticket)
             assert (await looking_up.get(namespace, paraphrase))[0] is None
 
             _, ticket = await looking_up.get(namespace, key)  # nothing in between

@@ -31,6 +31,7 @@ from llm_pgcache.demo import choose_upstream, run_demo
 from llm_pgcache.errors import LLMPgCacheError
 from llm_pgcache.postgres import embedded, migrate
 from llm_pgcache.postgres.driver import SCHEMA_REVISION
+from llm_pgcache.postgres.purge import DEFAULT_BATCH_SIZE
 from llm_pgcache.pricing import DEFAULT_PRICES, cost
 from llm_pgcache.semantic.embedders import default_embedder
 from llm_pgcache.semantic.tuning import evaluate, read_pairs, similarities, threshold_for_precision
@@ -93,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         "optionally evict the least recently used rows above a size cap. Exit codes: "
         "0 done, nothing to do, or another purge running; 1 error.",
     )
-    purge_cmd.add_argument("--batch-size", type=int, default=5000, help="rows per batch")
+    purge_cmd.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"rows per batch (default: {DEFAULT_BATCH_SIZE})",
+    )
     purge_cmd.add_argument("--max-rows", type=int, help="keep at most this many rows")
     purge_cmd.add_argument(
         "--max-bytes", type=parse_size, help="keep the table near this size, e.g. 20GB"

@@ -17,7 +17,7 @@ MAX_EMBEDDING_DIM = 16000  # pgvector's limit for the `vector` type
 ENV_DSN = "LLM_PGCACHE_DSN"
 ENV_DSN_FALLBACK = "DATABASE_URL"
 ENV_EMBEDDING_DIM = "LLM_PGCACHE_EMBEDDING_DIM"
-ENV_EMBEDDED_DIR = "LLM_PGCACHE_EMBEDDED_DIR"
+ENV_EMBEDDED_DIR = "LLM_PGCACHE_EMBEDDED_DIR"  # read by postgres.embedded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,12 +27,10 @@ class Settings:
     Attributes:
         dsn: PostgreSQL DSN, or None for the embedded server.
         embedding_dim: dimension of the `embedding` column, used by the migrations.
-        embedded_dir: data directory of the embedded server, or None for the default.
     """
 
     dsn: str | None = None
     embedding_dim: int = DEFAULT_EMBEDDING_DIM
-    embedded_dir: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -41,7 +39,6 @@ class Settings:
         return cls(
             dsn=env.get(ENV_DSN) or env.get(ENV_DSN_FALLBACK) or None,
             embedding_dim=parse_embedding_dim(dim) if dim else DEFAULT_EMBEDDING_DIM,
-            embedded_dir=env.get(ENV_EMBEDDED_DIR) or None,
         )
 
 

@@ -1,4 +1,6 @@
-"""Values that cross layers: what is stored, what a hit returns, and how responses are encoded.
+"""Values that cross layers: what is stored (`StoredEntry`), what a hit returns
+(`CacheHit`) and what the upper tiers keep of it (`TierCopy`), and how responses are
+encoded.
 
 Responses are JSON (never pickle). PostgreSQL's jsonb cannot hold a NUL character
 (U+0000), so a response containing one, anywhere, is stored wrapped: as the base64 of its
@@ -10,16 +12,38 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from llm_pgcache.errors import InvalidResponseError
 
 NUL_SAFE_MARKER = "llm_pgcache:json_base64"
 
 Tier = Literal["memory", "redis", "postgres-exact", "postgres-semantic"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEntry:
+    """One row to write: what `Cache.set` and `load` build and the store upserts."""
+
+    namespace: str
+    cache_key: bytes
+    scope_key: bytes
+    model: str
+    prompt: str | None
+    response_json: str
+    tags: Sequence[str]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    ttl_seconds: float | None
+    upstream_ms: int | None = None
+    embedding: npt.NDArray[np.float32] | None = None
+    embedder: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +124,18 @@ class CacheHit:
 
 
 _FIELDS = tuple(field.name for field in fields(CacheHit))
+
+
+class TierCopy(NamedTuple):
+    """A hit as the tiers above PostgreSQL keep it: under the exact key that was looked
+    up (a semantic hit's own row has another), with its response as stored JSON text, for
+    at most `ttl_left` seconds (None: the row does not expire)."""
+
+    namespace: str
+    key: bytes
+    hit: CacheHit
+    response_json: str
+    ttl_left: float | None
 
 
 def response_dict(response: object) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Invalidation notices between processes (PostgreSQL NOTIFY), for their memory tiers.
 
 Every store and delete sends one, in the same statement, delivered when it commits; each
-cache with a memory tier listens and drops what a notice names (`tiers`). Notices are JSON:
+cache with a memory tier listens and drops what a notice names (`tiers.upper`). Notices are JSON:
 {"o": origin, "ns": namespace, "key": hex | null, "tag": str | null, "model": str | null}.
 """
 

@@ -13,7 +13,7 @@ from llm_pgcache.cache.breaker import CircuitBreaker
 from llm_pgcache.cache.metrics import Metrics
 from llm_pgcache.errors import BackendError
 
-logger = logging.getLogger("llm_pgcache")
+logger = logging.getLogger(__name__)
 
 
 class Watchdog:

@@ -8,10 +8,17 @@ import logging
 from llm_pgcache.cache.metrics import Counters, Stats
 from llm_pgcache.cache.state import CacheState
 from llm_pgcache.errors import InvalidInputError
-from llm_pgcache.postgres.purge import Progress, PurgeReport, purge, purge_forever
+from llm_pgcache.postgres.purge import (
+    DEFAULT_BATCH_SIZE,
+    Progress,
+    PurgeLimits,
+    PurgeReport,
+    purge,
+    purge_forever,
+)
 from llm_pgcache.postgres.reindex import ReindexReport, reindex
 
-logger = logging.getLogger("llm_pgcache")
+logger = logging.getLogger(__name__)
 
 
 class Maintenance(CacheState):
@@ -35,7 +42,7 @@ class Maintenance(CacheState):
     async def purge(
         self,
         *,
-        batch_size: int = 5000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_rows: int | None = None,
         max_bytes: int | None = None,
         dry_run: bool = False,
@@ -45,21 +52,15 @@ class Maintenance(CacheState):
 
         See `llm_pgcache.purge.purge`; the same job as `llm-pgcache purge`.
         """
+        limits = PurgeLimits(batch_size=batch_size, max_rows=max_rows, max_bytes=max_bytes)
         await self._write_behind.flush()  # eviction orders by the latest hits
-        return await purge(
-            self._store,
-            batch_size=batch_size,
-            max_rows=max_rows,
-            max_bytes=max_bytes,
-            dry_run=dry_run,
-            progress=progress,
-        )
+        return await purge(self._store, limits, dry_run=dry_run, progress=progress)
 
     def start_purging(
         self,
         every: float = 300.0,
         *,
-        batch_size: int = 5000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_rows: int | None = None,
         max_bytes: int | None = None,
     ) -> None:
@@ -70,19 +71,13 @@ class Maintenance(CacheState):
         """
         if self._purging is not None and not self._purging.done():
             raise InvalidInputError("this cache is already purging")
+        limits = PurgeLimits(batch_size=batch_size, max_rows=max_rows, max_bytes=max_bytes)
 
         def report(done: PurgeReport) -> None:
             logger.info("llm-pgcache purge: %s", done.summary())
 
         self._purging = asyncio.get_running_loop().create_task(
-            purge_forever(
-                self._store,
-                every=every,
-                on_report=report,
-                batch_size=batch_size,
-                max_rows=max_rows,
-                max_bytes=max_bytes,
-            )
+            purge_forever(self._store, limits, every=every, on_report=report)
         )
 
     @property

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from llm_pgcache.cache.state import CacheState
-from llm_pgcache.entries import CacheHit
+from llm_pgcache.entries import CacheHit, TierCopy
 from llm_pgcache.errors import BackendError
 from llm_pgcache.semantic.search import SemanticSearch
 from llm_pgcache.tiers.upper import Ticket
@@ -109,9 +109,8 @@ class Reads(CacheState):
         else:
             return None
         if ticket is not None and not hit.stale:  # a stale entry is served, never promoted
-            await self._tiers.promote(
-                ns, key, hit, record["response"], record["ttl_left"], ticket=ticket
-            )
+            copy = TierCopy(ns, key, hit, record["response"], record["ttl_left"])
+            await self._tiers.promote(copy, ticket=ticket)
         return hit
 
     async def _nearest(

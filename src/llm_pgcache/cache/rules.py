@@ -11,10 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm_pgcache.entries import dump_response, response_dict, storable_text
+from llm_pgcache.entries import StoredEntry, dump_response, response_dict, storable_text
 from llm_pgcache.errors import InvalidInputError
 from llm_pgcache.keys import RequestKeys, exact_key, request_keys
-from llm_pgcache.postgres.store import StoredEntry
 from llm_pgcache.validation import (
     TTL,
     check_namespace,

@@ -17,7 +17,7 @@ from llm_pgcache.cache.metrics import Metrics
 from llm_pgcache.errors import BackendError
 from llm_pgcache.postgres.store import PostgresStore
 
-logger = logging.getLogger("llm_pgcache")
+logger = logging.getLogger(__name__)
 
 
 class WriteBehind:

@@ -1,5 +1,5 @@
 """Writes: stores, bulk loads and invalidations. Each goes to PostgreSQL with its notice
-to other processes in the same statement, then drops the copies above it (`tiers`)."""
+to other processes in the same statement, then drops the copies above it (`tiers.upper`)."""
 
 from __future__ import annotations
 

@@ -35,14 +35,14 @@ from llm_pgcache.integrations.policy import (
     cacheable_request,
     storable_response,
 )
-from llm_pgcache.integrations.singleflight import AbandonedError, Flight, SingleFlight
+from llm_pgcache.integrations.singleflight import AbandonedError, Flight, Shared, SingleFlight
 from llm_pgcache.integrations.streams import ChunkAccumulator, replay_chunks
 from llm_pgcache.keys import exact_key
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
-logger = logging.getLogger("llm_pgcache")
+logger = logging.getLogger(__name__)
 
 
 def cached_openai(client: AsyncOpenAI, cache: Cache, **policy: Any) -> CachedOpenAI:
@@ -136,17 +136,10 @@ class _Completions:
         self, request: Mapping[str, Any], key: tuple[str, bytes], lookup_ms: float
     ) -> Any:
         """Ask the upstream (one call per key at a time), answer, and store."""
-        while True:
-            flight = self._flights.join(key)
-            if isinstance(flight, Flight):
-                break
-            try:
-                shared = await asyncio.shield(flight)
-            except AbandonedError:
-                continue  # the leader gave up: lead, or follow the next one
+        flight = await self._flights.lead_or_follow(key)
+        if isinstance(flight, Shared):
             info = CacheInfo(tier="miss", lookup_ms=lookup_ms, shared=True)
-            return _respond(shared, request, info)
-
+            return _respond(flight.result, request, info)
         info = CacheInfo(tier="miss", lookup_ms=lookup_ms)
         if request.get("stream") is True:
             return await _RecordingStream.open(self, flight, request, info)

@@ -9,7 +9,8 @@ followers try again themselves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -17,6 +18,13 @@ T = TypeVar("T")
 
 class AbandonedError(Exception):
     """The leader stopped before it had a result; followers should try themselves."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shared(Generic[T]):
+    """A follower's answer: the result of the leader it waited for."""
+
+    result: T
 
 
 class Flight(Generic[T]):
@@ -54,25 +62,18 @@ class SingleFlight(Generic[T]):
         self._flights[key] = flight
         return flight
 
-    async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
-        """`work()` once for all concurrent callers of `key`: (result, whether shared)."""
+    async def lead_or_follow(self, key: Hashable) -> Flight[T] | Shared[T]:
+        """A `Flight` when this caller is to do the work of `key` (finish or fail it);
+        otherwise what the running leader produced (its exception is raised here). When a
+        leader gives up, its followers try again: one leads, the others follow it."""
         while True:
             flight = self.join(key)
             if isinstance(flight, Flight):
-                try:
-                    result = await work()
-                except asyncio.CancelledError:
-                    flight.fail(AbandonedError())
-                    raise
-                except BaseException as exc:
-                    flight.fail(exc)
-                    raise
-                flight.finish(result)
-                return result, False
+                return flight
             try:
-                return await asyncio.shield(flight), True
+                return Shared(await asyncio.shield(flight))
             except AbandonedError:
-                continue  # the leader gave up: lead, or follow the next leader
+                continue
 
     def _release(self, key: Hashable, flight: Flight[Any]) -> None:
         if self._flights.get(key) is flight:

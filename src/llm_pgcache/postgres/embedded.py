@@ -13,12 +13,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from llm_pgcache.config import ENV_EMBEDDED_DIR
 from llm_pgcache.errors import ConfigurationError, MissingExtraError
 
 
 def default_data_dir() -> Path:
     """`$LLM_PGCACHE_EMBEDDED_DIR`, else a per-user data directory."""
-    configured = os.environ.get("LLM_PGCACHE_EMBEDDED_DIR")
+    configured = os.environ.get(ENV_EMBEDDED_DIR)
     if configured:
         return Path(configured).expanduser()
     if hasattr(os, "geteuid") and os.geteuid() == 0:

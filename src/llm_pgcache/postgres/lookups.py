@@ -15,7 +15,7 @@ The defaults (4 alone, 2 rounds) come from a tuning run of benchmarks/exact.py
 from __future__ import annotations
 
 import asyncio
-from typing import Any, LiteralString
+from typing import Any, LiteralString, NamedTuple
 
 import asyncpg
 
@@ -23,8 +23,15 @@ from llm_pgcache.errors import BackendError
 from llm_pgcache.postgres import sql
 from llm_pgcache.postgres.driver import DRIVER_ERRORS, translate_error
 
-# (namespace, cache_key, stale grace in seconds, budget in seconds, the waiter's future)
-_Waiting = tuple[str, bytes, float, float | None, "asyncio.Future[asyncpg.Record | None]"]
+
+class _Waiting(NamedTuple):
+    """A lookup waiting for a round."""
+
+    namespace: str
+    cache_key: bytes
+    stale_grace: float  # seconds
+    budget: float | None  # seconds
+    future: asyncio.Future[asyncpg.Record | None]
 
 
 class ExactLookups:
@@ -65,7 +72,7 @@ class ExactLookups:
             return rows[0] if rows else None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[asyncpg.Record | None] = loop.create_future()
-        self._waiting.append((namespace, cache_key, stale_grace, budget, future))
+        self._waiting.append(_Waiting(namespace, cache_key, stale_grace, budget, future))
         if not self._flush_scheduled and self._in_flight < self._rounds:
             # Let the lookups of this turn of the event loop join the round.
             self._flush_scheduled = True
@@ -75,9 +82,9 @@ class ExactLookups:
     async def close(self) -> None:
         """Fail the waiting lookups and stop the rounds in flight."""
         waiting, self._waiting = self._waiting, []
-        for *_, future in waiting:
-            if not future.done():
-                future.set_exception(BackendError("the cache was closed"))
+        for lookup in waiting:
+            if not lookup.future.done():
+                lookup.future.set_exception(BackendError("the cache was closed"))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -91,7 +98,7 @@ class ExactLookups:
         """Start rounds for the waiting lookups, as many as may be in flight."""
         self._flush_scheduled = False
         while self._in_flight < self._rounds and self._waiting:
-            batch = [w for w in self._waiting[: self._max_batch] if not w[4].done()]
+            batch = [w for w in self._waiting[: self._max_batch] if not w.future.done()]
             del self._waiting[: self._max_batch]
             if batch:
                 self._in_flight += 1
@@ -100,25 +107,29 @@ class ExactLookups:
                 task.add_done_callback(self._tasks.discard)
 
     async def _round(self, batch: list[_Waiting]) -> None:
-        budgets = [w[3] for w in batch]
+        budgets = [w.budget for w in batch]
         budget = None if None in budgets else max(b for b in budgets if b is not None)
         try:
-            columns = ([w[0] for w in batch], [w[1] for w in batch], [w[2] for w in batch])
+            columns = (
+                [w.namespace for w in batch],
+                [w.cache_key for w in batch],
+                [w.stale_grace for w in batch],
+            )
             rows = await self._fetch(sql.GET_EXACT_ROUND, columns, budget)
         except BaseException as exc:  # each lookup of the round raises it; closing cancels
             failure = exc if isinstance(exc, Exception) else BackendError("the cache was closed")
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
+            for lookup in batch:
+                if not lookup.future.done():
+                    lookup.future.set_exception(failure)
             if failure is not exc:
                 raise
         else:
             found: list[asyncpg.Record | None] = [None] * len(batch)
             for row in rows:
                 found[row["slot"] - 1] = row
-            for (*_, future), row in zip(batch, found, strict=True):
-                if not future.done():
-                    future.set_result(row)
+            for lookup, row in zip(batch, found, strict=True):
+                if not lookup.future.done():
+                    lookup.future.set_result(row)
         finally:
             self._round_done()
 

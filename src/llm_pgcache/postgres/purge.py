@@ -20,6 +20,34 @@ from llm_pgcache.postgres.store import PostgresStore
 
 Progress = Callable[[int, int], None]  # (rows done, rows to do)
 
+DEFAULT_BATCH_SIZE = 5000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeLimits:
+    """How a purge deletes, and what it keeps.
+
+    Attributes:
+        batch_size: rows per delete statement.
+        max_rows: keep at most this many rows.
+        max_bytes: keep the table (with its indexes) near this size, estimated from its
+            bytes per row; space freed by deletes is reused by later rows.
+
+    Raises:
+        InvalidInputError: a batch size below 1, or a negative cap.
+    """
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_rows: int | None = None
+    max_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InvalidInputError("batch_size must be at least 1")
+        for name, cap in (("max_rows", self.max_rows), ("max_bytes", self.max_bytes)):
+            if cap is not None and cap < 0:
+                raise InvalidInputError(f"{name} must not be negative")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PurgeReport:
@@ -42,10 +70,8 @@ class PurgeReport:
 
 async def purge(
     store: PostgresStore,
+    limits: PurgeLimits,
     *,
-    batch_size: int = 5000,
-    max_rows: int | None = None,
-    max_bytes: int | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
 ) -> PurgeReport:
@@ -53,24 +79,16 @@ async def purge(
 
     Args:
         store: the cache's store.
-        batch_size: rows per delete statement.
-        max_rows: keep at most this many rows.
-        max_bytes: keep the table (with its indexes) near this size, estimated from its
-            bytes per row; space freed by deletes is reused by later rows.
+        limits: batch size and size cap.
         dry_run: count, delete nothing.
         progress: called after each batch with (rows done, rows to do).
     """
-    if batch_size < 1:
-        raise InvalidInputError("batch_size must be at least 1")
-    for name, cap in (("max_rows", max_rows), ("max_bytes", max_bytes)):
-        if cap is not None and cap < 0:
-            raise InvalidInputError(f"{name} must not be negative")
     started = time.monotonic()
     async with store.purge_session() as session:
         if session is None:
             return PurgeReport(action="locked", expired=0, evicted=0, seconds=0.0)
         expired = await session.count_expired()
-        over = await _rows_over_cap(session, max_rows, max_bytes, expired)
+        over = await _rows_over_cap(session, limits, expired)
         if dry_run:
             return PurgeReport(
                 action="dry-run", expired=expired, evicted=over, seconds=time.monotonic() - started
@@ -79,16 +97,16 @@ async def purge(
         deleted = await _in_batches(
             session.delete_expired,
             expired,
-            batch_size=batch_size,
+            batch_size=limits.batch_size,
             done=0,
             total=total,
             progress=progress,
         )
-        over = await _rows_over_cap(session, max_rows, max_bytes, 0)
+        over = await _rows_over_cap(session, limits, 0)
         evicted = await _in_batches(
             session.evict_least_recent,
             over,
-            batch_size=batch_size,
+            batch_size=limits.batch_size,
             done=deleted,
             total=deleted + over,
             progress=progress,
@@ -100,23 +118,20 @@ async def purge(
 
 async def purge_forever(
     store: PostgresStore,
+    limits: PurgeLimits,
     *,
     every: float,
     on_report: Callable[[PurgeReport], None],
-    batch_size: int = 5000,
-    max_rows: int | None = None,
-    max_bytes: int | None = None,
 ) -> None:
     """`purge` every `every` seconds until cancelled."""
     while True:
-        on_report(await purge(store, batch_size=batch_size, max_rows=max_rows, max_bytes=max_bytes))
+        on_report(await purge(store, limits))
         await asyncio.sleep(every)
 
 
-async def _rows_over_cap(
-    session: PurgeSession, max_rows: int | None, max_bytes: int | None, expired: int
-) -> int:
+async def _rows_over_cap(session: PurgeSession, limits: PurgeLimits, expired: int) -> int:
     """Live rows above the cap (after `expired` rows are gone)."""
+    max_rows, max_bytes = limits.max_rows, limits.max_bytes
     if max_rows is None and max_bytes is None:
         return 0
     rows, size = await session.volume()

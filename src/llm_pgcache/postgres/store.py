@@ -1,8 +1,8 @@
 """The PostgreSQL repository: the cache's statements, over an asyncpg pool.
 
-With `store.driver` (connection setup, driver errors translated in one place),
-`store.lookups` (exact lookups, in rounds shared by overlapping lookups) and
-`store.sessions` (connections held for a purge or for LISTEN), every asyncpg call of the
+With `driver` (connection setup, driver errors translated in one place), `lookups`
+(exact lookups, in rounds shared by overlapping lookups) and `sessions` (connections
+held for a purge or for LISTEN), all in this folder, every asyncpg call of the
 package lives here.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llm_pgcache.config import asyncpg_dsn, redact_dsn
+from llm_pgcache.entries import StoredEntry
 from llm_pgcache.errors import BackendError
 from llm_pgcache.invalidation import Change
 from llm_pgcache.postgres import sql
@@ -33,25 +34,6 @@ from llm_pgcache.postgres.driver import (
 from llm_pgcache.postgres.lookups import ExactLookups
 from llm_pgcache.postgres.schema import IVFFLAT_INDEX
 from llm_pgcache.postgres.sessions import Listener, PurgeSession
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredEntry:
-    """One row to write."""
-
-    namespace: str
-    cache_key: bytes
-    scope_key: bytes
-    model: str
-    prompt: str | None
-    response_json: str
-    tags: Sequence[str]
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    ttl_seconds: float | None
-    upstream_ms: int | None = None
-    embedding: npt.NDArray[np.float32] | None = None
-    embedder: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,7 +141,7 @@ class PostgresStore:
     ) -> asyncpg.Record | None:
         """The live row of `cache_key` in `namespace` (or one expired less than
         `stale_grace` seconds ago, with `stale` true), or None. Concurrent lookups share
-        queries (`store.lookups`); `budget` (seconds) bounds such a shared query."""
+        queries (`postgres.lookups`); `budget` (seconds) bounds such a shared query."""
         return await self._exact.get(namespace, cache_key, stale_grace, budget)
 
     async def put(self, entry: StoredEntry, notice: str) -> None:

@@ -16,9 +16,10 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
+from llm_pgcache.entries import StoredEntry
 from llm_pgcache.errors import EmbedderError, LLMPgCacheError
 from llm_pgcache.keys import RequestKeys
-from llm_pgcache.postgres.store import PostgresStore, StoredEntry
+from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.semantic.embedders import Embedder, Vectors, check_vectors
 
 Vector = npt.NDArray[np.float32]

@@ -13,7 +13,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from llm_pgcache.entries import CacheHit, load_response
+from llm_pgcache.entries import CacheHit, TierCopy, load_response
+from llm_pgcache.invalidation import Change
 
 
 @dataclass(slots=True)
@@ -52,34 +53,29 @@ class MemoryTier:
         self._slots.move_to_end((namespace, key))
         return slot.hit.with_response(load_response(slot.response_json), "memory")
 
-    def put(
-        self, namespace: str, key: bytes, hit: CacheHit, response_json: str, ttl_left: float | None
-    ) -> None:
-        """Keep `hit` for lookups of `key`, for at most `ttl_left` seconds (None: no expiry)."""
-        size = len(response_json)
+    def put(self, copy: TierCopy) -> None:
+        """Keep `copy.hit` for lookups of `copy.key`, for at most `copy.ttl_left` seconds."""
+        size = len(copy.response_json)
+        ttl_left = copy.ttl_left
         if size > self.max_bytes or (ttl_left is not None and ttl_left <= 0):
             return
         lifetime = self.ttl if ttl_left is None else min(self.ttl, ttl_left)
-        self._drop((namespace, key))
-        self._slots[(namespace, key)] = _Slot(hit, response_json, time.monotonic() + lifetime, size)
+        slot_key = (copy.namespace, copy.key)
+        self._drop(slot_key)
+        self._slots[slot_key] = _Slot(
+            copy.hit, copy.response_json, time.monotonic() + lifetime, size
+        )
         self._bytes += size
         while len(self._slots) > self.max_entries or self._bytes > self.max_bytes:
             self._drop(next(iter(self._slots)))
 
-    def invalidate(
-        self,
-        namespace: str | None,
-        *,
-        key: bytes | None = None,
-        tag: str | None = None,
-        model: str | None = None,
-    ) -> int:
-        """Drop the entries of `namespace` (None: all) from the row `key`, with `tag`, or
-        of `model`; with none of them, the whole namespace. Returns how many."""
+    def invalidate(self, change: Change) -> int:
+        """Drop the entries from the rows `change` names; returns how many."""
+        namespace, key, tag, model = change.namespace, change.key, change.tag, change.model
         doomed = [
             slot_key
             for slot_key, slot in self._slots.items()
-            if (namespace is None or slot_key[0] == namespace)
+            if slot_key[0] == namespace
             and (key is None or slot.hit.key == key)
             and (tag is None or tag in slot.hit.tags)
             and (model is None or slot.hit.model == model)

@@ -23,13 +23,14 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from llm_pgcache.entries import CacheHit, load_response
+from llm_pgcache.entries import CacheHit, TierCopy, load_response
 from llm_pgcache.errors import MissingExtraError
+from llm_pgcache.invalidation import Change
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-logger = logging.getLogger("llm_pgcache")
+logger = logging.getLogger(__name__)
 
 
 # KEYS: epoch, data, index...; ARGV: expected epoch ("" for none), item, ms to live,
@@ -81,11 +82,9 @@ class RedisTier:
         self._down = False
         self._promote = client.register_script(_PROMOTE)
 
-    async def get(
-        self, namespace: str, key: bytes
-    ) -> tuple[tuple[CacheHit, str, float | None] | None, Epoch]:
-        """((the hit, its response JSON, seconds it has left) or None, the namespace's
-        epoch, for a `put` of what PostgreSQL answers next)."""
+    async def get(self, namespace: str, key: bytes) -> tuple[TierCopy | None, Epoch]:
+        """(The copy kept for `key`, or None; the namespace's epoch, for a `put` of what
+        PostgreSQL answers next)."""
         try:
             raw, epoch = await self._redis.mget(
                 self._data_key(namespace, key), self._epoch_key(namespace)
@@ -116,25 +115,17 @@ class RedisTier:
         left = None
         if hit.expires_at is not None:
             left = (hit.expires_at - datetime.now(hit.expires_at.tzinfo)).total_seconds()
-        return (hit, item["r"], left), seen
+        return TierCopy(namespace, key, hit, item["r"], left), seen
 
-    async def put(
-        self,
-        namespace: str,
-        key: bytes,
-        hit: CacheHit,
-        response_json: str,
-        ttl_left: float | None,
-        *,
-        epoch: Epoch,
-    ) -> bool:
-        """Keep `hit` for lookups of `key`, unless the namespace was invalidated since
-        `epoch` was read (or Redis fails). Returns whether it was written."""
-        lifetime = self.ttl if ttl_left is None else min(self.ttl, ttl_left)
+    async def put(self, copy: TierCopy, *, epoch: Epoch) -> bool:
+        """Keep `copy`, unless its namespace was invalidated since `epoch` was read (or
+        Redis fails). Returns whether it was written."""
+        namespace, key, hit = copy.namespace, copy.key, copy.hit
+        lifetime = self.ttl if copy.ttl_left is None else min(self.ttl, copy.ttl_left)
         if lifetime <= 0 or epoch is None:
             return False
         item = {
-            "r": response_json,
+            "r": copy.response_json,
             "k": hit.key.hex(),
             "m": hit.model,
             "c": hit.created_at.isoformat(),
@@ -164,21 +155,15 @@ class RedisTier:
         self._ok()
         return bool(written)
 
-    async def invalidate(
-        self,
-        namespace: str,
-        *,
-        key: bytes | None = None,
-        tag: str | None = None,
-        model: str | None = None,
-    ) -> None:
-        """Drop the entries of `namespace` from row `key`, with `tag`, of `model`, or all."""
+    async def invalidate(self, change: Change) -> None:
+        """Drop the entries from the rows `change` names."""
+        namespace, key = change.namespace, change.key
         if key is not None:
             index = self._index_key(namespace, "row", key.hex())
-        elif tag is not None:
-            index = self._index_key(namespace, "tag", tag)
-        elif model is not None:
-            index = self._index_key(namespace, "model", model)
+        elif change.tag is not None:
+            index = self._index_key(namespace, "tag", change.tag)
+        elif change.model is not None:
+            index = self._index_key(namespace, "model", change.model)
         else:
             index = self._index_key(namespace, "all", "")
         try:

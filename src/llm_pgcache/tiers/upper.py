@@ -19,30 +19,37 @@ checks its namespace's row drops.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from llm_pgcache.entries import CacheHit
+from llm_pgcache.entries import CacheHit, TierCopy
 from llm_pgcache.invalidation import Change, read_notice
 from llm_pgcache.postgres.sessions import Listener
 from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.tiers.memory import MemoryTier
 from llm_pgcache.tiers.redis import Epoch, RedisTier
 
-logger = logging.getLogger("llm_pgcache")
+logger = logging.getLogger(__name__)
 
 _SLOTS = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class Ticket:
+class Generations(NamedTuple):
+    """The memory tier's drop counts that one lookup depends on (see the module doc)."""
+
+    clears: int
+    broad: int  # the namespace's drops of more than one row (tags, models, all)
+    rows: int  # the namespace's row drops
+    row: int  # the looked-up row's slot
+
+
+class Ticket(NamedTuple):
     """What a lookup saw of the tiers before it asked PostgreSQL."""
 
-    # memory: (clears, namespace's broad drops, namespace's row drops, the row's drops)
-    generations: tuple[int, int, int, int]
+    generations: Generations
     epoch: Epoch  # the namespace's Redis epoch
 
 
-NO_TIERS = Ticket((0, 0, 0, 0), None)
+NO_TIERS = Ticket(Generations(0, 0, 0, 0), None)
 
 
 class UpperTiers:
@@ -83,40 +90,28 @@ class UpperTiers:
         generations = self._generations(namespace, key)  # before Redis and PostgreSQL
         epoch: Epoch = None
         if self._redis is not None:
-            found, epoch = await self._redis.get(namespace, key)
-            if found is not None:
-                hit, response_json, ttl_left = found
-                if memory is not None and self._unchanged(generations, namespace, key, hit):
-                    memory.put(namespace, key, hit, response_json, ttl_left)
-                return hit, NO_TIERS
+            copy, epoch = await self._redis.get(namespace, key)
+            if copy is not None:
+                if memory is not None and self._unchanged(generations, copy):
+                    memory.put(copy)
+                return copy.hit, NO_TIERS
         return None, Ticket(generations, epoch)
 
-    async def promote(
-        self,
-        namespace: str,
-        key: bytes,
-        hit: CacheHit,
-        response_json: str,
-        ttl_left: float | None,
-        *,
-        ticket: Ticket,
-    ) -> None:
+    async def promote(self, copy: TierCopy, *, ticket: Ticket) -> None:
         """Copy a live hit from PostgreSQL into the tiers above, where nothing was
         invalidated since `ticket` was read."""
         if self._redis is not None:
-            await self._redis.put(namespace, key, hit, response_json, ttl_left, epoch=ticket.epoch)
+            await self._redis.put(copy, epoch=ticket.epoch)
         memory = self._usable_memory()
-        if memory is not None and self._unchanged(ticket.generations, namespace, key, hit):
-            memory.put(namespace, key, hit, response_json, ttl_left)
+        if memory is not None and self._unchanged(ticket.generations, copy):
+            memory.put(copy)
 
     async def drop(self, change: Change) -> None:
         """Drop the copies of the rows `change` names. The next lookup promotes what
         PostgreSQL then holds."""
         self._drop_from_memory(change)
         if self._redis is not None:
-            await self._redis.invalidate(
-                change.namespace, key=change.key, tag=change.tag, model=change.model
-            )
+            await self._redis.invalidate(change)
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -133,30 +128,30 @@ class UpperTiers:
             self._drops[hash(("rows", namespace)) % _SLOTS] += 1
         else:
             self._drops[hash(namespace) % _SLOTS] += 1
-        self._memory.invalidate(namespace, key=change.key, tag=change.tag, model=change.model)
+        self._memory.invalidate(change)
 
     def _clear_memory(self) -> None:
         if self._memory is not None:
             self._cleared += 1
             self._memory.clear()
 
-    def _generations(self, namespace: str, key: bytes) -> tuple[int, int, int, int]:
+    def _generations(self, namespace: str, key: bytes) -> Generations:
         drops = self._drops
-        return (
-            self._cleared,
-            drops[hash(namespace) % _SLOTS],
-            drops[hash(("rows", namespace)) % _SLOTS],
-            drops[hash((namespace, key)) % _SLOTS],
+        return Generations(
+            clears=self._cleared,
+            broad=drops[hash(namespace) % _SLOTS],
+            rows=drops[hash(("rows", namespace)) % _SLOTS],
+            row=drops[hash((namespace, key)) % _SLOTS],
         )
 
-    def _unchanged(
-        self, seen: tuple[int, int, int, int], namespace: str, key: bytes, hit: CacheHit
-    ) -> bool:
-        """Whether nothing that `hit` depends on was dropped since `seen`."""
-        now = self._generations(namespace, key)
-        if hit.key == key:  # exact: its own row
-            return (now[0], now[1], now[3]) == (seen[0], seen[1], seen[3])
-        return now[:3] == seen[:3]  # semantic: any row of the namespace
+    def _unchanged(self, seen: Generations, copy: TierCopy) -> bool:
+        """Whether nothing that `copy` depends on was dropped since `seen`."""
+        now = self._generations(copy.namespace, copy.key)
+        if (now.clears, now.broad) != (seen.clears, seen.broad):
+            return False
+        if copy.hit.key == copy.key:  # exact: its own row
+            return now.row == seen.row
+        return now.rows == seen.rows  # semantic: any row of the namespace
 
     def _usable_memory(self) -> MemoryTier | None:
         """The memory tier, while invalidation notices reach it."""
