@@ -121,9 +121,9 @@ def test_no_import_cycle() -> None:
 
 def test_every_folder_is_a_layer() -> None:
     for path in PACKAGE.iterdir():
-        if path.suffix == ".py" or (path.is_dir() and (path / "__init__.py").exists()):
-            if path.stem != "__init__":
-                layer_of(path.stem)
+        is_module = path.suffix == ".py" and path.stem != "__init__"
+        if is_module or (path.is_dir() and (path / "__init__.py").exists()):
+            layer_of(path.stem)
 
 
 def write_package(root: Path, files: Mapping[str, str]) -> Path:
