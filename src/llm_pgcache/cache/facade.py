@@ -130,9 +130,15 @@ class Cache(Reads, Writes, Maintenance):
         `call(request)` returns a response (e.g. `openai_client.chat.completions.create(
         **request)`); requests already cached are skipped; failures are counted, not raised.
         """
-        return await precompute(
-            self, requests, call, concurrency=concurrency, ttl=ttl, tags=tags, namespace=namespace
-        )
+        tag_list = tuple(tags)
+
+        async def cached(request: Mapping[str, Any]) -> bool:
+            return await self.get(request, namespace=namespace, semantic=False) is not None
+
+        async def store(request: Mapping[str, Any], response: object) -> None:
+            await self.set(request, response, ttl=ttl, tags=tag_list, namespace=namespace)
+
+        return await precompute(requests, call, cached=cached, store=store, concurrency=concurrency)
 
     @property
     def embedding_dim(self) -> int:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from llm_pgcache.errors import InvalidInputError, LLMPgCacheError
 from llm_pgcache.validation import TTL
@@ -75,49 +75,28 @@ def read_warm_file(path: Path) -> Iterator[WarmItem]:
                 raise InvalidInputError(f"{path}:{number}: not a warm line: {exc}") from exc
 
 
-class Warmable(Protocol):
-    """What `precompute` needs of a cache (`Cache` is one)."""
-
-    async def get(
-        self, request: Mapping[str, Any], *, namespace: str | None, semantic: bool | None
-    ) -> object | None: ...
-
-    async def set(
-        self,
-        request: Mapping[str, Any],
-        response: object,
-        *,
-        ttl: TTL | None,
-        tags: Iterable[str],
-        namespace: str | None,
-    ) -> None: ...
-
-
 async def precompute(
-    cache: Warmable,
     requests: Iterable[Mapping[str, Any]],
     call: Callable[[dict[str, Any]], Awaitable[object]],
     *,
+    cached: Callable[[Mapping[str, Any]], Awaitable[bool]],
+    store: Callable[[Mapping[str, Any], object], Awaitable[None]],
     concurrency: int,
-    ttl: TTL | None,
-    tags: Iterable[str],
-    namespace: str | None,
 ) -> WarmReport:
-    """Ask the LLM for each request that is not cached yet, `concurrency` at a time."""
+    """`call` each request that is not `cached` yet, `concurrency` at a time, and `store`
+    its response."""
     if concurrency < 1:
         raise InvalidInputError("concurrency must be at least 1")
     slots = asyncio.Semaphore(concurrency)
-    tag_list = tuple(tags)
     outcomes: list[str] = []
 
     async def one(request: Mapping[str, Any]) -> None:
         async with slots:
-            if await cache.get(request, namespace=namespace, semantic=False) is not None:
+            if await cached(request):
                 outcomes.append("skipped")
                 return
             try:
-                response = await call(dict(request))
-                await cache.set(request, response, ttl=ttl, tags=tag_list, namespace=namespace)
+                await store(request, await call(dict(request)))
             except (LLMPgCacheError, Exception):  # one failure must not stop the others
                 outcomes.append("failed")
                 return
