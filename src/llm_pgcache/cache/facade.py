@@ -18,6 +18,7 @@ from llm_pgcache.cache.reads import Reads
 from llm_pgcache.cache.warming import WarmReport, precompute
 from llm_pgcache.cache.writes import Writes
 from llm_pgcache.config import Settings
+from llm_pgcache.postgres.pool import DEFAULT_STATEMENT_TIMEOUT
 from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.validation import TTL
 
@@ -46,6 +47,8 @@ class Cache(Reads, Writes, Maintenance):
         min_size: int = 10,
         max_size: int = 10,
         embedded_dir: str | None = None,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+        listen_dsn: str | None = None,
         **options: Unpack[CacheOptions],
     ) -> Opening[Self]:
         """Open a cache: `cache = await Cache.connect(...)` or `async with Cache.connect(...)`.
@@ -61,6 +64,13 @@ class Cache(Reads, Writes, Maintenance):
                 (lookups that overlap share queries); the rest serve stores, semantic
                 lookups and invalidations.
             embedded_dir: data directory of the embedded server (when no DSN is found).
+            statement_timeout: seconds any statement may take, and any wait for a pooled
+                connection, where no shorter budget applies (lookups and `set` have
+                theirs): invalidations, loads, purge batches, stats, hit counts. A
+                statement cut short is cancelled in the background; its caller does not
+                wait for the server to confirm.
+            listen_dsn: where the memory tier's LISTEN connection goes (a direct
+                connection past a transaction-mode pooler); default: a pooled connection.
             **options: how the cache behaves; see `CacheOptions` (namespace, default_ttl,
                 embedder, memory, redis, lookup_timeout, ...).
 
@@ -71,13 +81,17 @@ class Cache(Reads, Writes, Maintenance):
             EmbeddingDimensionError: the embedder's dimension differs from the table's.
         """
         if pool is not None:
-            opening = PostgresStore.from_pool(pool)
+            opening = PostgresStore.from_pool(
+                pool, statement_timeout=statement_timeout, listen_dsn=listen_dsn
+            )
         else:
             opening = open_store(
                 dsn or Settings.from_env().dsn,
                 min_size=min_size,
                 max_size=max_size,
                 embedded_dir=embedded_dir,
+                statement_timeout=statement_timeout,
+                listen_dsn=listen_dsn,
             )
         return Opening(cls._open(opening, options))
 
@@ -103,17 +117,28 @@ class Cache(Reads, Writes, Maintenance):
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
+    async def close(self, *, grace: float = 5.0) -> None:
         """Stop background work, write pending hit counts, and close the connections the
-        cache opened (not a pool passed in)."""
+        cache opened (not a pool passed in).
+
+        Returns within `grace` seconds (plus a few milliseconds), whatever the network
+        does: hit counts not written within half of it are dropped, and connections still
+        busy at the end are terminated.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         if self._purging is not None:
             self._purging.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purging
-        await self._write_behind.close()
-        await self._tiers.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace / 2):
+                await self._write_behind.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await self._tiers.close()
         await self._health.close()
-        await self._store.close()
+        await self._store.close(grace=max(0.0, deadline - loop.time()))
 
     async def warm(
         self,

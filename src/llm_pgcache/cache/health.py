@@ -38,7 +38,11 @@ class Watchdog:
 
     def _watch(self, task: asyncio.Task[Any], seconds: float) -> None:
         self._deadlines[task] = time.monotonic() + seconds
-        self._tick = min(self._tick, seconds / 4)
+        if seconds / 4 < self._tick:  # a shorter budget: patrol at its pace from now on
+            self._tick = seconds / 4
+            if self._patrol is not None:
+                self._patrol.cancel()
+                self._patrol = None
         if self._patrol is None or self._patrol.done():
             self._patrol = asyncio.get_running_loop().create_task(self._run())
 

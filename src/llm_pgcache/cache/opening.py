@@ -44,14 +44,30 @@ class Opening(Generic[Opened]):
 
 
 async def open_store(
-    dsn: str | None, *, min_size: int, max_size: int, embedded_dir: str | None
+    dsn: str | None,
+    *,
+    min_size: int,
+    max_size: int,
+    embedded_dir: str | None,
+    statement_timeout: float,
+    listen_dsn: str | None,
 ) -> PostgresStore:
     """A store on `dsn`; without one, on the embedded server (migrated on first use)."""
+
+    async def on(target: str) -> PostgresStore:
+        return await PostgresStore.open(
+            target,
+            min_size=min_size,
+            max_size=max_size,
+            statement_timeout=statement_timeout,
+            listen_dsn=listen_dsn,
+        )
+
     if dsn is not None:
-        return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
+        return await on(dsn)
     dsn = await embedded.start(embedded_dir)
     try:
-        return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
+        return await on(dsn)
     except SchemaError:  # a new embedded server: migrate it, as `llm-pgcache migrate` does
         await migrate.upgrade(dsn)
-        return await PostgresStore.open(dsn, min_size=min_size, max_size=max_size)
+        return await on(dsn)

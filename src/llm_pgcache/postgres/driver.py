@@ -53,6 +53,8 @@ def translate_error(exc: Exception) -> LLMPgCacheError:
         | asyncpg.DataError,
     ):
         return InvalidInputError(f"the database rejected a value: {exc}")
+    if isinstance(exc, TimeoutError):
+        return BackendError("PostgreSQL did not answer in time (statement_timeout)")
     return BackendError(f"PostgreSQL failed: {type(exc).__name__}: {exc}")
 
 

@@ -21,7 +21,7 @@ import asyncpg
 
 from llm_pgcache.errors import BackendError
 from llm_pgcache.postgres import sql
-from llm_pgcache.postgres.driver import DRIVER_ERRORS, translate_error
+from llm_pgcache.postgres.pool import Connections
 
 
 class _Waiting(NamedTuple):
@@ -38,9 +38,9 @@ class ExactLookups:
     """Live rows by (namespace, cache_key), over a pool, in rounds of shared queries."""
 
     def __init__(
-        self, pool: asyncpg.Pool, *, alone: int = 4, rounds: int = 2, max_batch: int = 256
+        self, db: Connections, *, alone: int = 4, rounds: int = 2, max_batch: int = 256
     ) -> None:
-        self._pool = pool
+        self._db = db
         self._alone_limit = alone
         self._rounds = rounds
         self._max_batch = max_batch
@@ -137,12 +137,10 @@ class ExactLookups:
         self, query: LiteralString, args: tuple[Any, ...], budget: float | None
     ) -> list[Any]:
         try:
-            async with asyncio.timeout(budget):
-                rows: list[Any] = await self._pool.fetch(query, *args)
-        except DRIVER_ERRORS as exc:
-            if isinstance(exc, TimeoutError) and budget is not None:
+            return await self._db.fetch(query, *args, budget=budget)
+        except BackendError as exc:
+            if isinstance(exc.__cause__, TimeoutError) and budget is not None:
                 raise BackendError(
                     f"PostgreSQL lookup took longer than {budget * 1000:.0f} ms"
                 ) from exc
-            raise translate_error(exc) from exc
-        return rows
+            raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable
 
 import asyncpg
@@ -11,13 +12,15 @@ import asyncpg
 from llm_pgcache.errors import BackendError
 from llm_pgcache.postgres import sql
 from llm_pgcache.postgres.driver import DRIVER_ERRORS, translate_error
+from llm_pgcache.postgres.pool import Connections
 
 
 class PurgeSession:
     """The statements of one purge run, on the connection that holds the purge lock."""
 
-    def __init__(self, connection: asyncpg.Connection) -> None:
+    def __init__(self, connection: asyncpg.Connection, statement_timeout: float) -> None:
         self._connection = connection
+        self._timeout = statement_timeout  # per batch
 
     async def count_expired(self) -> int:
         return await self._value(sql.COUNT_EXPIRED)
@@ -25,7 +28,7 @@ class PurgeSession:
     async def volume(self) -> tuple[int, int]:
         """(rows, total bytes of table and indexes)."""
         try:
-            record = await self._connection.fetchrow(sql.TABLE_VOLUME)
+            record = await self._connection.fetchrow(sql.TABLE_VOLUME, timeout=self._timeout)
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
         return record["rows"], record["bytes"]
@@ -40,86 +43,170 @@ class PurgeSession:
 
     async def _value(self, query: str) -> int:
         try:
-            value: int = await self._connection.fetchval(query)
+            value: int = await self._connection.fetchval(query, timeout=self._timeout)
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
         return value
 
     async def _deleted(self, query: str, batch: int) -> int:
         try:
-            status: str = await self._connection.execute(query, batch)
+            status: str = await self._connection.execute(query, batch, timeout=self._timeout)
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
         return int(status.rsplit(" ", 1)[-1])
 
 
 class Listener:
-    """LISTEN on the invalidation channel, on a connection of its own.
+    """LISTEN on the invalidation channel, on a connection of its own, proven alive by a
+    heartbeat.
 
-    When the connection is lost, `on_lost` is called (the memory tier can no longer know
-    what changed) and the listener reconnects in the background; `connected` says whether
-    notices are arriving.
+    Every `heartbeat` seconds the listener sends a notice on a channel of its own through
+    the pool, and expects it back on the listening connection within another `heartbeat`.
+    A listening connection that closes, or stays silent past that (a network that drops
+    every packet leaves the socket open, and nothing else would tell), is lost: `on_lost`
+    is called (the memory tier can no longer know what changed), `connected` turns False,
+    and the listener reconnects in the background; once back, `on_lost` is called again
+    (anything may have changed while nobody listened).
+
+    The listening connection comes from `listen_dsn` when given (a direct connection,
+    e.g. past a transaction-mode pooler), else from the pool.
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, on_notice: Callable[[str], None], on_lost: Callable[[], None]
+        self,
+        db: Connections,
+        on_notice: Callable[[str], None],
+        on_lost: Callable[[], None],
+        *,
+        heartbeat: float,
+        listen_dsn: str | None = None,
     ) -> None:
-        self._pool = pool
+        self._db = db
         self._on_notice = on_notice
         self._on_lost = on_lost
+        self.heartbeat = heartbeat
+        self._listen_dsn = listen_dsn
+        self._beat_channel = f"{sql.INVALIDATION_CHANNEL}_beat_{uuid.uuid4().hex}"
         self._connection: asyncpg.Connection | None = None
-        self._reconnecting: asyncio.Task[None] | None = None
+        self._alive = False
+        self._beats = 0
+        self._answered = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._background: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
     def connected(self) -> bool:
-        connection = self._connection
-        try:
-            return connection is not None and not connection.is_closed()
-        except asyncpg.InterfaceError:  # released to the pool meanwhile
-            return False
+        """Whether notices are known to arrive (as of the last heartbeat)."""
+        return self._alive
 
     async def start(self) -> None:
-        try:
-            connection = await self._pool.acquire()
-            await connection.add_listener(sql.INVALIDATION_CHANNEL, self._received)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
-        connection.add_termination_listener(self._terminated)
-        self._connection = connection
+        """Listen, and keep proving it; raises BackendError when it cannot listen now."""
+        await self._listen()
+        self._background = asyncio.get_running_loop().create_task(self._keep_alive())
 
     async def close(self) -> None:
         self._closed = True
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
+        self._alive = False
+        if self._background is not None:
+            self._background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnecting
-        connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed():
-            with contextlib.suppress(*DRIVER_ERRORS):
-                await connection.remove_listener(sql.INVALIDATION_CHANNEL, self._received)
-            await self._pool.release(connection)
+                await self._background
+        await self._drop_connection(gracefully=True)
 
-    def _received(self, connection: object, pid: int, channel: str, payload: str) -> None:
-        self._on_notice(payload)
+    async def _listen(self) -> None:
+        budget = self._db.statement_timeout
+        try:
+            if self._listen_dsn is not None:
+                connection = await asyncpg.connect(
+                    self._listen_dsn, timeout=budget, command_timeout=budget
+                )
+            else:
+                connection = await self._db.pool.acquire(timeout=budget)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+        self._connection = connection
+        try:
+            async with asyncio.timeout(budget):
+                await connection.add_listener(sql.INVALIDATION_CHANNEL, self._received)
+                await connection.add_listener(self._beat_channel, self._received)
+        except DRIVER_ERRORS as exc:
+            await self._drop_connection(gracefully=False)
+            raise translate_error(exc) from exc
+        connection.add_termination_listener(self._terminated)
+        self._alive = True
+        self._lost.clear()
 
-    def _terminated(self, connection: asyncpg.Connection) -> None:
-        self._on_lost()
-        if self._closed:
-            return
-        dead, self._connection = self._connection, None  # the pool's proxy we hold
-        if self._reconnecting is None or self._reconnecting.done():
-            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(dead))
-
-    async def _reconnect(self, dead: asyncpg.Connection | None) -> None:
-        if dead is not None:
-            with contextlib.suppress(*DRIVER_ERRORS):
-                await self._pool.release(dead)  # the pool discards a closed connection
+    async def _keep_alive(self) -> None:
+        """Beat while alive; when lost, reconnect (every half second until it works)."""
         while not self._closed:
+            if self._alive:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.heartbeat):
+                        await self._lost.wait()  # a closed connection cuts the wait short
+                if self._alive and not await self._beat():
+                    self._lose()
+                continue
+            await self._drop_connection(gracefully=False)
             await asyncio.sleep(0.5)
             try:
-                await self.start()
+                await self._listen()
             except BackendError:
                 continue
             self._on_lost()  # anything may have changed while nobody was listening
+
+    async def _beat(self) -> bool:
+        """Whether a notice sent now comes back within a heartbeat."""
+        self._beats += 1
+        self._answered.clear()
+        try:
+            async with asyncio.timeout(self.heartbeat):
+                await self._db.execute(sql.NOTIFY_CHANNEL, self._beat_channel, str(self._beats))
+                await self._answered.wait()
+        except (TimeoutError, BackendError):
+            return not self._alive or self._closed  # already lost, or closing: no news
+        return True
+
+    def _received(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        if channel == self._beat_channel:
+            if payload == str(self._beats):
+                self._answered.set()
             return
+        self._on_notice(payload)
+
+    def _terminated(self, connection: asyncpg.Connection) -> None:
+        self._lose()
+
+    def _lose(self) -> None:
+        if self._closed or not self._alive:
+            return
+        self._alive = False
+        self._lost.set()
+        self._on_lost()
+
+    async def _drop_connection(self, *, gracefully: bool) -> None:
+        """Let go of the listening connection: UNLISTEN first when `gracefully` (a second
+        at most), else close it at once. A pooled connection the server closed has been
+        taken back by the pool already; the driver then refuses every call, ignored here."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        with contextlib.suppress(*DRIVER_ERRORS):
+            if not (gracefully and await self._unlisten(connection)):
+                connection.terminate()
+            if self._listen_dsn is None:
+                await self._db.pool.release(connection, timeout=1.0)
+            elif not connection.is_closed():
+                await connection.close(timeout=1.0)
+
+    async def _unlisten(self, connection: asyncpg.Connection) -> bool:
+        """UNLISTEN within a second; whether that worked."""
+        if connection.is_closed():
+            return False
+        try:
+            async with asyncio.timeout(1.0):
+                await connection.remove_listener(sql.INVALIDATION_CHANNEL, self._received)
+                await connection.remove_listener(self._beat_channel, self._received)
+        except TimeoutError:
+            return False
+        return True

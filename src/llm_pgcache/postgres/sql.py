@@ -325,6 +325,10 @@ GROUP BY tier
 ORDER BY tier
 """
 
+NOTIFY_CHANNEL: Final[LiteralString] = """
+SELECT pg_notify($1, $2)
+"""
+
 NOTIFY: Final[LiteralString] = """
 SELECT pg_notify('llm_pgcache', $1)
 """
@@ -347,6 +351,7 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "release_purge_lock": RELEASE_PURGE_LOCK,
     "record_hits": RECORD_HITS,
     "notify": NOTIFY,
+    "notify_channel": NOTIFY_CHANNEL,
     "add_counters": ADD_COUNTERS,
     "counters_by_tier": COUNTERS_BY_TIER,
     "try_reindex_lock": TRY_REINDEX_LOCK,

@@ -8,7 +8,6 @@ package lives here.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -32,8 +31,11 @@ from llm_pgcache.postgres.driver import (
     translate_error,
 )
 from llm_pgcache.postgres.lookups import ExactLookups
+from llm_pgcache.postgres.pool import DEFAULT_STATEMENT_TIMEOUT, Connections
 from llm_pgcache.postgres.schema import IVFFLAT_INDEX
 from llm_pgcache.postgres.sessions import Listener, PurgeSession
+
+BUILD_TIMEOUT = 24 * 3600.0  # seconds an index build may take
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,13 +66,23 @@ class TableStats:
 
 
 class PostgresStore:
-    """Cache rows in the `llm_cache` table, over an asyncpg pool."""
+    """Cache rows in the `llm_cache` table, over an asyncpg pool (`pool.Connections`: a
+    deadline on every wait)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, owns_pool: bool, embedding_dim: int) -> None:
-        self._pool = pool
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        owns_pool: bool,
+        embedding_dim: int,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+        listen_dsn: str | None = None,
+    ) -> None:
+        self._db = Connections(pool, statement_timeout=statement_timeout)
         self._owns_pool = owns_pool
         self.embedding_dim = embedding_dim
-        self._exact = ExactLookups(pool)
+        self.listen_dsn = listen_dsn  # where LISTEN connects; None: a pooled connection
+        self._exact = ExactLookups(self._db)
 
     @classmethod
     async def open(
@@ -80,6 +92,8 @@ class PostgresStore:
         min_size: int = 10,
         max_size: int = 10,
         connect_timeout: float = 10.0,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+        listen_dsn: str | None = None,
     ) -> Self:
         """Check the schema, then open a pool on `dsn`.
 
@@ -89,7 +103,9 @@ class PostgresStore:
         """
         dsn = asyncpg_dsn(dsn)
         try:
-            connection = await asyncpg.connect(dsn, timeout=connect_timeout)
+            connection = await asyncpg.connect(
+                dsn, timeout=connect_timeout, command_timeout=connect_timeout
+            )
         except DRIVER_ERRORS as exc:
             raise BackendError(
                 f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc or type(exc).__name__}"
@@ -97,7 +113,7 @@ class PostgresStore:
         try:
             embedding_dim = await check_schema(connection)
         finally:
-            await connection.close()
+            connection.terminate()
         try:
             pool = await asyncpg.create_pool(
                 dsn,
@@ -106,31 +122,43 @@ class PostgresStore:
                 init=init_connection,
                 reset=keep_session,
                 timeout=connect_timeout,
+                command_timeout=statement_timeout,  # also bounds a cancellation
             )
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
-        return cls(pool, owns_pool=True, embedding_dim=embedding_dim)
+        return cls(
+            pool,
+            owns_pool=True,
+            embedding_dim=embedding_dim,
+            statement_timeout=statement_timeout,
+            listen_dsn=asyncpg_dsn(listen_dsn) if listen_dsn else None,
+        )
 
     @classmethod
-    async def from_pool(cls, pool: asyncpg.Pool) -> Self:
+    async def from_pool(
+        cls,
+        pool: asyncpg.Pool,
+        *,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+        listen_dsn: str | None = None,
+    ) -> Self:
         """Use a pool the caller owns (created with `init=init_connection`); not closed by us."""
-        try:
-            async with pool.acquire() as connection:
-                embedding_dim = await check_schema(connection)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
-        return cls(pool, owns_pool=False, embedding_dim=embedding_dim)
+        db = Connections(pool, statement_timeout=statement_timeout)
+        async with db.connection() as connection:
+            embedding_dim = await check_schema(connection)
+        return cls(
+            pool,
+            owns_pool=False,
+            embedding_dim=embedding_dim,
+            statement_timeout=statement_timeout,
+            listen_dsn=asyncpg_dsn(listen_dsn) if listen_dsn else None,
+        )
 
-    async def close(self, grace: float = 10.0) -> None:
+    async def close(self, grace: float = 2.0) -> None:
         """Stop the lookups in flight, then close our pool; connections still busy after
         `grace` seconds are terminated."""
         await self._exact.close()
-        if not self._owns_pool:
-            return
-        try:
-            await asyncio.wait_for(self._pool.close(), grace)
-        except TimeoutError:
-            self._pool.terminate()
+        await self._db.close(owned=self._owns_pool, grace=grace)
 
     async def get(
         self,
@@ -146,26 +174,23 @@ class PostgresStore:
 
     async def put(self, entry: StoredEntry, notice: str) -> None:
         """Insert or replace the row of (namespace, cache_key); `notice` goes to listeners."""
-        try:
-            await self._pool.execute(
-                sql.PUT,
-                entry.namespace,
-                entry.cache_key,
-                entry.scope_key,
-                entry.model,
-                entry.prompt,
-                entry.response_json,
-                list(entry.tags),
-                entry.prompt_tokens,
-                entry.completion_tokens,
-                entry.ttl_seconds,
-                entry.embedding,
-                entry.embedder,
-                entry.upstream_ms,
-                notice,
-            )
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        await self._db.execute(
+            sql.PUT,
+            entry.namespace,
+            entry.cache_key,
+            entry.scope_key,
+            entry.model,
+            entry.prompt,
+            entry.response_json,
+            list(entry.tags),
+            entry.prompt_tokens,
+            entry.completion_tokens,
+            entry.ttl_seconds,
+            entry.embedding,
+            entry.embedder,
+            entry.upstream_ms,
+            notice,
+        )
 
     async def nearest(
         self,
@@ -185,81 +210,67 @@ class PostgresStore:
         `approximate` uses the ivfflat index (iterative scans, `probes` lists first, at most
         `max_probes`); otherwise the scope's rows are compared exactly.
         """
-        try:
-            async with self._pool.acquire() as connection, connection.transaction():
-                await connection.execute(
-                    sql.SEARCH_SETTINGS, probes, max_probes, "on" if approximate else "off"
-                )
-                record: asyncpg.Record | None = await connection.fetchrow(
-                    sql.SEMANTIC_NEAREST,
-                    namespace,
-                    scope_key,
-                    embedder,
-                    vector,
-                    candidates,
-                    max_distance,
-                )
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        async with self._db.connection() as connection, connection.transaction():
+            await connection.execute(
+                sql.SEARCH_SETTINGS, probes, max_probes, "on" if approximate else "off"
+            )
+            record: asyncpg.Record | None = await connection.fetchrow(
+                sql.SEMANTIC_NEAREST,
+                namespace,
+                scope_key,
+                embedder,
+                vector,
+                candidates,
+                max_distance,
+            )
         return record
 
     async def last_index_build(self) -> IndexBuild | None:
         """The last recorded rebuild of the ivfflat index; None if it was never rebuilt."""
-        try:
-            record = await self._pool.fetchrow(sql.LAST_INDEX_BUILD, IVFFLAT_INDEX)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        record = await self._db.fetchrow(sql.LAST_INDEX_BUILD, IVFFLAT_INDEX)
         if record is None:
             return None
         return IndexBuild(lists=record["lists"], rows=record["rows"], built_at=record["built_at"])
 
     async def count_embedded(self) -> int:
         """Rows that have an embedding (what the ivfflat index holds)."""
-        try:
-            count: int = await self._pool.fetchval(sql.COUNT_EMBEDDED)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        count: int = await self._db.fetchval(sql.COUNT_EMBEDDED)
         return count
 
     async def rebuild_ivfflat(self, *, lists: int, rows: int, maintenance_work_mem: str) -> bool:
         """Build a new ivfflat index concurrently and swap it in; False if another runs.
 
         Lookups go on meanwhile: the new index is built CONCURRENTLY beside the old one,
-        the old one is dropped CONCURRENTLY and the new one renamed in its place.
+        the old one is dropped CONCURRENTLY and the new one renamed in its place. The
+        build may take as long as it needs (`BUILD_TIMEOUT`).
         """
-        try:
-            async with self._pool.acquire() as connection:
-                if not await connection.fetchval(sql.TRY_REINDEX_LOCK):
-                    return False
-                try:
-                    await connection.execute(sql.SET_MAINTENANCE_WORK_MEM, maintenance_work_mem)
-                    await connection.execute(sql.DROP_NEW_IVFFLAT)  # left by a killed run
-                    await connection.execute(sql.create_new_ivfflat(lists))
-                    await connection.execute(sql.DROP_OLD_IVFFLAT)
-                    await connection.execute(sql.RENAME_NEW_IVFFLAT)
-                    await connection.execute(sql.ANALYZE_TABLE)
-                    await connection.execute(sql.RECORD_INDEX_BUILD, IVFFLAT_INDEX, lists, rows)
-                finally:
-                    await connection.execute(sql.RESET_MAINTENANCE_WORK_MEM)
-                    await connection.fetchval(sql.RELEASE_REINDEX_LOCK)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        async with self._db.connection() as connection:
+            if not await connection.fetchval(sql.TRY_REINDEX_LOCK):
+                return False
+            try:
+                await connection.execute(sql.SET_MAINTENANCE_WORK_MEM, maintenance_work_mem)
+                await connection.execute(sql.DROP_NEW_IVFFLAT)  # left by a killed run
+                await connection.execute(sql.create_new_ivfflat(lists), timeout=BUILD_TIMEOUT)
+                await connection.execute(sql.DROP_OLD_IVFFLAT, timeout=BUILD_TIMEOUT)
+                await connection.execute(sql.RENAME_NEW_IVFFLAT)
+                await connection.execute(sql.ANALYZE_TABLE, timeout=BUILD_TIMEOUT)
+                await connection.execute(sql.RECORD_INDEX_BUILD, IVFFLAT_INDEX, lists, rows)
+            finally:
+                await connection.execute(sql.RESET_MAINTENANCE_WORK_MEM)
+                await connection.fetchval(sql.RELEASE_REINDEX_LOCK)
         return True
 
     @contextlib.asynccontextmanager
     async def purge_session(self) -> AsyncIterator[PurgeSession | None]:
         """A `PurgeSession` holding the purge lock; None while another purge holds it."""
-        try:
-            async with self._pool.acquire() as connection:
-                if not await connection.fetchval(sql.TRY_PURGE_LOCK):
-                    yield None
-                    return
-                try:
-                    yield PurgeSession(connection)
-                finally:
-                    await connection.fetchval(sql.RELEASE_PURGE_LOCK)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        async with self._db.connection() as connection:
+            if not await connection.fetchval(sql.TRY_PURGE_LOCK):
+                yield None
+                return
+            try:
+                yield PurgeSession(connection, self._db.statement_timeout)
+            finally:
+                await connection.fetchval(sql.RELEASE_PURGE_LOCK)
 
     async def record_hits(self, hits: Sequence[tuple[str, bytes, int, datetime]]) -> None:
         """Add hit counts and last-hit times to their rows, in one statement."""
@@ -271,12 +282,8 @@ class PostgresStore:
 
     async def _execute_columns(self, query: str, rows: Sequence[tuple[Any, ...]]) -> None:
         """Run `query` once, its parameters the columns of `rows` (for its unnest)."""
-        if not rows:
-            return
-        try:
-            await self._pool.execute(query, *(list(column) for column in zip(*rows, strict=True)))
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        if rows:
+            await self._db.execute(query, *(list(column) for column in zip(*rows, strict=True)))
 
     async def delete(self, change: Change, notice: str) -> int:
         """Delete the rows `change` names; returns the count. `notice` is sent to the
@@ -292,10 +299,7 @@ class PostgresStore:
             query, args = sql.DELETE_BY_MODEL, (namespace, change.model, notice)
         else:
             query, args = sql.DELETE_NAMESPACE, (namespace, notice)
-        try:
-            deleted: int = await self._pool.fetchval(query, *args)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        deleted: int = await self._db.fetchval(query, *args)
         return deleted
 
     async def bulk_put(self, entries: Sequence[StoredEntry], notices: Sequence[str]) -> int:
@@ -319,36 +323,40 @@ class PostgresStore:
             )
             for seq, e in enumerate(entries)
         ]
-        try:
-            async with self._pool.acquire() as connection, connection.transaction():
-                await connection.execute(sql.CREATE_WARM_TABLE)
-                await connection.copy_records_to_table("llm_cache_warm", records=records)
-                status: str = await connection.execute(sql.UPSERT_WARM_ROWS)
-                for change in notices:
-                    await connection.execute(sql.NOTIFY, change)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        timeout = self._db.statement_timeout
+        async with self._db.connection() as connection, connection.transaction():
+            await connection.execute(sql.CREATE_WARM_TABLE)
+            await connection.copy_records_to_table(
+                "llm_cache_warm", records=records, timeout=timeout
+            )
+            status: str = await connection.execute(sql.UPSERT_WARM_ROWS, timeout=timeout)
+            for change in notices:
+                await connection.execute(sql.NOTIFY, change)
         return int(status.rsplit(" ", 1)[-1])
 
+    async def notify(self, notice: str) -> None:
+        """Send `notice` to the listeners of other processes, on its own."""
+        await self._db.execute(sql.NOTIFY, notice)
+
     async def listen(
-        self, on_notice: Callable[[str], None], on_lost: Callable[[], None]
+        self, on_notice: Callable[[str], None], on_lost: Callable[[], None], *, heartbeat: float
     ) -> Listener:
-        """Hold a connection that hands every invalidation notice to `on_notice`."""
-        listener = Listener(self._pool, on_notice, on_lost)
+        """Hold a connection that hands every invalidation notice to `on_notice`, and proves
+        every `heartbeat` seconds that notices still arrive (`sessions.Listener`)."""
+        listener = Listener(
+            self._db, on_notice, on_lost, heartbeat=heartbeat, listen_dsn=self.listen_dsn
+        )
         await listener.start()
         return listener
 
     async def table_stats(self, namespace: str | None = None, *, top: int = 5) -> TableStats:
         """Row counts, sizes and the most cached models (of one namespace, or all)."""
-        try:
-            async with self._pool.acquire() as connection:
-                counts = await connection.fetchrow(sql.COUNT_ENTRIES, namespace)
-                sizes = await connection.fetchrow(sql.TABLE_SIZES)
-                models = await connection.fetch(sql.TOP_MODELS, namespace, top)
-                saved = await connection.fetch(sql.SAVED_BY_MODEL, namespace)
-                tiers = await connection.fetch(sql.COUNTERS_BY_TIER, namespace)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        async with self._db.connection() as connection:
+            counts = await connection.fetchrow(sql.COUNT_ENTRIES, namespace)
+            sizes = await connection.fetchrow(sql.TABLE_SIZES)
+            models = await connection.fetch(sql.TOP_MODELS, namespace, top)
+            saved = await connection.fetch(sql.SAVED_BY_MODEL, namespace)
+            tiers = await connection.fetch(sql.COUNTERS_BY_TIER, namespace)
         return TableStats(
             entries=counts["entries"],
             expired=counts["expired"],

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from llm_pgcache.entries import CacheHit, TierCopy, load_response
+from llm_pgcache.errors import InvalidInputError
 from llm_pgcache.invalidation import Change
 
 
@@ -32,14 +33,26 @@ class MemoryTier:
         max_entries: entries kept at most (least recently used go first).
         max_bytes: bytes of response JSON kept at most.
         ttl: seconds an entry lives at most, whatever the row's own expiry.
+        heartbeat: seconds between proofs that invalidation notices still arrive. A
+            notice that does not come back within another `heartbeat` makes the tier
+            cleared and bypassed until its listener is back: on a network that silently
+            drops packets, an invalidated entry is served for at most twice this long.
     """
 
     def __init__(
-        self, *, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024, ttl: float = 300.0
+        self,
+        *,
+        max_entries: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        ttl: float = 300.0,
+        heartbeat: float = 1.0,
     ) -> None:
+        if heartbeat <= 0:
+            raise InvalidInputError("heartbeat must be a positive number of seconds")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.ttl = ttl
+        self.heartbeat = heartbeat
         self._slots: OrderedDict[tuple[str, bytes], _Slot] = OrderedDict()
         self._bytes = 0
 

@@ -79,7 +79,9 @@ class UpperTiers:
             if change is not None:
                 self._drop_from_memory(change)
 
-        self._listener = await store.listen(on_notice, self._clear_memory)
+        self._listener = await store.listen(
+            on_notice, self._clear_memory, heartbeat=memory.heartbeat
+        )
 
     async def get(self, namespace: str, key: bytes) -> tuple[CacheHit | None, Ticket]:
         """A hit from process memory, else from Redis (then promoted to memory); and, for

@@ -1,0 +1,99 @@
+"""Pooled connections with a deadline on every wait, and driver errors translated.
+
+`budget` arguments are seconds; None means the statement timeout.
+
+Every statement runs under a timeout (the pool's `command_timeout`, or the one the call
+gives). A statement that runs out of time, or whose caller is cancelled (a lookup's
+deadline), leaves its connection waiting for the server to confirm the cancellation; on
+a dead network that confirmation never comes. So such a connection is handed back in the
+background, where the driver waits at most `release_timeout` before it closes it: the
+caller returns at once, and the pool is whole again within that bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from llm_pgcache.postgres.driver import DRIVER_ERRORS, translate_error
+
+DEFAULT_STATEMENT_TIMEOUT = 5.0  # seconds any statement may take (lookups have less)
+RELEASE_TIMEOUT = 1.0  # seconds a cancelled statement's connection may take to come back
+
+
+class Connections:
+    """An asyncpg pool whose every acquire, statement and release has a deadline."""
+
+    def __init__(self, pool: asyncpg.Pool, *, statement_timeout: float) -> None:
+        self.pool = pool
+        self.statement_timeout = statement_timeout
+        self._releasing: set[asyncio.Task[None]] = set()
+
+    @contextlib.asynccontextmanager
+    async def connection(self, budget: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, acquired within `budget` seconds (default: the statement
+        timeout). Driver errors inside become our errors."""
+        try:
+            connection = await self.pool.acquire(timeout=budget or self.statement_timeout)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+        try:
+            yield connection
+        except BaseException as exc:
+            self._release_later(connection)
+            if isinstance(exc, DRIVER_ERRORS):
+                raise translate_error(exc) from exc
+            raise
+        try:
+            await self.pool.release(connection, timeout=RELEASE_TIMEOUT)
+        except DRIVER_ERRORS as exc:  # the driver closed it; the pool replaces it
+            raise translate_error(exc) from exc
+
+    async def fetch(self, query: str, *args: Any, budget: float | None = None) -> list[Any]:
+        async with self.connection(budget) as connection:
+            rows: list[Any] = await connection.fetch(
+                query, *args, timeout=budget or self.statement_timeout
+            )
+        return rows
+
+    async def fetchrow(self, query: str, *args: Any, budget: float | None = None) -> Any:
+        async with self.connection(budget) as connection:
+            return await connection.fetchrow(query, *args, timeout=budget or self.statement_timeout)
+
+    async def fetchval(self, query: str, *args: Any, budget: float | None = None) -> Any:
+        async with self.connection(budget) as connection:
+            return await connection.fetchval(query, *args, timeout=budget or self.statement_timeout)
+
+    async def execute(self, query: str, *args: Any, budget: float | None = None) -> str:
+        async with self.connection(budget) as connection:
+            status: str = await connection.execute(
+                query, *args, timeout=budget or self.statement_timeout
+            )
+        return status
+
+    def _release_later(self, connection: asyncpg.Connection) -> None:
+        """Hand `connection` back without making the caller wait for it."""
+
+        async def release() -> None:
+            with contextlib.suppress(*DRIVER_ERRORS, asyncio.CancelledError):
+                await self.pool.release(connection, timeout=RELEASE_TIMEOUT)
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def close(self, *, owned: bool, grace: float) -> None:
+        """Wait at most `grace` seconds for the connections handed back in the background,
+        then, for a pool we own, for the rest; what is still busy is terminated."""
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.gather(*self._releasing, return_exceptions=True)
+                if owned:
+                    await self.pool.close()
+        except TimeoutError:
+            if owned:
+                self.pool.terminate()
