@@ -27,13 +27,17 @@ from .openai_server import OpenAIServer
 
 
 def connect_cache(
-    dsn: str | None = None, *, pool: asyncpg.Pool | None = None, **options: Unpack[CacheOptions]
+    dsn: str | None = None,
+    *,
+    pool: asyncpg.Pool | None = None,
+    listen_dsn: str | None = None,
+    **options: Unpack[CacheOptions],
 ) -> Opening[Cache]:
     """`Cache.connect` for tests: lookups get a budget of a second unless the test sets
     one. Budgets have tests of their own; elsewhere a CI machine that stalls for 50 ms
     must not turn a lookup into a miss."""
     options.setdefault("lookup_timeout", 1.0)
-    return Cache.connect(dsn, pool=pool, **options)
+    return Cache.connect(dsn, pool=pool, listen_dsn=listen_dsn, **options)
 
 
 class FreshDatabase(Protocol):
