@@ -15,7 +15,16 @@ import llm_pgcache
 PACKAGE = Path(llm_pgcache.__file__).parent
 
 # Layers from the bottom up; a module may import its own layer and those below it.
-FOUNDATION = ("errors", "config", "validation", "keys", "invalidation", "pricing", "entries")
+FOUNDATION = (
+    "errors",
+    "config",
+    "validation",
+    "keys",
+    "invalidation",
+    "pricing",
+    "entries",
+    "breaker",
+)
 LAYERS: tuple[tuple[str, ...], ...] = (
     FOUNDATION,
     ("postgres",),

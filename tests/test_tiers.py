@@ -94,12 +94,16 @@ async def test_memory_never_takes_back_a_row_invalidated_during_the_lookup(
 
             _, ticket = await looking_up.get(namespace, key)
             row = await read_row(dsn, namespace, make_request())
-            await looking_up.drop(Change(namespace, key=key))  # an invalidation by this process
+            await looking_up.drop(
+                Change(namespace, key=key), store=store, origin="test"
+            )  # an invalidation by this process
             await promote(looking_up, row, ticket)
             assert (await looking_up.get(namespace, key))[0] is None
 
             _, ticket = await looking_up.get(namespace, key)
-            await looking_up.drop(Change(namespace, tag="faq"))  # one of its namespace, by tag
+            await looking_up.drop(
+                Change(namespace, tag="faq"), store=store, origin="test"
+            )  # one of its namespace, by tag
             await promote(looking_up, row, ticket)
             assert (await looking_up.get(namespace, key))[0] is None
 
@@ -107,7 +111,7 @@ async def test_memory_never_takes_back_a_row_invalidated_during_the_lookup(
             # dropped while that lookup is in flight.
             paraphrase = request_keys(make_request("Capital of France?")).exact_key
             _, ticket = await looking_up.get(namespace, paraphrase)
-            await looking_up.drop(Change(namespace, key=key))
+            await looking_up.drop(Change(namespace, key=key), store=store, origin="test")
             copy = TierCopy(namespace, paraphrase, row, dump_response(row.response), None)
             await looking_up.promote(copy, ticket=ticket)
             assert (await looking_up.get(namespace, paraphrase))[0] is None

@@ -2,7 +2,7 @@
 
 from importlib.metadata import version as _version
 
-from llm_pgcache.cache.breaker import CircuitBreaker
+from llm_pgcache.breaker import CircuitBreaker
 from llm_pgcache.cache.facade import Cache
 from llm_pgcache.cache.metrics import Counters, ModelSavings, Stats
 from llm_pgcache.cache.options import CacheOptions

@@ -9,7 +9,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from llm_pgcache.cache.breaker import CircuitBreaker
+from llm_pgcache.breaker import CircuitBreaker, OutageLog
 from llm_pgcache.cache.metrics import Metrics
 from llm_pgcache.errors import BackendError
 
@@ -114,7 +114,7 @@ class BackendHealth:
         self.strict = strict
         self.breaker = breaker
         self._metrics = metrics
-        self._down = False
+        self._outages = OutageLog(logger, "backend")
         self._watchdog = Watchdog()
 
     def deadline(self, seconds: float | None, what: str) -> Deadline:
@@ -130,12 +130,8 @@ class BackendHealth:
         self.breaker.failed()
         if self.strict:
             raise exc
-        if not self._down:  # once per outage, not once per request
-            logger.warning("llm-pgcache backend failed, serving misses: %s", exc)
-            self._down = True
+        self._outages.failed(exc, "serving misses")
 
     def ok(self) -> None:
         self.breaker.succeeded()
-        if self._down:
-            logger.warning("llm-pgcache backend is back")
-            self._down = False
+        self._outages.ok()

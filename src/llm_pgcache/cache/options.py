@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypedDict
 from llm_pgcache.validation import TTL
 
 if TYPE_CHECKING:
-    from llm_pgcache.cache.breaker import CircuitBreaker
+    from llm_pgcache.breaker import CircuitBreaker
     from llm_pgcache.pricing import Price
     from llm_pgcache.semantic.embedders import Embedder
     from llm_pgcache.semantic.search import SearchOptions

@@ -12,7 +12,7 @@ import asyncio
 import uuid
 from typing import Unpack
 
-from llm_pgcache.cache.breaker import CircuitBreaker
+from llm_pgcache.breaker import CircuitBreaker
 from llm_pgcache.cache.health import BackendHealth
 from llm_pgcache.cache.metrics import Metrics
 from llm_pgcache.cache.options import CacheOptions

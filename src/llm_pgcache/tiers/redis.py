@@ -1,28 +1,45 @@
 """L2: Redis, shared by the processes of an app, between process memory and PostgreSQL.
 
 Entries are found by the exact key that was looked up, live at most `ttl` seconds and
-never past their row's expiry, and are indexed by row, tag, model and namespace in Redis
-sets so that an invalidation can find them. Keys carry a hash of the namespace, never the
-namespace itself, so no namespace can spell another's keys. Redis failures are logged
-(once per outage) and treated as misses: PostgreSQL still answers.
+never past their row's expiry, and are indexed by row, tag and model in Redis sets so that
+an invalidation can find them. Keys carry a hash of the namespace, never the namespace
+itself, so no namespace can spell another's keys. Redis failures are logged (once per
+outage) and treated as misses: PostgreSQL still answers. A circuit breaker of its own
+stops asking a Redis that does not answer (PostgreSQL lookups are not held back by it).
 
-A lookup that read a row from PostgreSQL just before another process deleted it must not
-put it into Redis after that process cleared Redis. So every invalidation first sets a new
-random epoch for its namespace, then clears; a lookup reads the epoch with its Redis miss
-(before it asks PostgreSQL), and its promotion is one script that writes only while the
-epoch is unchanged. Either the promotion comes first and the clearing removes it, or it
-sees the new epoch and writes nothing.
+Three keys per namespace, and one for all, keep copies honest:
+- the epoch fences promotions. Every invalidation first sets a new random epoch, then
+  deletes; a lookup reads the epoch with its Redis miss (before it asks PostgreSQL), and
+  its promotion is one script that writes only while the epoch (and the global
+  generation) are unchanged. Either the promotion comes first and the delete removes it,
+  or it sees the new epoch and writes nothing.
+- the generation dates copies: each copy is stored with the namespace's and the global
+  generation of the moment it was written, and a read serves it only while both are
+  unchanged. A namespace cleared whole is one new generation (no keys to delete).
+- an invalidation that could not reach Redis (Redis down, slow, or cut off midway) is
+  owed: this process stops reading and writing Redis, and as soon as Redis answers again
+  it renews the generation (and epoch) of every namespace it owes (past `MAX_OWED`
+  namespaces, the global generation) before it reads Redis again. Every process that saw
+  Redis fail also waits `settle` seconds after Redis answers again before it reads it,
+  which gives the process that owes time to pay; a process that saw no failure at all
+  reads at once (the one window left: see docs/operations or the README).
+Tag and model invalidations delete their copies in chunks of `CHUNK` keys, each call
+bounded by the client's socket timeout, however many copies there are.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import time
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from llm_pgcache.breaker import CircuitBreaker, OutageLog
 from llm_pgcache.entries import CacheHit, TierCopy, load_response
 from llm_pgcache.errors import MissingExtraError
 from llm_pgcache.invalidation import Change
@@ -32,26 +49,37 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-
-# KEYS: epoch, data, index...; ARGV: expected epoch ("" for none), item, ms to live,
-# seconds the indexes live. Writes nothing (returns 0) when the epoch moved.
+# KEYS: epoch, global generation, data, namespace generation, index...; ARGV: expected
+# "epoch/global generation", item, ms to live, seconds the indexes live. Writes nothing
+# (returns 0) when the epoch or the global generation moved since the lookup read them.
 _PROMOTE = """
-if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-for i = 3, #KEYS do
-    redis.call('SADD', KEYS[i], KEYS[2])
+local seen = (redis.call('GET', KEYS[1]) or '') .. '/' .. (redis.call('GET', KEYS[2]) or '')
+if seen ~= ARGV[1] then return 0 end
+local dated = (redis.call('GET', KEYS[4]) or '') .. '|' .. (redis.call('GET', KEYS[2]) or '')
+redis.call('SET', KEYS[3], dated .. '|' .. ARGV[2], 'PX', ARGV[3])
+for i = 5, #KEYS do
+    redis.call('SADD', KEYS[i], KEYS[3])
     redis.call('EXPIRE', KEYS[i], ARGV[4])
 end
 return 1
 """
 
-# What a lookup learnt of a namespace's epoch: bytes (b"" for none yet), or None when
-# Redis did not answer (then nothing is promoted).
-Epoch = bytes | None
+# What a lookup learnt of its namespace's epoch and the global generation ("epoch/
+# generation"), or None when Redis was not read (then nothing is promoted).
+Epoch = str | None
+
+CHUNK = 500  # keys per delete call
+MAX_OWED = 1000  # namespaces owed one by one; past that, the global generation
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisTier:
@@ -62,10 +90,20 @@ class RedisTier:
             such as "redis://127.0.0.1:6379/0" (then opened with 50 ms timeouts).
         ttl: seconds an entry lives at most in Redis.
         prefix: the first part of every key this tier writes.
+        breaker: when to stop asking Redis; default: after 3 failures in a row, for
+            half a second, then one probe.
+        settle: seconds to wait, after Redis answers again following failures this
+            process saw, before copies are read again (module doc).
     """
 
     def __init__(
-        self, client: Redis | str, *, ttl: float = 3600.0, prefix: str = "llm_pgcache"
+        self,
+        client: Redis | str,
+        *,
+        ttl: float = 3600.0,
+        prefix: str = "llm_pgcache",
+        breaker: CircuitBreaker | None = None,
+        settle: float = 1.0,
     ) -> None:
         if isinstance(client, str):
             try:
@@ -79,24 +117,52 @@ class RedisTier:
         self._redis = client
         self.ttl = ttl
         self.prefix = prefix
-        self._down = False
+        self.settle = settle
+        self._breaker = breaker or CircuitBreaker(threshold=3, cooldown=0.5, min_outage=0.0)
+        self._outages = OutageLog(logger, "Redis tier", settle=settle)
+        self._owed: set[str] = set()  # namespaces whose invalidation did not reach Redis
+        self._owe_all = False
+        self._failed_at: float | None = None  # last failure, until Redis has settled
+        self._answered_at: float | None = None  # first answer after that failure
+        self._healing: asyncio.Task[None] | None = None
         self._promote = client.register_script(_PROMOTE)
+
+    @property
+    def usable(self) -> bool:
+        """Whether copies may be read and written now (module doc)."""
+        if self._failed_at is None:
+            return self._breaker.allow()
+        if self._owed or self._owe_all or self._answered_at is None:
+            return False
+        if time.monotonic() - self._answered_at < self.settle:
+            return False
+        self._failed_at = self._answered_at = None  # settled
+        return True
 
     async def get(self, namespace: str, key: bytes) -> tuple[TierCopy | None, Epoch]:
         """(The copy kept for `key`, or None; the namespace's epoch, for a `put` of what
         PostgreSQL answers next)."""
+        if not self.usable:
+            return None, None
         try:
-            raw, epoch = await self._redis.mget(
-                self._data_key(namespace, key), self._epoch_key(namespace)
+            raw, epoch, generation, generation_all = await self._redis.mget(
+                self._data_key(namespace, key),
+                self._epoch_key(namespace),
+                self._generation_key(namespace),
+                self._generation_all_key,
             )
         except Exception as exc:  # any redis or network error: a miss
             self._failed(exc)
             return None, None
         self._ok()
-        seen: bytes = epoch.encode() if isinstance(epoch, str) else epoch or b""
+        generation_all = _text(generation_all)
+        seen = f"{_text(epoch)}/{generation_all}"
         if raw is None:
             return None, seen
-        item: dict[str, Any] = json.loads(raw)
+        dated_ns, dated_all, payload = _text(raw).split("|", 2)
+        if (dated_ns, dated_all) != (_text(generation), generation_all):
+            return None, seen  # written before its namespace (or all) was renewed
+        item: dict[str, Any] = json.loads(payload)
         hit = CacheHit(
             response=load_response(item["r"]),
             tier="redis",
@@ -122,7 +188,7 @@ class RedisTier:
         Redis fails). Returns whether it was written."""
         namespace, key, hit = copy.namespace, copy.key, copy.hit
         lifetime = self.ttl if copy.ttl_left is None else min(self.ttl, copy.ttl_left)
-        if lifetime <= 0 or epoch is None:
+        if lifetime <= 0 or epoch is None or not self.usable:
             return False
         item = {
             "r": copy.response_json,
@@ -139,14 +205,19 @@ class RedisTier:
         }
         data_key = self._data_key(namespace, key)
         indexes = [
-            self._index_key(namespace, "all", ""),
             self._index_key(namespace, "row", hit.key.hex()),
             self._index_key(namespace, "model", hit.model),
             *(self._index_key(namespace, "tag", tag) for tag in hit.tags),
         ]
         try:
             written = await self._promote(
-                keys=[self._epoch_key(namespace), data_key, *indexes],
+                keys=[
+                    self._epoch_key(namespace),
+                    self._generation_all_key,
+                    data_key,
+                    self._generation_key(namespace),
+                    *indexes,
+                ],
                 args=[epoch, json.dumps(item), max(1, int(lifetime * 1000)), self._meta_life],
             )
         except Exception as exc:  # any redis or network error: not cached here
@@ -156,27 +227,93 @@ class RedisTier:
         return bool(written)
 
     async def invalidate(self, change: Change) -> None:
-        """Drop the entries from the rows `change` names."""
-        namespace, key = change.namespace, change.key
-        if key is not None:
-            index = self._index_key(namespace, "row", key.hex())
-        elif change.tag is not None:
-            index = self._index_key(namespace, "tag", change.tag)
-        elif change.model is not None:
-            index = self._index_key(namespace, "model", change.model)
-        else:
-            index = self._index_key(namespace, "all", "")
+        """Drop the copies from the rows `change` names. One that cannot be done now is
+        owed, and paid before this process reads Redis again (module doc)."""
+        namespace = change.namespace
+        if not self._breaker.allow() or self._failed_at is not None:
+            self._owe(namespace)
+            return
         try:
             # A new epoch first: a promotion in flight can no longer write (module doc).
             await self._redis.set(self._epoch_key(namespace), uuid.uuid4().hex, ex=self._meta_life)
-            members = await self._redis.smembers(index)
-            await self._redis.delete(index, *members)
-            if key is not None:  # the row's own entry, also when it was stored unindexed
-                await self._redis.delete(self._data_key(namespace, key))
+            if change.key is None and change.tag is None and change.model is None:
+                await self._renew(namespace)
+            else:
+                await self._delete_indexed(change)
         except Exception as exc:  # any redis or network error
             self._failed(exc)
+            self._owe(namespace)
+            return
+        self._ok()
+
+    async def _delete_indexed(self, change: Change) -> None:
+        """Delete the copies in the index of `change`'s row, tag or model, in chunks."""
+        namespace = change.namespace
+        if change.key is not None:
+            index = self._index_key(namespace, "row", change.key.hex())
+        elif change.tag is not None:
+            index = self._index_key(namespace, "tag", change.tag)
+        else:
+            index = self._index_key(namespace, "model", change.model or "")
+        cursor = 0
+        while True:
+            cursor, members = await self._redis.sscan(index, cursor, count=CHUNK)
+            if members:
+                await self._redis.unlink(*members)
+            if cursor == 0:
+                break
+        await self._redis.unlink(index)
+        if change.key is not None:  # the row's own entry, also when it was stored unindexed
+            await self._redis.unlink(self._data_key(namespace, change.key))
+
+    async def _renew(self, namespace: str | None) -> None:
+        """New epoch and generation for `namespace` (None: the global generation): every
+        copy written before is no longer served, and no promotion in flight writes."""
+        fresh = uuid.uuid4().hex
+        if namespace is None:
+            await self._redis.set(self._generation_all_key, fresh)
+            return
+        await self._redis.set(self._epoch_key(namespace), fresh, ex=self._meta_life)
+        await self._redis.set(self._generation_key(namespace), fresh, ex=self._meta_life)
+
+    def _owe(self, namespace: str) -> None:
+        if len(self._owed) >= MAX_OWED:
+            self._owe_all = True
+            self._owed.clear()
+        elif not self._owe_all:
+            self._owed.add(namespace)
+        self._start_healing()
+
+    def _start_healing(self) -> None:
+        if self._failed_at is None:
+            self._failed_at = time.monotonic()
+        if self._healing is None or self._healing.done():
+            self._healing = asyncio.get_running_loop().create_task(self._heal())
+
+    async def _heal(self) -> None:
+        """Until Redis answers again: probe it; then pay what is owed."""
+        while self._failed_at is not None and (
+            self._owed or self._owe_all or self._answered_at is None
+        ):
+            await asyncio.sleep(0.1)
+            try:
+                if self._owe_all:
+                    await self._renew(None)
+                    self._owe_all = False
+                for namespace in list(self._owed):
+                    await self._renew(namespace)
+                    self._owed.discard(namespace)
+                await self._redis.ping()
+            except Exception as exc:  # still down
+                self._failed(exc)
+                continue
+            self._ok()
 
     async def close(self) -> None:
+        if self._healing is not None:
+            self._healing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._healing
         if self._owns_client:
             await self._redis.aclose()
 
@@ -189,17 +326,27 @@ class RedisTier:
     def _epoch_key(self, namespace: str) -> str:
         return f"{self.prefix}:v:{_digest(namespace)}"
 
+    def _generation_key(self, namespace: str) -> str:
+        return f"{self.prefix}:g:{_digest(namespace)}"
+
+    @property
+    def _generation_all_key(self) -> str:
+        return f"{self.prefix}:g"
+
     @property
     def _meta_life(self) -> int:
         """Seconds indexes outlive their entries, and epochs any lookup in flight."""
         return int(self.ttl) + 60
 
     def _failed(self, exc: Exception) -> None:
-        if not self._down:
-            logger.warning("llm-pgcache Redis tier failed, skipping it: %s", exc)
-            self._down = True
+        self._breaker.failed()
+        self._outages.failed(exc, "skipping it")
+        self._failed_at = time.monotonic()
+        self._answered_at = None
+        self._start_healing()
 
     def _ok(self) -> None:
-        if self._down:
-            logger.warning("llm-pgcache Redis tier is back")
-            self._down = False
+        self._breaker.succeeded()
+        self._outages.ok()
+        if self._failed_at is not None and self._answered_at is None:
+            self._answered_at = time.monotonic()

@@ -18,10 +18,12 @@ checks its namespace's row drops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import NamedTuple
 
 from llm_pgcache.entries import CacheHit, TierCopy
+from llm_pgcache.errors import BackendError
 from llm_pgcache.invalidation import Change, read_notice
 from llm_pgcache.postgres.sessions import Listener
 from llm_pgcache.postgres.store import PostgresStore
@@ -108,12 +110,21 @@ class UpperTiers:
         if memory is not None and self._unchanged(ticket.generations, copy):
             memory.put(copy)
 
-    async def drop(self, change: Change) -> None:
-        """Drop the copies of the rows `change` names. The next lookup promotes what
-        PostgreSQL then holds."""
-        self._drop_from_memory(change)
+    async def drop(self, change: Change, *, store: PostgresStore, origin: str) -> None:
+        """Drop the copies of the rows `change` names (PostgreSQL already holds the
+        change); the next lookup promotes what PostgreSQL then holds.
+
+        Redis first, then memory: a lookup in between can only take into memory what
+        Redis holds after its drop. Other processes heard of the change at its commit,
+        possibly before Redis was cleared, and may have taken the old Redis copy into
+        their memory meanwhile: with Redis, the notice goes out once more after it.
+        """
         if self._redis is not None:
             await self._redis.invalidate(change)
+        self._drop_from_memory(change)
+        if self._redis is not None:
+            with contextlib.suppress(BackendError):  # the commit's notice went out
+                await store.notify(change.notice(origin))
 
     async def close(self) -> None:
         if self._listener is not None:

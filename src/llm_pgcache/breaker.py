@@ -1,7 +1,9 @@
-"""A circuit breaker: after repeated backend failures, stop asking for a while."""
+"""Backend outages: a circuit breaker (after repeated failures, stop asking for a
+while), and a log of one warning per outage."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 
@@ -51,3 +53,27 @@ class CircuitBreaker:
         self._failures = 0
         self._open_until = 0.0
         self._last_success = time.monotonic()
+
+
+class OutageLog:
+    """Logs "failed" once when `what` goes down and "back" once it has answered for
+    `settle` seconds with no failure: answers and failures that alternate during one
+    outage (a server restarting, probes of a half-open breaker) make one pair of lines."""
+
+    def __init__(self, logger: logging.Logger, what: str, *, settle: float = 1.0) -> None:
+        self._logger = logger
+        self._what = what
+        self.settle = settle
+        self.down = False
+        self._last_failure = 0.0
+
+    def failed(self, exc: BaseException, consequence: str) -> None:
+        self._last_failure = time.monotonic()
+        if not self.down:
+            self.down = True
+            self._logger.warning("llm-pgcache %s failed, %s: %s", self._what, consequence, exc)
+
+    def ok(self) -> None:
+        if self.down and time.monotonic() - self._last_failure >= self.settle:
+            self.down = False
+            self._logger.warning("llm-pgcache %s is back", self._what)
