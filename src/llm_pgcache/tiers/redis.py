@@ -87,7 +87,8 @@ class RedisTier:
 
     Args:
         client: a `redis.asyncio.Redis` (its socket timeouts bound every call), or a URL
-            such as "redis://127.0.0.1:6379/0" (then opened with 50 ms timeouts).
+            such as "redis://127.0.0.1:6379/0" (then opened with a 50 ms timeout per call,
+            250 ms to connect).
         ttl: seconds an entry lives at most in Redis.
         prefix: the first part of every key this tier writes.
         breaker: when to stop asking Redis; default: after 3 failures in a row, for
@@ -110,7 +111,7 @@ class RedisTier:
                 from redis.asyncio import Redis  # noqa: PLC0415 - optional extra
             except ImportError as exc:
                 raise MissingExtraError(package="redis", extra="redis") from exc
-            client = Redis.from_url(client, socket_timeout=0.05, socket_connect_timeout=0.05)
+            client = Redis.from_url(client, socket_timeout=0.05, socket_connect_timeout=0.25)
             self._owns_client = True
         else:
             self._owns_client = False
@@ -258,8 +259,8 @@ class RedisTier:
         cursor = 0
         while True:
             cursor, members = await self._redis.sscan(index, cursor, count=CHUNK)
-            if members:
-                await self._redis.unlink(*members)
+            for start in range(0, len(members), CHUNK):  # SSCAN's count is a hint
+                await self._redis.unlink(*members[start : start + CHUNK])
             if cursor == 0:
                 break
         await self._redis.unlink(index)
