@@ -113,10 +113,14 @@ async def test_stopped_server_is_a_miss_then_recovers(
 
 
 async def test_every_call_succeeds_while_postgres_stops_and_restarts(
-    server: Server, openai_client: AsyncOpenAI, openai_api: OpenAIServer
+    server: Server,
+    openai_client: AsyncOpenAI,
+    openai_api: OpenAIServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Ten callers keep asking through the wrapper while the database goes away and comes
-    back: every call is answered, and hits resume by themselves."""
+    back: every call is answered, hits resume by themselves, and the outage is logged
+    once (answers and failures alternate while the server restarts)."""
     breaker = CircuitBreaker(threshold=3, cooldown=0.1, min_outage=0)
     async with Cache.connect(server.dsn, namespace="under-load", breaker=breaker) as cache:
         await cache.invalidate(namespace="under-load")
@@ -147,12 +151,15 @@ async def test_every_call_succeeds_while_postgres_stops_and_restarts(
             await asyncio.to_thread(server.start)
             phase = "after"
 
-        await asyncio.gather(chaos(), *(caller(n) for n in range(10)))
+        with caplog.at_level(logging.WARNING, logger="llm_pgcache"):
+            await asyncio.gather(chaos(), *(caller(n) for n in range(10)))
 
     # Every call was answered (an exception would have failed the gather), in every phase.
     assert {o.split(":")[0] for o in outcomes} == {"before", "down", "after"}
     assert any(o == "down:miss" for o in outcomes)
     assert any(o.startswith("after:postgres-exact") for o in outcomes)
+    failed = [r for r in caplog.records if "backend failed" in r.getMessage()]
+    assert len(failed) == 1
 
 
 async def test_a_missing_schema_is_a_miss_through_the_wrapper(

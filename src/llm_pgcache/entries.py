@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llm_pgcache.errors import InvalidResponseError
+from llm_pgcache.validation import is_utf8
 
 NUL_SAFE_MARKER = "llm_pgcache:json_base64"
 
@@ -160,20 +161,14 @@ def dump_response(response: Mapping[str, Any]) -> str:
         text = json.dumps(response, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise InvalidResponseError(f"response is not JSON-serializable: {exc}") from exc
-    if "\\u0000" in text or NUL_SAFE_MARKER in response or not _is_utf8(text):
+    except RecursionError:  # the encoder's depth limit (about a thousand levels)
+        raise InvalidResponseError("response is nested too deeply to be stored") from None
+    if "\\u0000" in text or NUL_SAFE_MARKER in response or not is_utf8(text):
         # The escape may also be a literal backslash followed by "u0000", and lone
         # surrogates are not UTF-8: wrapping is lossless either way.
         wrapped = base64.b64encode(text.encode("utf-8", "surrogatepass")).decode("ascii")
         return json.dumps({NUL_SAFE_MARKER: wrapped})
     return text
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def load_response(text: str) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llm_pgcache.errors import InvalidRequestError
+from llm_pgcache.errors import InvalidInputError, InvalidRequestError
+from llm_pgcache.validation import check_model
 
 KEY_FORMAT_VERSION = 1
 
@@ -103,8 +104,10 @@ def _output_params(request: Mapping[str, Any]) -> dict[str, Any]:
         if name not in TRANSPORT_PARAMS and not _is_omitted(value)
     }
     model = params.get("model")
-    if not isinstance(model, str) or not model or "\x00" in model:
-        raise InvalidRequestError("request needs a model: a non-empty string without NUL")
+    try:
+        check_model(model)
+    except InvalidInputError as exc:
+        raise InvalidRequestError(f"request needs a model: {exc}") from None
     messages = params.get("messages")
     if not isinstance(messages, list | tuple) or not messages:
         raise InvalidRequestError("request needs messages: a non-empty list")
@@ -122,6 +125,8 @@ def _canonical_json(params: dict[str, Any], version: str) -> str:
         return _CANONICAL.encode({**head, "request": params})
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"request is not JSON: {exc}") from exc
+    except RecursionError:  # the encoder's depth limit (about a thousand levels)
+        raise InvalidRequestError("request is nested too deeply to be keyed") from None
 
 
 def _json_value(value: Any) -> Any:

@@ -9,8 +9,12 @@ from datetime import timedelta
 from llm_pgcache.errors import InvalidInputError, InvalidNamespaceError, InvalidTTLError
 
 MAX_TTL_SECONDS = 100 * 365 * 24 * 3600.0
+# Names that travel in invalidation notices are bounded so that any notice fits NOTIFY's
+# 8,000 bytes: a namespace and a tag or a model, each at most 200 characters of 12 bytes
+# as escaped JSON (a character outside the BMP), stay under 5,000 bytes.
 MAX_NAMESPACE_LENGTH = 200
 MAX_TAG_LENGTH = 200
+MAX_MODEL_LENGTH = 200
 
 TTL = float | int | timedelta
 
@@ -48,6 +52,8 @@ def check_namespace(namespace: object) -> str:
         raise InvalidNamespaceError(namespace, f"longer than {MAX_NAMESPACE_LENGTH} characters")
     if "\x00" in namespace:
         raise InvalidNamespaceError(namespace, "contains a NUL character")
+    if not is_utf8(namespace):
+        raise InvalidNamespaceError(namespace, "is not valid Unicode (a lone surrogate)")
     return namespace
 
 
@@ -56,12 +62,43 @@ def check_tags(tags: Iterable[str]) -> tuple[str, ...]:
         raise InvalidInputError("tags must be a collection of strings, not one string")
     checked = tuple(tags)
     for tag in checked:
-        if not isinstance(tag, str) or not tag or "\x00" in tag or len(tag) > MAX_TAG_LENGTH:
+        if (
+            not isinstance(tag, str)
+            or not tag
+            or "\x00" in tag
+            or len(tag) > MAX_TAG_LENGTH
+            or not is_utf8(tag)
+        ):
             raise InvalidInputError(
                 f"invalid tag {tag!r}: tags are non-empty strings of at most "
-                f"{MAX_TAG_LENGTH} characters, without NUL"
+                f"{MAX_TAG_LENGTH} characters, valid Unicode without NUL"
             )
     return checked
+
+
+def check_model(model: object) -> str:
+    """A model name as requests and `invalidate(model=...)` may name it."""
+    if (
+        not isinstance(model, str)
+        or not model
+        or "\x00" in model
+        or len(model) > MAX_MODEL_LENGTH
+        or not is_utf8(model)
+    ):
+        raise InvalidInputError(
+            f"invalid model {model!r}: a non-empty string of at most {MAX_MODEL_LENGTH} "
+            "characters, valid Unicode without NUL"
+        )
+    return model
+
+
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be stored as PostgreSQL text (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def non_negative_int(value: object) -> int | None:

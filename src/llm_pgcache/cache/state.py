@@ -100,6 +100,11 @@ class CacheState:
         return self.rules.namespace
 
     @property
+    def strict(self) -> bool:
+        """Whether backend failures raise instead of being misses."""
+        return self._health.strict
+
+    @property
     def version(self) -> str:
         """The cache version in every key."""
         return self.rules.version

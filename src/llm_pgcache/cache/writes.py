@@ -12,7 +12,7 @@ from llm_pgcache.cache.warming import WarmItem, batches
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import BackendError, InvalidInputError
 from llm_pgcache.invalidation import Change
-from llm_pgcache.validation import TTL
+from llm_pgcache.validation import TTL, check_model, check_tags
 
 
 class Writes(CacheState):
@@ -146,6 +146,10 @@ class Writes(CacheState):
                 "name what to invalidate: key=, tag=, model=, or namespace= for a whole namespace"
             )
         ns = self.rules.namespace_of(namespace)
+        if tag is not None:
+            check_tags((tag,))
+        if model is not None:
+            check_model(model)
         cache_key = None
         if isinstance(key, bytes):
             if len(key) != 32:

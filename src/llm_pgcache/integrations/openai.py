@@ -23,9 +23,16 @@ from typing import TYPE_CHECKING, Any, Self
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from llm_pgcache.breaker import OutageLog
 from llm_pgcache.cache.facade import Cache
 from llm_pgcache.entries import CacheHit
-from llm_pgcache.errors import InvalidInputError, InvalidRequestError
+from llm_pgcache.errors import (
+    BackendError,
+    EmbeddingDimensionError,
+    InvalidEmbeddingError,
+    InvalidInputError,
+    InvalidRequestError,
+)
 from llm_pgcache.integrations.policy import (
     INFO_FIELD,
     CacheControls,
@@ -44,6 +51,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# What fails on the cache's side, not in the caller's request: a wrapped call answers
+# from the upstream instead (unless the cache is strict). Logged once per outage.
+CACHE_SIDE_ERRORS = (BackendError, InvalidEmbeddingError, EmbeddingDimensionError)
+
 
 def cached_openai(client: AsyncOpenAI, cache: Cache, **policy: Any) -> CachedOpenAI:
     """Wrap `client` so that its chat completions go through `cache`.
@@ -54,7 +65,14 @@ def cached_openai(client: AsyncOpenAI, cache: Cache, **policy: Any) -> CachedOpe
         **policy: the fields of `CachePolicy` (models, max_temperature, cache_tool_calls,
             cache_truncated, ttl, tags, namespace).
     """
-    return CachedOpenAI(client, cache, CachePolicy(**policy), CacheControls(), SingleFlight())
+    return CachedOpenAI(
+        client,
+        cache,
+        CachePolicy(**policy),
+        CacheControls(),
+        flights=SingleFlight(),
+        failures=OutageLog(logger, "cache"),
+    )
 
 
 class CachedOpenAI:
@@ -66,7 +84,9 @@ class CachedOpenAI:
         cache: Cache,
         policy: CachePolicy,
         controls: CacheControls,
+        *,
         flights: SingleFlight[dict[str, Any]],
+        failures: OutageLog,
     ) -> None:
         self._client = client
         self.cache = cache
@@ -74,11 +94,17 @@ class CachedOpenAI:
         self.controls = controls
         self.chat = _Chat(client.chat, _Completions(client.chat.completions, self, flights))
         self._flights = flights
+        self.failures = failures  # of the cache, shared with the `with_cache` copies
 
     def with_cache(self, **controls: Any) -> CachedOpenAI:
         """This client with per-request `CacheControls` (no_cache, no_store, ttl, ...)."""
         return CachedOpenAI(
-            self._client, self.cache, self.policy, replace(self.controls, **controls), self._flights
+            self._client,
+            self.cache,
+            self.policy,
+            replace(self.controls, **controls),
+            flights=self._flights,
+            failures=self.failures,
         )
 
     def __getattr__(self, name: str) -> Any:
@@ -114,19 +140,28 @@ class _Completions:
             return await self._bypass(request)
         started = time.perf_counter()
         try:
-            hit = None
-            if not controls.no_cache:
+            key = (namespace or cache.namespace, exact_key(request, cache.version))
+        except InvalidRequestError:  # not keyable (the API will say why): no caching
+            return await self._bypass(request)
+        hit = None
+        if not controls.no_cache:
+            try:
                 hit = await cache.get(
                     request,
                     namespace=namespace,
                     semantic=controls.semantic,
                     threshold=controls.threshold,
                 )
-            if hit is not None and not hit.stale:
-                return _from_hit(hit, request, (time.perf_counter() - started) * 1000)
-            key = (namespace or cache.namespace, exact_key(request, cache.version))
-        except InvalidRequestError:  # not keyable (the API will say why): no caching
-            return await self._bypass(request)
+            except InvalidRequestError:
+                return await self._bypass(request)
+            except CACHE_SIDE_ERRORS as exc:  # the LLM call goes ahead: a miss
+                if cache.strict:
+                    raise
+                self._owner.failures.failed(exc, "answering from the upstream")
+            else:
+                self._owner.failures.ok()
+        if hit is not None and not hit.stale:
+            return _from_hit(hit, request, (time.perf_counter() - started) * 1000)
         if hit is not None:  # stale: served now, refreshed in the background
             self._refresh_later(key, request)
             return _from_hit(hit, request, (time.perf_counter() - started) * 1000)
@@ -204,6 +239,10 @@ class _Completions:
             )
         except InvalidInputError as exc:  # e.g. over max_entry_bytes: the caller still gets it
             logger.warning("llm-pgcache did not store a response: %s", exc)
+        except CACHE_SIDE_ERRORS as exc:
+            if cache.strict:
+                raise
+            self._owner.failures.failed(exc, "not storing")
 
 
 class _ChunkStream:

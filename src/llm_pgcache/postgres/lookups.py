@@ -19,7 +19,7 @@ from typing import Any, LiteralString, NamedTuple
 
 import asyncpg
 
-from llm_pgcache.errors import BackendError
+from llm_pgcache.errors import BackendError, InvalidInputError
 from llm_pgcache.postgres import sql
 from llm_pgcache.postgres.pool import Connections
 
@@ -115,7 +115,13 @@ class ExactLookups:
                 [w.cache_key for w in batch],
                 [w.stale_grace for w in batch],
             )
-            rows = await self._fetch(sql.GET_EXACT_ROUND, columns, budget)
+            try:
+                rows = await self._fetch(sql.GET_EXACT_ROUND, columns, budget)
+            except InvalidInputError:
+                if len(batch) == 1:
+                    raise
+                await self._one_by_one(batch, budget)  # the refused value fails alone
+                return
         except BaseException as exc:  # each lookup of the round raises it; closing cancels
             failure = exc if isinstance(exc, Exception) else BackendError("the cache was closed")
             for lookup in batch:
@@ -132,6 +138,25 @@ class ExactLookups:
                     lookup.future.set_result(row)
         finally:
             self._round_done()
+
+    async def _one_by_one(self, batch: list[_Waiting], budget: float | None) -> None:
+        """Each lookup of a round the server refused, on its own (four at a time): the
+        value it refused fails only the lookup that carried it."""
+        slots = asyncio.Semaphore(self._alone_limit)
+
+        async def alone(lookup: _Waiting) -> None:
+            async with slots:
+                try:
+                    args = (lookup.namespace, lookup.cache_key, lookup.stale_grace)
+                    rows = await self._fetch(sql.GET_EXACT, args, budget)
+                except Exception as exc:  # its own failure
+                    if not lookup.future.done():
+                        lookup.future.set_exception(exc)
+                    return
+            if not lookup.future.done():
+                lookup.future.set_result(rows[0] if rows else None)
+
+        await asyncio.gather(*(alone(lookup) for lookup in batch))
 
     async def _fetch(
         self, query: LiteralString, args: tuple[Any, ...], budget: float | None

@@ -206,10 +206,13 @@ class HashingEmbedder:
         }
     )
 
-    def __init__(self, dim: int = 1536) -> None:
+    def __init__(self, dim: int = 1536, *, max_chars: int = 10_000) -> None:
         if dim < 8:
             raise ConfigurationError("HashingEmbedder needs at least 8 dimensions")
+        if max_chars < 1:
+            raise ConfigurationError("max_chars must be at least 1")
         self._dim = dim
+        self.max_chars = max_chars
 
     @property
     def name(self) -> str:
@@ -227,6 +230,27 @@ class HashingEmbedder:
         )
 
     def _embed_one(self, text: str) -> npt.NDArray[np.float32]:
+        """Features of the first `max_chars` characters; past them, the rest counts as one
+        feature as heavy as all of those (a digest, read in C): texts that differ only
+        there come out far apart, and a long text costs no more Python than a short one."""
+        head, rest = text[: self.max_chars], text[self.max_chars :]
+        vector = self._features(head)
+        if rest:
+            weight = float(np.linalg.norm(vector)) or 1.0
+            digest = hashlib.blake2b(rest.encode("utf-8", "surrogatepass"), digest_size=16)
+            self._add(vector, f"r:{digest.hexdigest()}", weight)
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm else vector
+
+    def _add(self, vector: npt.NDArray[np.float32], feature: str, weight: float) -> None:
+        digest = int.from_bytes(
+            hashlib.blake2b(feature.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+            "little",
+        )
+        sign = 1.0 if digest >> 63 else -1.0
+        vector[digest % self._dim] += sign * weight
+
+    def _features(self, text: str) -> npt.NDArray[np.float32]:
         vector = np.zeros(self._dim, dtype=np.float32)
         words = self._TOKEN.findall(text.casefold())
         features = []
@@ -243,14 +267,8 @@ class HashingEmbedder:
         if not features:  # punctuation only: still a vector, of the text itself
             features = [(f"t:{text}", 1.0)]
         for feature, weight in features:
-            digest = int.from_bytes(
-                hashlib.blake2b(feature.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                "little",
-            )
-            sign = 1.0 if digest >> 63 else -1.0
-            vector[digest % self._dim] += sign * weight
-        norm = float(np.linalg.norm(vector))
-        return vector / norm if norm else vector
+            self._add(vector, feature, weight)
+        return vector
 
 
 def check_vectors(vectors: object, *, count: int, dim: int) -> Vectors:
