@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from redis.asyncio import Redis
@@ -34,6 +34,24 @@ def running_redis(redis_server: RedisServer) -> Iterator[RedisServer]:
     redis_server.resume()
 
 
+@pytest.fixture
+async def patient_tier(
+    running_redis: RedisServer,
+) -> AsyncIterator[Callable[..., RedisTier]]:
+    """Factory of Redis tiers whose calls may take half a second: a busy CI machine's
+    hiccups must not hold copies back in tests that are not about timeouts."""
+    clients: list[Redis] = []
+
+    def make(prefix: str = "llm_pgcache") -> RedisTier:
+        client = Redis.from_url(running_redis.url, socket_timeout=0.5, socket_connect_timeout=1)
+        clients.append(client)
+        return RedisTier(client, prefix=prefix)
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
 def arguments(command: bytes) -> int:
     """How many arguments a command of Redis's slow log had (it shows at most 32)."""
     words = command.split()
@@ -58,6 +76,7 @@ async def served(cache: Cache, request: dict[str, object]) -> tuple[str | None, 
 async def test_a_replacing_set_racing_lookups_is_never_undone_in_memory(
     dsn: str,
     running_redis: RedisServer,
+    patient_tier: Callable[..., RedisTier],
     namespace: str,
     make_request: Factory,
     make_response: Factory,
@@ -65,8 +84,8 @@ async def test_a_replacing_set_racing_lookups_is_never_undone_in_memory(
     """Lookups run while `set` replaces the entry; once `set` returns, no tier of this
     process, nor of another one sharing Redis, serves the old answer (the race: memory
     dropped before Redis, a lookup in between took the old Redis copy back)."""
-    tier = RedisTier(running_redis.url)
-    other_tier = RedisTier(running_redis.url)
+    tier = patient_tier()
+    other_tier = patient_tier()
     async with (
         connect_cache(dsn, namespace=namespace, memory=MemoryTier(), redis=tier) as cache,
         connect_cache(dsn, namespace=namespace, memory=MemoryTier(), redis=other_tier) as other,
@@ -102,13 +121,14 @@ async def test_a_replacing_set_racing_lookups_is_never_undone_in_memory(
 async def test_an_invalidation_while_redis_is_stopped_holds_when_it_returns(
     dsn: str,
     running_redis: RedisServer,
+    patient_tier: Callable[..., RedisTier],
     namespace: str,
     make_request: Factory,
     make_response: Factory,
 ) -> None:
     async with (
-        connect_cache(dsn, namespace=namespace, redis=RedisTier(running_redis.url)) as cache,
-        connect_cache(dsn, namespace=namespace, redis=RedisTier(running_redis.url)) as other,
+        connect_cache(dsn, namespace=namespace, redis=patient_tier()) as cache,
+        connect_cache(dsn, namespace=namespace, redis=patient_tier()) as other,
     ):
         await cache.set(make_request(), make_response("doomed"))
         await cache.set(make_request("tagged"), make_response("doomed"), tags=["t"])
@@ -164,6 +184,7 @@ async def test_a_stopped_redis_is_skipped_by_its_breaker(
 async def test_a_tag_over_many_redis_copies_is_invalidated_in_chunks(
     dsn: str,
     running_redis: RedisServer,
+    patient_tier: Callable[..., RedisTier],
     namespace: str,
     make_request: Factory,
     make_response: Factory,
@@ -172,7 +193,9 @@ async def test_a_tag_over_many_redis_copies_is_invalidated_in_chunks(
     timeout and left every copy served."""
     count = 20_000
     requests = [make_request(f"question {i}") for i in range(count)]
-    async with connect_cache(dsn, namespace=namespace, redis=RedisTier(running_redis.url)) as cache:
+    prefix = f"chunks-{namespace}"
+    tier = patient_tier(prefix)
+    async with connect_cache(dsn, namespace=namespace, redis=tier) as cache:
         await cache.load(
             WarmItem(request=r, response=make_response("x" * 1000), tags=("bulk",))
             for r in requests
@@ -192,10 +215,12 @@ async def test_a_tag_over_many_redis_copies_is_invalidated_in_chunks(
 
         # Redis's slow log, set to keep every command, shows how the copies went.
         admin = Redis(host="127.0.0.1", port=running_redis.port)
-        await admin.config_set("slowlog-log-slower-than", 0)
-        await admin.config_set("slowlog-max-len", 100_000)
-        await admin.slowlog_reset()
         try:
+            copies = len([key async for key in admin.scan_iter(f"{prefix}:d:*", count=5000)])
+            assert copies >= count // 2  # most lookups promoted their row
+            await admin.config_set("slowlog-log-slower-than", 0)
+            await admin.config_set("slowlog-max-len", 100_000)
+            await admin.slowlog_reset()
             assert await cache.invalidate(tag="bulk") == count
             commands = await admin.slowlog_get(100_000)
         finally:
@@ -206,7 +231,7 @@ async def test_a_tag_over_many_redis_copies_is_invalidated_in_chunks(
             for entry in commands
             if entry["command"].split()[0].upper() in {b"DEL", b"UNLINK"}
         ]
-        assert sum(keys_per_delete) >= count
+        assert sum(keys_per_delete) >= copies
         assert max(keys_per_delete) <= CHUNK  # bounded calls
         sample = requests[:: count // 300]
         answers = [await served(cache, r) for r in sample]
