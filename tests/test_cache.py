@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
 from openai.types.chat import ChatCompletion
 
-from llm_pgcache import BackendError, Cache, InvalidInputError, init_connection, request_keys
+from llm_pgcache import (
+    BackendError,
+    Cache,
+    InvalidInputError,
+    WarmItem,
+    init_connection,
+    request_keys,
+)
 from llm_pgcache.config import asyncpg_dsn
+from llm_pgcache.postgres.store import DELETE_CHUNK
 
 from .conftest import connect_cache
 
@@ -144,6 +153,33 @@ async def test_invalidate_by_key_tag_model_and_namespace(
     await cache.set(d, make_response())
     assert await cache.invalidate(namespace=cache.namespace) == 1
     assert await cache.get(d) is None
+
+
+@pytest.mark.parametrize("rows", [DELETE_CHUNK * 2, DELETE_CHUNK * 2 + 1])
+async def test_large_invalidations_delete_every_row_in_chunks(
+    cache: Cache,
+    db: asyncpg.Connection,
+    namespace: str,
+    make_request: Factory,
+    make_response: Factory,
+    rows: int,
+) -> None:
+    """Tag, model and namespace invalidations of more rows than one statement deletes."""
+    other = f"{namespace}-other"
+    items = [
+        WarmItem(request=make_request(f"q{i}"), response=make_response(), tags=("bulk",))
+        for i in range(rows)
+    ]
+    await cache.load(items)
+    await cache.load([replace(item, namespace=other) for item in items[:10]])
+    assert await cache.invalidate(tag="bulk") == rows
+    await cache.load(items)
+    assert await cache.invalidate(model="gpt-4o-mini") == rows
+    await cache.load(items)
+    assert await cache.invalidate(namespace=namespace) == rows
+    count = "SELECT count(*) FROM llm_cache WHERE namespace = $1"
+    assert await db.fetchval(count, namespace) == 0
+    assert await db.fetchval(count, other) == 10  # another namespace keeps its rows
 
 
 async def test_invalidate_needs_one_explicit_target(cache: Cache, make_request: Factory) -> None:

@@ -124,7 +124,8 @@ SELECT set_config('ivfflat.probes', $1::int::text, true),
 """
 
 # Invalidations return the count deleted and notify other processes' memory tiers ($3,
-# $2 for a whole namespace), on commit.
+# $2 for a whole namespace), on commit. Those of many rows delete at most $4 ($3) rows a
+# statement, and run again while a statement deletes that many (`store.delete`).
 DELETE_BY_KEY: Final[LiteralString] = """
 WITH gone AS (DELETE FROM llm_cache WHERE namespace = $1 AND cache_key = $2 RETURNING 1)
 SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $3)
@@ -132,18 +133,29 @@ SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $3)
 
 DELETE_BY_TAG: Final[LiteralString] = """
 WITH gone AS (
-    DELETE FROM llm_cache WHERE namespace = $1 AND tags @> ARRAY[$2::text] RETURNING 1
+    DELETE FROM llm_cache WHERE id IN (
+        SELECT id FROM llm_cache WHERE namespace = $1 AND tags @> ARRAY[$2::text] LIMIT $4
+    )
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $3)
 """
 
 DELETE_BY_MODEL: Final[LiteralString] = """
-WITH gone AS (DELETE FROM llm_cache WHERE namespace = $1 AND model = $2 RETURNING 1)
+WITH gone AS (
+    DELETE FROM llm_cache WHERE id IN (
+        SELECT id FROM llm_cache WHERE namespace = $1 AND model = $2 LIMIT $4
+    )
+    RETURNING 1
+)
 SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $3)
 """
 
 DELETE_NAMESPACE: Final[LiteralString] = """
-WITH gone AS (DELETE FROM llm_cache WHERE namespace = $1 RETURNING 1)
+WITH gone AS (
+    DELETE FROM llm_cache WHERE id IN (SELECT id FROM llm_cache WHERE namespace = $1 LIMIT $3)
+    RETURNING 1
+)
 SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $2)
 """
 

@@ -36,6 +36,7 @@ from llm_pgcache.postgres.schema import IVFFLAT_INDEX
 from llm_pgcache.postgres.sessions import Listener, PurgeSession
 
 BUILD_TIMEOUT = 24 * 3600.0  # seconds an index build may take
+DELETE_CHUNK = 5000  # rows per statement of an invalidation of many rows
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -287,20 +288,26 @@ class PostgresStore:
 
     async def delete(self, change: Change, notice: str) -> int:
         """Delete the rows `change` names; returns the count. `notice` is sent to the
-        listeners of other processes when the delete commits."""
-        query: str
-        args: tuple[Any, ...]
+        listeners of other processes as each statement commits. Many rows go in
+        statements of at most `DELETE_CHUNK` rows, each within the statement timeout."""
         namespace = change.namespace
         if change.key is not None:
-            query, args = sql.DELETE_BY_KEY, (namespace, change.key, notice)
-        elif change.tag is not None:
-            query, args = sql.DELETE_BY_TAG, (namespace, change.tag, notice)
+            one: int = await self._db.fetchval(sql.DELETE_BY_KEY, namespace, change.key, notice)
+            return one
+        query: str
+        args: tuple[Any, ...]
+        if change.tag is not None:
+            query, args = sql.DELETE_BY_TAG, (namespace, change.tag, notice, DELETE_CHUNK)
         elif change.model is not None:
-            query, args = sql.DELETE_BY_MODEL, (namespace, change.model, notice)
+            query, args = sql.DELETE_BY_MODEL, (namespace, change.model, notice, DELETE_CHUNK)
         else:
-            query, args = sql.DELETE_NAMESPACE, (namespace, notice)
-        deleted: int = await self._db.fetchval(query, *args)
-        return deleted
+            query, args = sql.DELETE_NAMESPACE, (namespace, notice, DELETE_CHUNK)
+        deleted = 0
+        while True:
+            chunk: int = await self._db.fetchval(query, *args)
+            deleted += chunk
+            if chunk < DELETE_CHUNK:
+                return deleted
 
     async def bulk_put(self, entries: Sequence[StoredEntry], notices: Sequence[str]) -> int:
         """Upsert many rows in one transaction (COPY, then one INSERT); returns the rows
