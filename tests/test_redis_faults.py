@@ -75,7 +75,6 @@ async def served(cache: Cache, request: dict[str, object]) -> tuple[str | None, 
 
 async def test_a_replacing_set_racing_lookups_is_never_undone_in_memory(
     dsn: str,
-    running_redis: RedisServer,
     patient_tier: Callable[..., RedisTier],
     namespace: str,
     make_request: Factory,
