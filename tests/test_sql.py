@@ -44,3 +44,28 @@ async def test_exact_lookup_rounds_probe_the_index_per_key_in_a_generic_plan(
     plan = "\n".join(row[0] for row in rows)
     assert "Seq Scan on llm_cache" not in plan
     assert "Index Scan using llm_cache_namespace_cache_key_key" in plan
+
+
+@pytest.mark.parametrize("index_scans", ["on", "off"])
+async def test_semantic_candidates_are_re_ranked_strictly(
+    db: asyncpg.Connection, index_scans: str
+) -> None:
+    """The candidates come in relaxed order from an iterative index scan; the nearest is
+    chosen by a sort of its own, which PostgreSQL 17+ would drop for `ORDER BY distance`
+    (the CTE is already ordered by that expression)."""
+    dim = await db.fetchval(
+        "SELECT atttypmod FROM pg_attribute "
+        "WHERE attrelid = 'llm_cache'::regclass AND attname = 'embedding'"
+    )
+    vector = "[" + ",".join(["1"] * dim) + "]"
+    async with db.transaction():
+        await db.execute(f"SET LOCAL enable_indexscan = {index_scans}")
+        await db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        await db.execute("PREPARE nearest AS " + sql.SEMANTIC_NEAREST)
+        rows = await db.fetch(
+            f"EXPLAIN EXECUTE nearest('ns', '\\x00'::bytea, 'e', '{vector}'::vector, 40, 0.1)"
+        )
+        await db.execute("DEALLOCATE nearest")
+    plan = [row[0].strip().removeprefix("->  ") for row in rows]
+    scan = next(i for i, line in enumerate(plan) if line.startswith("CTE Scan on candidates"))
+    assert plan[scan - 1].startswith("Sort"), "\n".join(plan)

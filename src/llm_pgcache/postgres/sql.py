@@ -101,8 +101,9 @@ WITH candidates AS MATERIALIZED (
     ORDER BY embedding <=> $4
     LIMIT $5
 ),
-nearest AS (
-    SELECT id, distance FROM candidates WHERE distance <= $6 ORDER BY distance LIMIT 1
+nearest AS (  -- "+ 0": PostgreSQL 17+ would drop a sort by the CTE's own order, which
+               -- relaxed_order scans keep only roughly (pgvector's README)
+    SELECT id, distance FROM candidates WHERE distance <= $6 ORDER BY distance + 0 LIMIT 1
 )
 SELECT c.id, c.cache_key, c.model, c.prompt, c.response, c.tags, c.prompt_tokens,
        c.completion_tokens, c.upstream_ms, c.created_at, c.expires_at, n.distance,
