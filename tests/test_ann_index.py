@@ -16,7 +16,7 @@ from llm_pgcache import Cache, SearchOptions, request_keys
 from llm_pgcache.config import asyncpg_dsn
 from llm_pgcache.postgres import migrate, sql
 from llm_pgcache.postgres.driver import init_connection
-from llm_pgcache.postgres.reindex import lists_for, rebuild_reason
+from llm_pgcache.postgres.reindex import lists_for, probes_for, rebuild_reason
 from llm_pgcache.postgres.store import IndexBuild
 
 from .conftest import FreshDatabase
@@ -210,7 +210,8 @@ async def test_reindex_sizes_lists_and_uses_the_index(corpus: Corpus) -> None:
         assert "llm_cache_scope_idx" in await explain(corpus, 0, approximate=True)
 
         # The big scope is plain ANN over random (cluster-free) vectors, whose index build
-        # samples at random: recall at the default probes=10 is 0.98-1.0 from run to run.
+        # samples at random: recall at the default probes (sqrt of 120 lists: 10) is
+        # 0.98-1.0 from run to run.
         same, _ = await recall(corpus, cache, embedder, [BIG_SCOPE] * 100, noise=0.3)
         assert same >= 0.95
         same, _ = await recall(corpus, cache, embedder, small_scopes(TRIALS), noise=0.3)
@@ -266,3 +267,48 @@ def test_rebuild_reason() -> None:
     assert rebuild_reason(150_000, built) is None
     assert rebuild_reason(200_000, built) is not None
     assert rebuild_reason(50_000, built) is not None
+
+
+def test_probes_are_about_the_square_root_of_the_lists() -> None:
+    assert [probes_for(n) for n in (1, 3, 4, 10, 120, 1000, 4000)] == [1, 1, 2, 3, 10, 31, 63]
+    assert all(probes_for(n) < n for n in range(4, 5000))
+
+
+async def test_after_reindex_at_10k_rows_lookups_stay_index_scans(
+    create_database: FreshDatabase,
+) -> None:
+    """10k rows of 384 dimensions with 1 KB responses (vectors stored out of line), in one
+    scope: `reindex` builds 10 lists. Probing all 10 (the old default) made the planner
+    read the table (54 ms a lookup); the cache's probes (3) keep it an index scan."""
+    dim, rows = 384, 10_000
+    dsn = await create_database()
+    await migrate.upgrade(dsn, embedding_dim=dim)
+    vectors = np.random.default_rng(5).standard_normal((rows, dim)).astype(np.float32)
+    scope_key = request_keys(scope_request(0, "x")).scope_key
+    response = '{"answer": "' + "x" * 1000 + '"}'
+    columns = ["namespace", "cache_key", "scope_key", "model", "response", "embedding"]
+    connection = await asyncpg.connect(asyncpg_dsn(dsn))
+    await init_connection(connection)
+    try:
+        await connection.copy_records_to_table(
+            "llm_cache",
+            columns=[*columns, "embedder"],
+            records=[
+                (NAMESPACE, os.urandom(32), scope_key, "m", response, vectors[i], EMBEDDER)
+                for i in range(rows)
+            ],
+        )
+        embedder = TableEmbedder()
+        embedder.dim = dim
+        async with Cache.connect(dsn, namespace=NAMESPACE, embedder=embedder) as cache:
+            report = await cache.reindex()
+        assert report.lists == 10
+        corpus = Corpus(dsn, vectors, np.zeros(rows, dtype=int), connection)
+        plans = {
+            probes: await explain(corpus, 0, approximate=True, probes=probes)
+            for probes in (probes_for(report.lists), report.lists)
+        }
+    finally:
+        await connection.close()
+    assert "Index Scan using llm_cache_embedding_ivfflat" in plans[3]
+    assert "Index Scan using llm_cache_embedding_ivfflat" not in plans[10]  # the old default

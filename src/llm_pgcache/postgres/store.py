@@ -202,9 +202,9 @@ class PostgresStore:
         *,
         max_distance: float,
         approximate: bool,
-        candidates: int = 40,
-        probes: int = 10,
-        max_probes: int = 1000,
+        candidates: int,
+        probes: int,
+        max_probes: int,
     ) -> asyncpg.Record | None:
         """The nearest live row of the scope within `max_distance` (cosine), or None.
 

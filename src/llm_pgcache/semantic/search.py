@@ -19,7 +19,8 @@ import numpy.typing as npt
 from llm_pgcache.entries import StoredEntry
 from llm_pgcache.errors import EmbedderError, LLMPgCacheError
 from llm_pgcache.keys import RequestKeys
-from llm_pgcache.postgres.store import PostgresStore
+from llm_pgcache.postgres.reindex import probes_for
+from llm_pgcache.postgres.store import IndexBuild, PostgresStore
 from llm_pgcache.semantic.embedders import Embedder, Vectors, check_vectors
 
 Vector = npt.NDArray[np.float32]
@@ -39,7 +40,9 @@ class SearchOptions:
         candidates: nearest rows taken from the index (in relaxed order) before the
             exact re-ranking and the threshold apply; more candidates make iterative scans
             probe further, which keeps small scopes correct.
-        probes: ivfflat lists searched first. The cost grows with it (at 1M rows of 1536
+        probes: ivfflat lists searched first; None (the default): about the square root
+            of the lists the last `reindex` built (`reindex.probes_for`: 10 lists -> 3,
+            1,000 -> 31), never all of them. The cost grows with it (at 1M rows of 1536
             dimensions: 39 ms at 10, 7 ms at 1) and so does recall on data without clear
             clusters; see docs/benchmarks.md to choose. An approximate search can only
             miss a neighbour, never serve one below the threshold.
@@ -52,7 +55,7 @@ class SearchOptions:
     """
 
     candidates: int = 40
-    probes: int = 10
+    probes: int | None = None
     max_probes: int = 1000
     index_state_seconds: float = 60.0
     timeout: float | None = 0.25
@@ -91,8 +94,8 @@ class SemanticSearch:
         self.embedder = embedder
         self.options = options
         self.pending = PendingEmbeddings()
-        self._approximate = False
-        self._approximate_checked = -float("inf")
+        self._build: IndexBuild | None = None
+        self._build_read_at = -float("inf")
 
     async def embed(self, text: str) -> Vector:
         """The embedding of `text`, checked (dimension, finite, non-zero)."""
@@ -129,26 +132,29 @@ class SemanticSearch:
     ) -> asyncpg.Record | None:
         """The nearest live row of the request's scope whose cosine similarity reaches
         `threshold`; its `distance` column is the cosine distance."""
+        build = await self._index_build()
         record: asyncpg.Record | None = await self._store.nearest(
             namespace,
             keys.scope_key,
             self.embedder.name,
             vector,
             max_distance=1.0 - threshold,
-            approximate=await self._index_is_trained(),
+            approximate=build is not None,
             candidates=self.options.candidates,
-            probes=self.options.probes,
+            probes=self.options.probes or (probes_for(build.lists) if build else 1),
             max_probes=self.options.max_probes,
         )
         return record
 
-    async def _index_is_trained(self) -> bool:
+    async def _index_build(self) -> IndexBuild | None:
+        """The last rebuild of the ivfflat index (None: never, scan exactly), read again
+        every `index_state_seconds`."""
         now = time.monotonic()
-        if now - self._approximate_checked > self.options.index_state_seconds:
-            self._approximate = await self._store.last_index_build() is not None
-            self._approximate_checked = now
-        return self._approximate
+        if now - self._build_read_at > self.options.index_state_seconds:
+            self._build = await self._store.last_index_build()
+            self._build_read_at = now
+        return self._build
 
     def forget_index_state(self) -> None:
         """Read the index state again on the next lookup (after a reindex)."""
-        self._approximate_checked = -float("inf")
+        self._build_read_at = -float("inf")
