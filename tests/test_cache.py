@@ -22,7 +22,7 @@ from llm_pgcache import (
 from llm_pgcache.config import asyncpg_dsn
 from llm_pgcache.postgres.store import DELETE_CHUNK
 
-from .conftest import connect_cache
+from .conftest import MigratedDatabase, connect_cache
 
 Factory = Callable[..., dict[str, object]]
 
@@ -157,6 +157,25 @@ async def test_invalidate_by_key_tag_model_and_namespace(
 
 @pytest.mark.parametrize("rows", [DELETE_CHUNK * 2, DELETE_CHUNK * 2 + 1])
 async def test_large_invalidations_delete_every_row_in_chunks(
+    create_migrated: MigratedDatabase,
+    namespace: str,
+    make_request: Factory,
+    make_response: Factory,
+    rows: int,
+) -> None:
+    """Tag, model and namespace invalidations of more rows than one statement deletes (in
+    a database of their own: the shared one's planner statistics stay those of small
+    tables)."""
+    dsn = await create_migrated()
+    async with connect_cache(dsn, namespace=namespace) as cache:
+        db = await asyncpg.connect(asyncpg_dsn(dsn))
+        try:
+            await invalidate_many(cache, db, namespace, make_request, make_response, rows)
+        finally:
+            await db.close()
+
+
+async def invalidate_many(
     cache: Cache,
     db: asyncpg.Connection,
     namespace: str,
@@ -164,7 +183,6 @@ async def test_large_invalidations_delete_every_row_in_chunks(
     make_response: Factory,
     rows: int,
 ) -> None:
-    """Tag, model and namespace invalidations of more rows than one statement deletes."""
     other = f"{namespace}-other"
     items = [
         WarmItem(request=make_request(f"q{i}"), response=make_response(), tags=("bulk",))
