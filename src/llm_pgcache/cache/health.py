@@ -110,12 +110,24 @@ class BackendHealth:
     """Tracks backend failures: logs once per outage, feeds the breaker, and re-raises
     only in strict mode (otherwise the caller serves a miss)."""
 
-    def __init__(self, *, strict: bool, breaker: CircuitBreaker, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        strict: bool,
+        breaker: CircuitBreaker,
+        metrics: Metrics,
+        what: str = "backend",
+        watchdog: Watchdog | None = None,
+    ) -> None:
         self.strict = strict
         self.breaker = breaker
         self._metrics = metrics
-        self._outages = OutageLog(logger, "backend")
-        self._watchdog = Watchdog()
+        self._outages = OutageLog(logger, what)
+        self._watchdog = watchdog or Watchdog()
+
+    @property
+    def watchdog(self) -> Watchdog:
+        return self._watchdog
 
     def deadline(self, seconds: float | None, what: str) -> Deadline:
         """Bound a backend call (`with`); running out of time is a BackendError."""

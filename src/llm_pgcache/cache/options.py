@@ -38,6 +38,9 @@ class CacheOptions(TypedDict, total=False):
         lookup_timeout: seconds an exact lookup may wait for PostgreSQL before it
             counts as a miss; None: no limit (semantic lookups: `search.timeout`).
         write_timeout: the same for `set`.
+        embed_timeout: seconds a lookup (or a `set`) waits for its embedding; past it the
+            lookup is exact-only (the `set` stores without one), and an embedding that
+            comes later still serves the `set` that follows. Default 2 s.
         breaker: when to stop asking a failing backend; default: after 5 consecutive
             failures with no success for 1 s, for 5 s, then one probe
             (`CircuitBreaker(threshold, cooldown, min_outage)`).
@@ -69,6 +72,7 @@ class CacheOptions(TypedDict, total=False):
     search: SearchOptions | None
     lookup_timeout: float | None
     write_timeout: float | None
+    embed_timeout: float | None
     breaker: CircuitBreaker | None
     prices: Mapping[str, Price]
     memory: MemoryTier | None

@@ -54,23 +54,14 @@ class Reads(CacheState):
         started = time.perf_counter()
         hit, ticket = await self._tiers.get(ns, key) if self._tiers.active else (None, None)
         if hit is None:
-            if not self._health.breaker.allow():
-                self._missed(ns, started)
-                return None
-            try:
-                hit = await self._postgres(
-                    ns,
-                    key,
-                    request,
-                    semantic_search=semantic_search,
-                    threshold=threshold,
-                    ticket=ticket,
-                )
-            except BackendError as exc:
-                self._health.failed(exc)
-                hit = None
-            else:
-                self._health.ok()
+            hit = await self._postgres(
+                ns,
+                key,
+                request,
+                semantic_search=semantic_search,
+                threshold=threshold,
+                ticket=ticket,
+            )
         if hit is None:
             self._missed(ns, started)
             return None
@@ -93,9 +84,18 @@ class Reads(CacheState):
         ticket: Ticket | None,
     ) -> CacheHit | None:
         """A hit from PostgreSQL, exact then semantic, promoted to the tiers above (with
-        the `ticket` their miss gave)."""
-        with self._health.deadline(self.lookup_timeout, "lookup"):
-            record = await self._store.get(ns, key, self.stale_grace, self.lookup_timeout)
+        the `ticket` their miss gave). Each path fails open on its own: a semantic path
+        that fails or is slow never turns exact lookups off, nor the other way round."""
+        health = self._health
+        if not health.breaker.allow():
+            return None
+        try:
+            with health.deadline(self.lookup_timeout, "lookup"):
+                record = await self._store.get(ns, key, self.stale_grace, self.lookup_timeout)
+        except BackendError as exc:
+            health.failed(exc)
+            return None
+        health.ok()
         if record is not None:
             hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
         elif semantic_search is not None:
@@ -123,12 +123,21 @@ class Reads(CacheState):
         keys = self.rules.keys(request)
         if not keys.text.strip():
             return None
-        vector = await search.embed(keys.text)  # not under the lookup deadline
-        search.pending.put(namespace, keys.exact_key, vector)
-        with self._health.deadline(search.options.timeout, "semantic lookup"):
-            return await search.nearest(
-                namespace,
-                keys,
-                vector,
-                threshold=self.similarity_threshold if threshold is None else threshold,
-            )
+        vector = await self._embedding(search, namespace, keys)
+        health = self._semantic_health
+        if vector is None or not health.breaker.allow():
+            return None
+        try:
+            with health.deadline(search.options.timeout, "semantic lookup"):
+                async with search.slots:
+                    record = await search.nearest(
+                        namespace,
+                        keys,
+                        vector,
+                        threshold=self.similarity_threshold if threshold is None else threshold,
+                    )
+        except BackendError as exc:
+            health.failed(exc)
+            return None
+        health.ok()
+        return record

@@ -18,15 +18,22 @@ from llm_pgcache.cache.metrics import Metrics
 from llm_pgcache.cache.options import CacheOptions
 from llm_pgcache.cache.rules import DEFAULT_MAX_ENTRY_BYTES, EntryRules
 from llm_pgcache.cache.write_behind import WriteBehind
-from llm_pgcache.errors import EmbeddingDimensionError, InvalidInputError
+from llm_pgcache.errors import BackendError, EmbeddingDimensionError, InvalidInputError
+from llm_pgcache.keys import RequestKeys
 from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.pricing import DEFAULT_PRICES
-from llm_pgcache.semantic.search import DEFAULT_SIMILARITY_THRESHOLD, SearchOptions, SemanticSearch
+from llm_pgcache.semantic.search import (
+    DEFAULT_SIMILARITY_THRESHOLD,
+    SearchOptions,
+    SemanticSearch,
+    Vector,
+)
 from llm_pgcache.tiers.upper import UpperTiers
 from llm_pgcache.validation import check_threshold, ttl_seconds
 
 DEFAULT_LOOKUP_TIMEOUT = 0.05  # seconds a lookup may wait for PostgreSQL before it is a miss
 DEFAULT_WRITE_TIMEOUT = 1.0
+DEFAULT_EMBED_TIMEOUT = 2.0  # seconds a lookup or a store waits for its embedding
 
 
 class CacheState:
@@ -37,11 +44,14 @@ class CacheState:
     similarity_threshold: float
     lookup_timeout: float | None
     write_timeout: float | None
+    embed_timeout: float | None
     stale_grace: float
     _store: PostgresStore
     _semantic: SemanticSearch | None
     _metrics: Metrics
-    _health: BackendHealth
+    _health: BackendHealth  # exact lookups and writes: PostgreSQL
+    _semantic_health: BackendHealth  # semantic queries: PostgreSQL, accounted apart
+    _embedder_health: BackendHealth
     _write_behind: WriteBehind
     _tiers: UpperTiers
     _origin: str  # tells our own invalidation notices from others
@@ -83,10 +93,25 @@ class CacheState:
         self.lookup_timeout = options.get("lookup_timeout", DEFAULT_LOOKUP_TIMEOUT)
         self.write_timeout = options.get("write_timeout", DEFAULT_WRITE_TIMEOUT)
         self._metrics = Metrics(options.get("prices", DEFAULT_PRICES))
+        self.embed_timeout = options.get("embed_timeout", DEFAULT_EMBED_TIMEOUT)
+        strict = options.get("strict", False)
         self._health = BackendHealth(
-            strict=options.get("strict", False),
-            breaker=options.get("breaker") or CircuitBreaker(),
+            strict=strict, breaker=options.get("breaker") or CircuitBreaker(), metrics=self._metrics
+        )
+        # One failing or slow path never turns another off: each has its own breaker.
+        self._semantic_health = BackendHealth(
+            strict=strict,
+            breaker=CircuitBreaker(),
             metrics=self._metrics,
+            what="semantic search",
+            watchdog=self._health.watchdog,
+        )
+        self._embedder_health = BackendHealth(
+            strict=strict,
+            breaker=CircuitBreaker(),
+            metrics=self._metrics,
+            what="embedder",
+            watchdog=self._health.watchdog,
         )
         self._write_behind = WriteBehind(store, self._metrics)
         self._tiers = UpperTiers(options.get("memory"), options.get("redis"))
@@ -116,3 +141,21 @@ class CacheState:
         if semantic and self._semantic is None:
             raise InvalidInputError("semantic=True needs a cache opened with an embedder")
         return self._semantic if semantic else None
+
+    async def _embedding(
+        self, search: SemanticSearch, namespace: str, keys: RequestKeys
+    ) -> Vector | None:
+        """The embedding of the request's last user turn within `embed_timeout`; None when
+        the embedder failed, is late, or its breaker is open."""
+        health = self._embedder_health
+        if not health.breaker.allow():
+            return None
+        try:
+            vector = await search.embed_within(
+                namespace, keys.exact_key, keys.text, self.embed_timeout
+            )
+        except BackendError as exc:
+            health.failed(exc)
+            return None
+        health.ok()
+        return vector

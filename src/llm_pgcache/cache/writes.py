@@ -55,14 +55,11 @@ class Writes(CacheState):
             request, response, ttl=ttl, tags=tags, namespace=namespace, upstream_ms=upstream_ms
         )
         ns = entry.namespace
-        try:
-            if semantic_search is not None and keys.text.strip():
-                embedding = semantic_search.pending.pop(ns, keys.exact_key)
-                if embedding is None:
-                    embedding = await semantic_search.embed(keys.text)
+        if semantic_search is not None and keys.text.strip():
+            # Without an embedding in time (the embedder down or slow): exact lookups only.
+            embedding = await self._embedding(semantic_search, ns, keys)
+            if embedding is not None:
                 entry = replace(entry, embedding=embedding, embedder=semantic_search.embedder.name)
-        except BackendError as exc:  # the embedder is down: store for exact lookups only
-            self._health.failed(exc)
         if not self._health.breaker.allow():
             return
         try:

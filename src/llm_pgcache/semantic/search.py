@@ -8,6 +8,7 @@ are compared exactly: an index clustered on an empty table would miss neighbours
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -50,8 +51,12 @@ class SearchOptions:
             (pgvector 0.8 iterative index scans).
         index_state_seconds: how long the "index was rebuilt" fact is reused.
         timeout: seconds the semantic query may take before it counts as a miss (the
-            embedding is not included); larger than the exact lookup's, since an ANN
-            query over millions of rows takes tens of milliseconds.
+            embedding is not included, it has `embed_timeout`); larger than the exact
+            lookup's, since an ANN query over millions of rows takes tens of
+            milliseconds. Waiting for one of the `max_in_flight` slots counts.
+        max_in_flight: semantic queries running at once in this process; the others
+            wait (within `timeout`). Exact lookups never wait behind them: they hold at
+            most six of the pool's connections, semantic queries at most these.
     """
 
     candidates: int = 40
@@ -59,6 +64,7 @@ class SearchOptions:
     max_probes: int = 1000
     index_state_seconds: float = 60.0
     timeout: float | None = 0.25
+    max_in_flight: int = 3
 
 
 class PendingEmbeddings:
@@ -94,8 +100,46 @@ class SemanticSearch:
         self.embedder = embedder
         self.options = options
         self.pending = PendingEmbeddings()
+        self.slots = asyncio.Semaphore(options.max_in_flight)  # semantic queries at once
+        self._embedding: dict[tuple[str, bytes], asyncio.Task[Vector]] = {}  # in flight
+        self._build_read: asyncio.Task[IndexBuild | None] | None = None
         self._build: IndexBuild | None = None
         self._build_read_at = -float("inf")
+
+    async def embed_within(
+        self, namespace: str, key: bytes, text: str, seconds: float | None
+    ) -> Vector:
+        """The embedding of the request `key`'s `text`: the one a lookup left for it, or
+        the one in flight for it, or a new one, within `seconds`. An embedding
+        that comes later is still kept for the `set` that follows.
+
+        Raises:
+            EmbedderError: the embedder failed, or took longer than `seconds`.
+            InvalidEmbeddingError, EmbeddingDimensionError: it returned unusable vectors.
+        """
+        slot = (namespace, key)
+        kept = self.pending.pop(namespace, key)
+        if kept is not None:
+            return kept
+        task = self._embedding.get(slot)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self.embed(text))
+            self._embedding[slot] = task
+            task.add_done_callback(lambda done: self._embedded(slot, done))
+        try:
+            async with asyncio.timeout(seconds):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            raise EmbedderError(
+                f"embedder {self.embedder.name} took longer than {seconds} s"
+            ) from None
+
+    def _embedded(self, slot: tuple[str, bytes], task: asyncio.Task[Vector]) -> None:
+        """Keep a finished embedding for the request's `set` (also one that came late)."""
+        if self._embedding.get(slot) is task:
+            del self._embedding[slot]
+        if not task.cancelled() and task.exception() is None:
+            self.pending.put(*slot, task.result())
 
     async def embed(self, text: str) -> Vector:
         """The embedding of `text`, checked (dimension, finite, non-zero)."""
@@ -148,11 +192,14 @@ class SemanticSearch:
 
     async def _index_build(self) -> IndexBuild | None:
         """The last rebuild of the ivfflat index (None: never, scan exactly), read again
-        every `index_state_seconds`."""
-        now = time.monotonic()
-        if now - self._build_read_at > self.options.index_state_seconds:
-            self._build = await self._store.last_index_build()
-            self._build_read_at = now
+        every `index_state_seconds`, by one query however many lookups ask meanwhile."""
+        if time.monotonic() - self._build_read_at > self.options.index_state_seconds:
+            if self._build_read is None or self._build_read.done():
+                self._build_read = asyncio.get_running_loop().create_task(
+                    self._store.last_index_build()
+                )
+            self._build = await asyncio.shield(self._build_read)
+            self._build_read_at = time.monotonic()
         return self._build
 
     def forget_index_state(self) -> None:
