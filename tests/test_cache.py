@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -14,6 +15,7 @@ from openai.types.chat import ChatCompletion
 from llm_pgcache import (
     BackendError,
     Cache,
+    ConfigurationError,
     InvalidInputError,
     WarmItem,
     init_connection,
@@ -274,3 +276,9 @@ async def test_a_pool_passed_in_is_not_closed(dsn: str, make_request: Factory) -
         assert await pool.fetchval("SELECT 1") == 1
     finally:
         await pool.close()
+
+
+async def test_an_unknown_option_is_a_clear_error(dsn: str) -> None:
+    options: dict[str, Any] = {"namespac": "typo"}
+    with pytest.raises(ConfigurationError, match=r"unknown cache option.*namespac"):
+        await Cache.connect(dsn, **options)

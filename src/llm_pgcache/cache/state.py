@@ -18,7 +18,12 @@ from llm_pgcache.cache.metrics import Metrics
 from llm_pgcache.cache.options import CacheOptions
 from llm_pgcache.cache.rules import DEFAULT_MAX_ENTRY_BYTES, EntryRules
 from llm_pgcache.cache.write_behind import WriteBehind
-from llm_pgcache.errors import BackendError, EmbeddingDimensionError, InvalidInputError
+from llm_pgcache.errors import (
+    BackendError,
+    ConfigurationError,
+    EmbeddingDimensionError,
+    InvalidInputError,
+)
 from llm_pgcache.keys import RequestKeys
 from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.pricing import DEFAULT_PRICES
@@ -61,9 +66,13 @@ class CacheState:
         """Wrap an opened store; prefer `Cache.connect`, which opens one. No I/O here.
 
         Raises:
+            ConfigurationError: an option `CacheOptions` does not name.
             InvalidInputError (and its subclasses): a bad option.
             EmbeddingDimensionError: the embedder's dimension differs from the table's.
         """
+        unknown = sorted(options.keys() - CacheOptions.__optional_keys__)
+        if unknown:  # mypy sees them; a caller without it deserves the same
+            raise ConfigurationError(f"unknown cache option(s): {', '.join(unknown)}")
         self._store = store
         self.rules = EntryRules.checked(
             namespace=options.get("namespace", "default"),

@@ -1,0 +1,144 @@
+"""Semantic lookups can only add hits: a slow or failing semantic path (embedder or
+PostgreSQL) never costs an exact hit, never stalls a call past `embed_timeout`, and never
+drops a store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+import asyncpg
+import numpy as np
+from openai import AsyncOpenAI
+
+from llm_pgcache import HashingEmbedder, SearchOptions, cache_info, cached_openai
+from llm_pgcache.config import asyncpg_dsn
+
+from .conftest import MigratedDatabase, connect_cache
+from .openai_server import OpenAIServer
+
+Factory = Callable[..., dict[str, object]]
+MARGIN = 0.5  # seconds a busy CI machine may add
+
+
+class SlowEmbedder:
+    """The offline embedder, `delay` seconds late."""
+
+    name = "slow:test"
+    dim = 1536
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self._inner = HashingEmbedder(1536)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        await asyncio.sleep(self.delay)
+        return await self._inner.embed(texts)
+
+
+class BrokenEmbedder:
+    name = "broken:test"
+    dim = 1536
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise ConnectionError("embeddings API unreachable")
+
+
+async def test_a_hanging_embedder_costs_at_most_embed_timeout(
+    dsn: str,
+    db: asyncpg.Connection,
+    namespace: str,
+    openai_client: AsyncOpenAI,
+    openai_api: OpenAIServer,
+    make_request: Factory,
+    make_response: Factory,
+) -> None:
+    embed_timeout = 0.3
+    async with connect_cache(
+        dsn, namespace=namespace, embedder=SlowEmbedder(1.5), embed_timeout=embed_timeout
+    ) as cache:
+        started = time.perf_counter()
+        assert await cache.get(make_request("How tall is Everest?")) is None
+        assert time.perf_counter() - started < embed_timeout + MARGIN
+
+        started = time.perf_counter()  # a store that does not wait for its embedding
+        await cache.set(make_request("Who wrote Hamlet?"), make_response("Shakespeare."))
+        assert time.perf_counter() - started < embed_timeout + MARGIN
+        assert await cache.get(make_request("Who wrote Hamlet?")) is not None  # stored
+
+        client = cached_openai(openai_client, cache)
+        started = time.perf_counter()
+        reply = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Name a prime."}]
+        )
+        assert cache_info(reply).tier == "miss"  # type: ignore[union-attr]
+        assert time.perf_counter() - started < embed_timeout + MARGIN + 0.5
+
+        # The lookup's embedding came late, and serves the store that follows it.
+        await asyncio.sleep(1.5)
+        await cache.set(make_request("How tall is Everest?"), make_response("8,849 m."))
+        embedded = await db.fetchval(
+            "SELECT embedding IS NOT NULL FROM llm_cache WHERE namespace = $1 AND prompt = $2",
+            namespace,
+            "How tall is Everest?",
+        )
+        assert embedded
+
+
+async def test_a_failing_embedder_never_turns_exact_lookups_off(
+    dsn: str, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    async with connect_cache(dsn, namespace=namespace) as plain:
+        for i in range(5):
+            await plain.set(make_request(f"cached {i}"), make_response(f"answer {i}"))
+    async with connect_cache(dsn, namespace=namespace, embedder=BrokenEmbedder()) as cache:
+        for i in range(30):  # far past every breaker's threshold, for over a second
+            assert await cache.get(make_request(f"paraphrase {i}")) is None
+            await asyncio.sleep(0.05)
+        for i in range(5):
+            hit = await cache.get(make_request(f"cached {i}"))
+            assert hit is not None
+            assert hit.tier == "postgres-exact"
+        await cache.set(make_request("stored meanwhile"), make_response())  # exact only
+        assert await cache.get(make_request("stored meanwhile")) is not None
+
+
+async def test_a_slow_semantic_path_loses_no_exact_hit_at_32_in_flight(
+    create_migrated: MigratedDatabase, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    """Semantic queries stuck on a lock (the index state they read is locked) while a
+    mixed stream runs 32 at a time: every exact hit is still served."""
+    dsn = await create_migrated()
+    embedder = HashingEmbedder(1536)
+    async with connect_cache(
+        dsn,
+        namespace=namespace,
+        embedder=embedder,
+        lookup_timeout=0.5,
+        search=SearchOptions(timeout=2.0, index_state_seconds=0.0),
+    ) as cache:
+        for i in range(50):
+            await cache.set(make_request(f"stored question {i}"), make_response(f"answer {i}"))
+        locker = await asyncpg.connect(asyncpg_dsn(dsn))
+        try:
+            transaction = locker.transaction()
+            await transaction.start()
+            await locker.execute("LOCK TABLE llm_cache_index_builds IN ACCESS EXCLUSIVE MODE")
+            slots = asyncio.Semaphore(32)
+
+            async def exact(i: int) -> bool:
+                async with slots:
+                    return await cache.get(make_request(f"stored question {i % 50}")) is not None
+
+            async def semantic(i: int) -> None:
+                async with slots:
+                    await cache.get(make_request(f"an unseen paraphrase {i}"))
+
+            calls = [exact(i) if i % 4 else semantic(i) for i in range(500)]  # mixed
+            results = await asyncio.gather(*calls)
+            await transaction.rollback()
+        finally:
+            await locker.close()
+    exact_hits = [hit for i, hit in enumerate(results) if i % 4]
+    assert exact_hits == [True] * 375
