@@ -12,7 +12,13 @@ import asyncpg
 import numpy as np
 from openai import AsyncOpenAI
 
-from llm_pgcache import HashingEmbedder, SearchOptions, cache_info, cached_openai
+from llm_pgcache import (
+    HashingEmbedder,
+    InvalidEmbeddingError,
+    SearchOptions,
+    cache_info,
+    cached_openai,
+)
 from llm_pgcache.config import asyncpg_dsn
 
 from .conftest import MigratedDatabase, connect_cache
@@ -142,3 +148,40 @@ async def test_a_slow_semantic_path_loses_no_exact_hit_at_32_in_flight(
             await locker.close()
     exact_hits = [hit for i, hit in enumerate(results) if i % 4]
     assert exact_hits == [True] * 375
+
+
+class CountingEmbedder:
+    """The offline embedder, counting its calls, a little slow (as a model is)."""
+
+    name = "counting:test"
+    dim = 1536
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self._inner = HashingEmbedder(1536)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        await asyncio.sleep(0.05)
+        vectors = await self._inner.embed(texts)
+        for row, text in enumerate(texts):
+            if text == "poison":
+                vectors[row] = 0.0
+        return vectors
+
+
+async def test_concurrent_lookups_share_embedder_calls_and_fail_alone(
+    dsn: str, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    embedder = CountingEmbedder()
+    async with connect_cache(dsn, namespace=namespace, embedder=embedder) as cache:
+        await cache.set(make_request("What is the capital of France?"), make_response())
+        embedder.calls.clear()
+        questions = [f"what is the capital of france {i}" for i in range(31)] + ["poison"]
+        outcomes = await asyncio.gather(
+            *(cache.get(make_request(q)) for q in questions), return_exceptions=True
+        )
+    assert sum(embedder.calls) == 32
+    assert len(embedder.calls) <= 3  # 32 texts in a few batched calls, not 32
+    assert sum(1 for o in outcomes[:31] if isinstance(o, BaseException)) == 0
+    assert isinstance(outcomes[31], InvalidEmbeddingError)  # the zero vector fails alone

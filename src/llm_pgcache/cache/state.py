@@ -27,11 +27,11 @@ from llm_pgcache.errors import (
 from llm_pgcache.keys import RequestKeys
 from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.pricing import DEFAULT_PRICES
+from llm_pgcache.semantic.batches import Vector
 from llm_pgcache.semantic.search import (
     DEFAULT_SIMILARITY_THRESHOLD,
     SearchOptions,
     SemanticSearch,
-    Vector,
 )
 from llm_pgcache.tiers.upper import UpperTiers
 from llm_pgcache.validation import check_threshold, ttl_seconds

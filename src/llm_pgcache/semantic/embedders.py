@@ -278,6 +278,13 @@ def check_vectors(vectors: object, *, count: int, dim: int) -> Vectors:
         EmbeddingDimensionError: the vectors are not `dim`-dimensional.
         InvalidEmbeddingError: wrong count, NaN or infinite values, or a zero vector.
     """
+    array = shaped_vectors(vectors, count=count, dim=dim)
+    check_values(array)
+    return array
+
+
+def shaped_vectors(vectors: object, *, count: int, dim: int) -> Vectors:
+    """`vectors` as a (count, dim) float32 array; its values unchecked."""
     array = np.asarray(vectors, dtype=np.float32)
     if array.ndim != 2 or array.shape[0] != count:
         raise InvalidEmbeddingError(
@@ -285,11 +292,15 @@ def check_vectors(vectors: object, *, count: int, dim: int) -> Vectors:
         )
     if array.shape[1] != dim:
         raise EmbeddingDimensionError(embedder_dim=array.shape[1], table_dim=dim)
+    return array
+
+
+def check_values(array: Vectors) -> None:
+    """Raise InvalidEmbeddingError unless every row is finite and non-zero."""
     if not np.isfinite(array).all():
         raise InvalidEmbeddingError("an embedding contains NaN or infinite values")
     if (np.abs(array).max(axis=1) == 0).any():
         raise InvalidEmbeddingError("an embedding is all zeros (cosine distance is undefined)")
-    return array
 
 
 def default_embedder(dim: int, environ: Mapping[str, str] | None = None) -> Embedder:

@@ -15,16 +15,14 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 import numpy as np
-import numpy.typing as npt
 
 from llm_pgcache.entries import StoredEntry
 from llm_pgcache.errors import EmbedderError, LLMPgCacheError
 from llm_pgcache.keys import RequestKeys
 from llm_pgcache.postgres.reindex import probes_for
 from llm_pgcache.postgres.store import IndexBuild, PostgresStore
-from llm_pgcache.semantic.embedders import Embedder, Vectors, check_vectors
-
-Vector = npt.NDArray[np.float32]
+from llm_pgcache.semantic.batches import EmbeddingBatches, Vector
+from llm_pgcache.semantic.embedders import Embedder, Vectors, check_values, shaped_vectors
 
 # Without tuning data for the embedder in use, a conservative cut-off: cosine similarity
 # of 0.9 separates paraphrases from related-but-different questions for OpenAI's
@@ -100,6 +98,7 @@ class SemanticSearch:
         self.embedder = embedder
         self.options = options
         self.pending = PendingEmbeddings()
+        self.batches = EmbeddingBatches(self._embed_shaped)
         self.slots = asyncio.Semaphore(options.max_in_flight)  # semantic queries at once
         self._embedding: dict[tuple[str, bytes], asyncio.Task[Vector]] = {}  # in flight
         self._build_read: asyncio.Task[IndexBuild | None] | None = None
@@ -142,12 +141,18 @@ class SemanticSearch:
             self.pending.put(*slot, task.result())
 
     async def embed(self, text: str) -> Vector:
-        """The embedding of `text`, checked (dimension, finite, non-zero)."""
-        row: Vector = (await self.embed_many([text]))[0]
-        return row
+        """The embedding of `text`, checked (dimension, finite, non-zero), from a batch
+        shared with the texts asked for meanwhile (`batches`)."""
+        return await self.batches.embed(text)
 
     async def embed_many(self, texts: list[str]) -> Vectors:
         """The embeddings of `texts`, in one call of the embedder, checked."""
+        vectors = await self._embed_shaped(texts)
+        check_values(vectors)
+        return vectors
+
+    async def _embed_shaped(self, texts: list[str]) -> Vectors:
+        """The embedder's vectors of `texts`, of the right count and dimension."""
         if not texts:
             return np.empty((0, self._store.embedding_dim), dtype=np.float32)
         try:
@@ -156,7 +161,7 @@ class SemanticSearch:
             raise
         except Exception as exc:  # a third-party embedder's own failure
             raise EmbedderError(f"embedder {self.embedder.name} failed: {exc}") from exc
-        return check_vectors(vectors, count=len(texts), dim=self._store.embedding_dim)
+        return shaped_vectors(vectors, count=len(texts), dim=self._store.embedding_dim)
 
     async def with_embeddings(
         self, built: list[tuple[RequestKeys, StoredEntry]]
