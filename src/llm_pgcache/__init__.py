@@ -42,6 +42,7 @@ from llm_pgcache.semantic.embedders import (
     OpenAIEmbedder,
     default_embedder,
 )
+from llm_pgcache.semantic.local import SentenceTransformerEmbedder
 from llm_pgcache.semantic.search import SearchOptions
 from llm_pgcache.tiers.memory import MemoryTier
 from llm_pgcache.tiers.redis import RedisTier
@@ -81,6 +82,7 @@ __all__ = [
     "RequestKeys",
     "SchemaError",
     "SearchOptions",
+    "SentenceTransformerEmbedder",
     "Stats",
     "TableStats",
     "WarmItem",
