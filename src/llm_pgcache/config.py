@@ -18,6 +18,7 @@ ENV_DSN = "LLM_PGCACHE_DSN"
 ENV_DSN_FALLBACK = "DATABASE_URL"
 ENV_EMBEDDING_DIM = "LLM_PGCACHE_EMBEDDING_DIM"
 ENV_EMBEDDED_DIR = "LLM_PGCACHE_EMBEDDED_DIR"  # read by postgres.embedded
+ENV_LOCAL_MODEL = "LLM_PGCACHE_LOCAL_MODEL"  # read by semantic.embedders.default_embedder
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

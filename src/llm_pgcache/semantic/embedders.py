@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from llm_pgcache.config import ENV_LOCAL_MODEL
 from llm_pgcache.errors import (
     ConfigurationError,
     EmbedderError,
@@ -306,11 +307,25 @@ def check_values(array: Vectors) -> None:
 def default_embedder(dim: int, environ: Mapping[str, str] | None = None) -> Embedder:
     """The embedder the CLI and the demo use for a table of `dim` dimensions.
 
-    `OpenAIEmbedder` (model from LLM_PGCACHE_EMBEDDING_MODEL, default
-    text-embedding-3-small, shortened to `dim`) when OPENAI_API_KEY or OPENAI_BASE_URL is
-    set; otherwise the offline `HashingEmbedder`.
+    A local `SentenceTransformerEmbedder` when LLM_PGCACHE_LOCAL_MODEL names a model on
+    disk (the `local` extra); else `OpenAIEmbedder` (model from
+    LLM_PGCACHE_EMBEDDING_MODEL, default text-embedding-3-small, shortened to `dim`) when
+    OPENAI_API_KEY or OPENAI_BASE_URL is set; otherwise the offline `HashingEmbedder`.
+
+    Raises:
+        EmbeddingDimensionError: the local model's dimension is not `dim`.
     """
     env = os.environ if environ is None else environ
+    local_model = env.get(ENV_LOCAL_MODEL)
+    if local_model:
+        from llm_pgcache.semantic.local import (  # noqa: PLC0415 - optional extra
+            SentenceTransformerEmbedder,
+        )
+
+        local = SentenceTransformerEmbedder(local_model)
+        if local.dim != dim:
+            raise EmbeddingDimensionError(embedder_dim=local.dim, table_dim=dim)
+        return local
     if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
         model = env.get("LLM_PGCACHE_EMBEDDING_MODEL") or "text-embedding-3-small"
         native = OPENAI_MODEL_DIMS.get(model)

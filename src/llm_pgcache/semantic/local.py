@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from llm_pgcache.errors import ConfigurationError, MissingExtraError
-from llm_pgcache.semantic.embedders import Vectors
+
+Vectors = npt.NDArray[np.float32]
 
 
 class SentenceTransformerEmbedder:
