@@ -37,6 +37,7 @@ from llm_pgcache import Cache, HashingEmbedder, SearchOptions, request_keys
 from llm_pgcache.config import asyncpg_dsn
 from llm_pgcache.postgres import embedded, migrate
 from llm_pgcache.postgres.driver import init_connection
+from llm_pgcache.postgres.reindex import probes_for
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 NAMESPACE = "bench"
@@ -185,7 +186,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     vectors = make_rows(args.rows, args.dim, rng)
     dsn, loaded = await prepare_database(args)
     embedder = TableEmbedder(args.dim)
-    report: dict[str, object] = {"rows": args.rows, "dim": args.dim, "probes": args.probes}
+    report: dict[str, object] = {"rows": args.rows, "dim": args.dim}
     await migrate.upgrade(dsn, embedding_dim=args.dim)  # a reused table may be older
     if not loaded:
         await load(dsn, vectors, embedder.name)
@@ -208,12 +209,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             rebuilt = await cache.reindex(maintenance_work_mem="4GB")
             print(rebuilt.summary(), flush=True)
             report["reindex_seconds"] = rebuilt.seconds
-            report["lists"] = rebuilt.lists
-        measured = await measure(dsn, cache, embedder, queries, args.probes)
+        lists = await lists_built(dsn)
+        probes = args.probes or probes_for(lists)
+        report.update({"lists": lists, "probes": probes})
+        measured = await measure(dsn, cache, embedder, queries, probes)
         raw_latency, raw_found = measured["raw_pgvector"]
         cache_latency, cache_found = measured["cache_get"]
     finally:
         await cache.close()
+    report["concurrent"] = await measure_concurrent(
+        dsn, embedder, queries, probes, args.concurrency, search=SearchOptions(probes=args.probes)
+    )
 
     hashing = HashingEmbedder(args.dim)
     embed_latency = []
@@ -233,6 +239,101 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         }
     )
     return report
+
+
+async def lists_built(dsn: str) -> int:
+    connection = await asyncpg.connect(asyncpg_dsn(dsn))
+    try:
+        lists: int = await connection.fetchval(
+            "SELECT lists FROM llm_cache_index_builds ORDER BY built_at DESC LIMIT 1"
+        )
+    finally:
+        await connection.close()
+    return lists
+
+
+async def measure_concurrent(
+    dsn: str,
+    embedder: TableEmbedder,
+    queries: np.ndarray,
+    probes: int,
+    concurrency: int,
+    *,
+    search: SearchOptions,
+    rounds: int = 5,
+) -> dict[str, object]:
+    """At `concurrency` in flight, with the default budgets and a pool of 10 on both sides:
+    raw pgvector queries/s, `Cache.get` semantic hits/s and lookups over budget, and a
+    mixed stream (3 exact hits to 1 semantic lookup) with the exact hits it lost."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def set_probes(connection: asyncpg.Connection) -> None:
+        await init_connection(connection)
+        await connection.execute(f"SET ivfflat.probes = {int(probes)}")
+
+    pool = await asyncpg.create_pool(asyncpg_dsn(dsn), min_size=10, max_size=10, init=set_probes)
+
+    async def raw_one(q: np.ndarray) -> None:
+        async with slots:
+            await pool.fetchval("SELECT id FROM llm_cache ORDER BY embedding <=> $1 LIMIT 1", q)
+
+    started = time.perf_counter()
+    for _ in range(rounds):
+        await asyncio.gather(*(raw_one(q) for q in queries))
+    raw_qps = rounds * len(queries) / (time.perf_counter() - started)
+    await pool.close()
+
+    cache = await Cache.connect(
+        dsn, namespace=NAMESPACE, embedder=embedder, similarity_threshold=0.5, search=search
+    )
+    try:
+        texts = []
+        for r in range(rounds):
+            for n, q in enumerate(queries):
+                text = f"concurrent {r} {n}"  # distinct: an exact miss, then semantic
+                embedder.vectors[text] = q
+                texts.append(text)
+
+        async def cached_one(text: str) -> bool:
+            async with slots:
+                return await cache.get(request(text)) is not None
+
+        errors_before = cache.counters.backend_errors
+        started = time.perf_counter()
+        hits = await asyncio.gather(*(cached_one(text) for text in texts))
+        cache_qps = len(texts) / (time.perf_counter() - started)
+        over_budget = cache.counters.backend_errors - errors_before
+
+        stored = [f"stored {i}" for i in range(200)]
+        for i, text in enumerate(stored):
+            embedder.vectors[text] = queries[i % len(queries)]
+            await cache.set(request(text), {"choices": [{"message": {"content": "x"}}]})
+
+        async def exact_one(i: int) -> bool:
+            async with slots:
+                return await cache.get(request(stored[i % len(stored)])) is not None
+
+        async def semantic_one(i: int) -> bool:
+            async with slots:
+                await cache.get(request(texts[i % len(texts)]))
+                return True
+
+        mixed = await asyncio.gather(
+            *(exact_one(i) if i % 4 else semantic_one(i) for i in range(4 * len(queries)))
+        )
+        exact_results = [ok for i, ok in enumerate(mixed) if i % 4]
+    finally:
+        await cache.close()
+    return {
+        "concurrency": concurrency,
+        "raw_pgvector_qps": raw_qps,
+        "cache_get_qps": cache_qps,
+        "qps_ratio": cache_qps / raw_qps,
+        "semantic_hits": sum(hits) / len(hits),
+        "over_budget": over_budget,
+        "mixed_exact_lookups": len(exact_results),
+        "mixed_exact_hits_lost": exact_results.count(False),
+    }
 
 
 def recall(found: list[int | None], truth: list[int]) -> float:
@@ -278,7 +379,10 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=1536)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--probes", type=int, default=10)
+    parser.add_argument(
+        "--probes", type=int, help="ivfflat probes (default: the cache's, about sqrt(lists))"
+    )
+    parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
         "--data-dir", default=str(Path(tempfile.gettempdir()) / "llm-pgcache-bench")
     )
@@ -290,7 +394,7 @@ async def main() -> None:
         return
     report = await run(args)
     OUT.mkdir(parents=True, exist_ok=True)
-    name = f"semantic_{args.rows}_{args.dim}_p{args.probes}.json"
+    name = f"semantic_{args.rows}_{args.dim}_p{report['probes']}.json"
     (OUT / name).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 

@@ -25,11 +25,16 @@ def lists_for(rows: int) -> int:
     return max(1, min(lists, IVFFLAT_MAX_LISTS))
 
 
+MAX_DEFAULT_PROBES = 10  # past 100 lists, more probes cost more than clustered data needs
+
+
 def probes_for(lists: int) -> int:
-    """Lists a lookup searches first: about sqrt(lists) (pgvector's guidance), always
-    fewer than all of them once there are four or more; probes >= lists makes the planner
-    scan the table instead (10k rows, 10 lists, 10 probes: 54 ms a lookup)."""
-    return max(1, math.isqrt(lists))
+    """Lists a lookup searches first: about sqrt(lists) (pgvector's guidance), at most
+    `MAX_DEFAULT_PROBES`, and always fewer than all of them once there are four or more:
+    probes >= lists makes the planner scan the table instead (10k rows, 10 lists, 10
+    probes: 54 ms a lookup). At 1M x 1536, probes 10 cost 39 ms, 31 would cost ~3x that
+    (docs/benchmarks.md)."""
+    return max(1, min(math.isqrt(lists), MAX_DEFAULT_PROBES))
 
 
 def rebuild_reason(rows: int, last: IndexBuild | None) -> str | None:

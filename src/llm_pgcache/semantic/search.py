@@ -40,10 +40,11 @@ class SearchOptions:
             exact re-ranking and the threshold apply; more candidates make iterative scans
             probe further, which keeps small scopes correct.
         probes: ivfflat lists searched first; None (the default): about the square root
-            of the lists the last `reindex` built (`reindex.probes_for`: 10 lists -> 3,
-            1,000 -> 31), never all of them. The cost grows with it (at 1M rows of 1536
-            dimensions: 39 ms at 10, 7 ms at 1) and so does recall on data without clear
-            clusters; see docs/benchmarks.md to choose. An approximate search can only
+            of the lists the last `reindex` built, at most 10 (`reindex.probes_for`: 10
+            lists -> 3, 100 and more -> 10), never all of them. The cost grows with it
+            (at 1M rows of 1536 dimensions: 39 ms at 10, 7 ms at 1) and so does recall
+            on data without clear clusters; see docs/benchmarks.md to choose. An
+            approximate search can only
             miss a neighbour, never serve one below the threshold.
         max_probes: lists searched at most while the filters reject candidates
             (pgvector 0.8 iterative index scans).
