@@ -131,8 +131,8 @@ async def test_a_purge_killed_midway_leaves_a_consistent_table(
     assert 0 < expired < 100_000
     assert expired % 200 == 0  # whole batches only: each one is atomic
     assert live == 1_000
-    assert await pg.fetchval("SELECT pg_try_advisory_lock(hashtext('llm_pgcache.postgres.purge'))")
-    await pg.execute("SELECT pg_advisory_unlock(hashtext('llm_pgcache.postgres.purge'))")
+    assert await pg.fetchval("SELECT pg_try_advisory_lock(hashtext('llm_pgcache.purge'))")
+    await pg.execute("SELECT pg_advisory_unlock(hashtext('llm_pgcache.purge'))")
     async with connect_cache(purge_dsn) as cache:
         report = await cache.purge()
     assert report.expired == expired

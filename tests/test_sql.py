@@ -5,22 +5,31 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from llm_pgcache.postgres import sql
+from llm_pgcache.postgres import index_sql, sql
+
+from .conftest import connect_cache
+
+NAMED_QUERIES = {**sql.NAMED_QUERIES, **index_sql.INDEX_QUERIES}
 
 
-@pytest.mark.parametrize("name", sorted(sql.NAMED_QUERIES))
+@pytest.mark.parametrize("name", sorted(NAMED_QUERIES))
 async def test_named_query_prepares(db: asyncpg.Connection, name: str) -> None:
-    statement = await db.prepare(sql.NAMED_QUERIES[name])
+    statement = await db.prepare(NAMED_QUERIES[name])
     assert statement.get_parameters() is not None
 
 
 def test_every_statement_constant_is_named() -> None:
     constants = {  # every upper-case string that is a statement (not a name)
         value
-        for key, value in vars(sql).items()
+        for module in (sql, index_sql)
+        for key, value in vars(module).items()
         if key.isupper() and not key.startswith("_") and isinstance(value, str) and " " in value
     }
-    assert constants == {*sql.NAMED_QUERIES.values(), *sql.MAINTENANCE_STATEMENTS.values()}
+    assert constants == {
+        *NAMED_QUERIES.values(),
+        *sql.MAINTENANCE_STATEMENTS.values(),
+        *index_sql.INDEX_DDL.values(),
+    }
 
 
 def uses_unique_index(plan: str) -> bool:
@@ -77,3 +86,16 @@ async def test_semantic_candidates_are_re_ranked_strictly(
     plan = [row[0].strip().removeprefix("->  ") for row in rows]
     scan = next(i for i, line in enumerate(plan) if line.startswith("CTE Scan on candidates"))
     assert plan[scan - 1].startswith("Sort"), "\n".join(plan)
+
+
+async def test_the_reindex_lock_key_is_the_one_every_version_takes(
+    db: asyncpg.Connection, dsn: str
+) -> None:
+    """Processes of two versions run at once during a deploy: a reindex must find the lock
+    an older version holds (its key, 'llm_pgcache.reindex', never changes)."""
+    assert await db.fetchval("SELECT pg_try_advisory_lock(hashtext('llm_pgcache.reindex'))")
+    try:
+        async with connect_cache(dsn) as cache:
+            assert (await cache.reindex()).action == "locked"
+    finally:
+        await db.execute("SELECT pg_advisory_unlock(hashtext('llm_pgcache.reindex'))")

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from llm_pgcache.postgres.sql import IVFFLAT_MAX_LISTS
+from llm_pgcache.postgres.index_sql import IVFFLAT_MAX_LISTS
 from llm_pgcache.postgres.store import IndexBuild, PostgresStore
 
 GROWTH_FACTOR = 2.0  # --if-needed rebuilds once the rows grew or shrank by this factor

@@ -1,4 +1,5 @@
-"""Every SQL statement the repository runs, by name, with `$n` parameters.
+"""Every SQL statement the repository runs, by name, with `$n` parameters (those of the
+index rebuild are in `index_sql`).
 
 Nothing else in the package writes SQL for the hot path; a test prepares each of these
 against a migrated database, so a renamed column fails CI rather than production.
@@ -216,33 +217,6 @@ SCHEMA_REVISION: Final[LiteralString] = """
 SELECT version_num FROM llm_pgcache_alembic_version
 """
 
-LAST_INDEX_BUILD: Final[LiteralString] = """
-SELECT lists, rows, built_at FROM llm_cache_index_builds
-WHERE index_name = $1 ORDER BY id DESC LIMIT 1
-"""
-
-RECORD_INDEX_BUILD: Final[LiteralString] = """
-INSERT INTO llm_cache_index_builds (index_name, lists, rows) VALUES ($1, $2, $3)
-"""
-
-COUNT_EMBEDDED: Final[LiteralString] = """
-SELECT count(*) FROM llm_cache WHERE embedding IS NOT NULL
-"""
-
-# Memory for building the ivfflat index (its k-means), for the reindex session.
-SET_MAINTENANCE_WORK_MEM: Final[LiteralString] = """
-SELECT set_config('maintenance_work_mem', $1, false)
-"""
-
-# Reindex runs alone: a second run finds the lock taken and exits.
-TRY_REINDEX_LOCK: Final[LiteralString] = """
-SELECT pg_try_advisory_lock(hashtext('llm_pgcache.postgres.reindex'))
-"""
-
-RELEASE_REINDEX_LOCK: Final[LiteralString] = """
-SELECT pg_advisory_unlock(hashtext('llm_pgcache.postgres.reindex'))
-"""
-
 # The purge deletes in short batches (one statement, one transaction each) so that it
 # never holds many locks for long; SKIP LOCKED steps around rows a writer holds.
 PURGE_EXPIRED_BATCH: Final[LiteralString] = """
@@ -278,12 +252,14 @@ SELECT count(*) AS rows, pg_total_relation_size('llm_cache'::regclass) AS bytes
 FROM llm_cache
 """
 
+# Lock keys are shared by every version that may run at once (old and new processes of
+# a deploy): never change them.
 TRY_PURGE_LOCK: Final[LiteralString] = """
-SELECT pg_try_advisory_lock(hashtext('llm_pgcache.postgres.purge'))
+SELECT pg_try_advisory_lock(hashtext('llm_pgcache.purge'))
 """
 
 RELEASE_PURGE_LOCK: Final[LiteralString] = """
-SELECT pg_advisory_unlock(hashtext('llm_pgcache.postgres.purge'))
+SELECT pg_advisory_unlock(hashtext('llm_pgcache.purge'))
 """
 
 # Hits counted in memory and written behind, many rows per statement.
@@ -352,10 +328,6 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "put": PUT,
     "semantic_nearest": SEMANTIC_NEAREST,
     "search_settings": SEARCH_SETTINGS,
-    "last_index_build": LAST_INDEX_BUILD,
-    "record_index_build": RECORD_INDEX_BUILD,
-    "count_embedded": COUNT_EMBEDDED,
-    "set_maintenance_work_mem": SET_MAINTENANCE_WORK_MEM,
     "purge_expired_batch": PURGE_EXPIRED_BATCH,
     "count_expired": COUNT_EXPIRED,
     "evict_least_recent_batch": EVICT_LEAST_RECENT_BATCH,
@@ -367,8 +339,6 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "notify_channel": NOTIFY_CHANNEL,
     "add_counters": ADD_COUNTERS,
     "counters_by_tier": COUNTERS_BY_TIER,
-    "try_reindex_lock": TRY_REINDEX_LOCK,
-    "release_reindex_lock": RELEASE_REINDEX_LOCK,
     "delete_by_key": DELETE_BY_KEY,
     "delete_by_tag": DELETE_BY_TAG,
     "delete_by_model": DELETE_BY_MODEL,
@@ -382,41 +352,7 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
 }
 
 
-# DDL takes no bind parameters, and CREATE INDEX CONCURRENTLY cannot run in a function
-# or a transaction, so the rebuild statements are composed here, from fixed identifiers
-# and a checked integer only: nothing a caller passes reaches them as text.
-IVFFLAT_MAX_LISTS: Final = 32768  # pgvector's limit
-
-DROP_NEW_IVFFLAT: Final[LiteralString] = (
-    "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_ivfflat_new"
-)
-DROP_OLD_IVFFLAT: Final[LiteralString] = (
-    "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_ivfflat"
-)
-RENAME_NEW_IVFFLAT: Final[LiteralString] = (
-    "ALTER INDEX llm_cache_embedding_ivfflat_new RENAME TO llm_cache_embedding_ivfflat"
-)
-RESET_MAINTENANCE_WORK_MEM: Final[LiteralString] = "RESET maintenance_work_mem"
-# Fresh statistics, so that the planner knows how many rows each scope holds.
-ANALYZE_TABLE: Final[LiteralString] = "ANALYZE llm_cache"
-
-
 MAINTENANCE_STATEMENTS: Final[dict[str, LiteralString]] = {
-    "drop_new_ivfflat": DROP_NEW_IVFFLAT,
-    "drop_old_ivfflat": DROP_OLD_IVFFLAT,
-    "rename_new_ivfflat": RENAME_NEW_IVFFLAT,
-    "reset_maintenance_work_mem": RESET_MAINTENANCE_WORK_MEM,
-    "analyze_table": ANALYZE_TABLE,
     "create_warm_table": CREATE_WARM_TABLE,
     "upsert_warm_rows": UPSERT_WARM_ROWS,  # reads the temporary table
 }
-
-
-def create_new_ivfflat(lists: int) -> str:
-    """CREATE INDEX CONCURRENTLY of the replacement ivfflat index with `lists` lists."""
-    if type(lists) is not int or not 1 <= lists <= IVFFLAT_MAX_LISTS:
-        raise ValueError(f"lists must be an int from 1 to {IVFFLAT_MAX_LISTS}, got {lists!r}")
-    return (
-        "CREATE INDEX CONCURRENTLY llm_cache_embedding_ivfflat_new ON llm_cache "
-        "USING ivfflat (embedding vector_cosine_ops) WITH (lists = " + str(lists) + ")"
-    )

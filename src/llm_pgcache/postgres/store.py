@@ -22,7 +22,7 @@ from llm_pgcache.config import asyncpg_dsn, redact_dsn
 from llm_pgcache.entries import StoredEntry
 from llm_pgcache.errors import BackendError
 from llm_pgcache.invalidation import Change
-from llm_pgcache.postgres import sql
+from llm_pgcache.postgres import index_sql, sql
 from llm_pgcache.postgres.driver import (
     DRIVER_ERRORS,
     check_schema,
@@ -228,14 +228,14 @@ class PostgresStore:
 
     async def last_index_build(self) -> IndexBuild | None:
         """The last recorded rebuild of the ivfflat index; None if it was never rebuilt."""
-        record = await self._db.fetchrow(sql.LAST_INDEX_BUILD, IVFFLAT_INDEX)
+        record = await self._db.fetchrow(index_sql.LAST_INDEX_BUILD, IVFFLAT_INDEX)
         if record is None:
             return None
         return IndexBuild(lists=record["lists"], rows=record["rows"], built_at=record["built_at"])
 
     async def count_embedded(self) -> int:
         """Rows that have an embedding (what the ivfflat index holds)."""
-        count: int = await self._db.fetchval(sql.COUNT_EMBEDDED)
+        count: int = await self._db.fetchval(index_sql.COUNT_EMBEDDED)
         return count
 
     async def rebuild_ivfflat(self, *, lists: int, rows: int, maintenance_work_mem: str) -> bool:
@@ -246,19 +246,19 @@ class PostgresStore:
         build may take as long as it needs (`BUILD_TIMEOUT`).
         """
         async with self._db.connection() as connection:
-            if not await connection.fetchval(sql.TRY_REINDEX_LOCK):
+            if not await connection.fetchval(index_sql.TRY_REINDEX_LOCK):
                 return False
             try:
-                await connection.execute(sql.SET_MAINTENANCE_WORK_MEM, maintenance_work_mem)
-                await connection.execute(sql.DROP_NEW_IVFFLAT)  # left by a killed run
-                await connection.execute(sql.create_new_ivfflat(lists), timeout=BUILD_TIMEOUT)
-                await connection.execute(sql.DROP_OLD_IVFFLAT, timeout=BUILD_TIMEOUT)
-                await connection.execute(sql.RENAME_NEW_IVFFLAT)
-                await connection.execute(sql.ANALYZE_TABLE, timeout=BUILD_TIMEOUT)
-                await connection.execute(sql.RECORD_INDEX_BUILD, IVFFLAT_INDEX, lists, rows)
+                await connection.execute(index_sql.SET_MAINTENANCE_WORK_MEM, maintenance_work_mem)
+                await connection.execute(index_sql.DROP_NEW_IVFFLAT)  # left by a killed run
+                await connection.execute(index_sql.create_new_ivfflat(lists), timeout=BUILD_TIMEOUT)
+                await connection.execute(index_sql.DROP_OLD_IVFFLAT, timeout=BUILD_TIMEOUT)
+                await connection.execute(index_sql.RENAME_NEW_IVFFLAT)
+                await connection.execute(index_sql.ANALYZE_TABLE, timeout=BUILD_TIMEOUT)
+                await connection.execute(index_sql.RECORD_INDEX_BUILD, IVFFLAT_INDEX, lists, rows)
             finally:
-                await connection.execute(sql.RESET_MAINTENANCE_WORK_MEM)
-                await connection.fetchval(sql.RELEASE_REINDEX_LOCK)
+                await connection.execute(index_sql.RESET_MAINTENANCE_WORK_MEM)
+                await connection.fetchval(index_sql.RELEASE_REINDEX_LOCK)
         return True
 
     @contextlib.asynccontextmanager
