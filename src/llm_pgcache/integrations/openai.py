@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, replace
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from llm_pgcache.breaker import OutageLog
 from llm_pgcache.cache.facade import Cache
@@ -33,6 +32,7 @@ from llm_pgcache.errors import (
     InvalidInputError,
     InvalidRequestError,
 )
+from llm_pgcache.integrations.openai_streams import RecordingStream, ReplayStream, give_up
 from llm_pgcache.integrations.policy import (
     INFO_FIELD,
     CacheControls,
@@ -42,8 +42,7 @@ from llm_pgcache.integrations.policy import (
     cacheable_request,
     storable_response,
 )
-from llm_pgcache.integrations.singleflight import AbandonedError, Flight, Shared, SingleFlight
-from llm_pgcache.integrations.streams import ChunkAccumulator, replay_chunks
+from llm_pgcache.integrations.singleflight import Flight, Shared, SingleFlight
 from llm_pgcache.keys import exact_key
 
 if TYPE_CHECKING:
@@ -177,12 +176,14 @@ class _Completions:
             return _respond(flight.result, request, info)
         info = CacheInfo(tier="miss", lookup_ms=lookup_ms)
         if request.get("stream") is True:
-            return await _RecordingStream.open(self, flight, request, info)
+            return await RecordingStream.open(
+                self._upstream.create, self.store, flight, request, info
+            )
         upstream_started = time.perf_counter()
         try:
             completion = await self._upstream.create(**request)
         except BaseException as exc:
-            _give_up(flight, exc)
+            give_up(flight, exc)
             raise
         body = _completion_json(completion)
         flight.finish(body)
@@ -243,139 +244,6 @@ class _Completions:
             if cache.strict:
                 raise
             self._owner.failures.failed(exc, "not storing")
-
-
-class _ChunkStream:
-    """An async stream of `ChatCompletionChunk`, used like openai's `AsyncStream`
-    (`async for`, `async with`, `close()`), carrying its `CacheInfo` as `.llm_pgcache`."""
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> ChatCompletionChunk:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class _RecordingStream(_ChunkStream):
-    """The upstream stream, passed through chunk by chunk and stored once complete."""
-
-    def __init__(
-        self,
-        completions: _Completions,
-        flight: Flight[dict[str, Any]],
-        request: Mapping[str, Any],
-        upstream: Any,
-        info: CacheInfo,
-        *,
-        hide_usage: bool,
-        started: float,
-    ) -> None:
-        self._completions = completions
-        self._flight = flight
-        self._request = request
-        self._upstream = upstream
-        self._hide_usage = hide_usage
-        self._started = started
-        self._chunks = self._run()
-        setattr(self, INFO_FIELD, asdict(info))
-
-    @classmethod
-    async def open(
-        cls,
-        completions: _Completions,
-        flight: Flight[dict[str, Any]],
-        request: Mapping[str, Any],
-        info: CacheInfo,
-    ) -> _RecordingStream:
-        # Ask for usage (to count what hits save); hide it from a caller that did not.
-        options = request.get("stream_options") or {}
-        wants_usage = bool(options.get("include_usage"))
-        sent = (
-            dict(request)
-            if wants_usage
-            else {**request, "stream_options": {**options, "include_usage": True}}
-        )
-        started = time.perf_counter()
-        try:
-            upstream = await completions._upstream.create(**sent)
-        except BaseException as exc:
-            _give_up(flight, exc)
-            raise
-        return cls(
-            completions,
-            flight,
-            request,
-            upstream,
-            info,
-            hide_usage=not wants_usage,
-            started=started,
-        )
-
-    async def _run(self) -> AsyncGenerator[ChatCompletionChunk, None]:
-        accumulator = ChunkAccumulator()
-        try:
-            async for chunk in self._upstream:
-                accumulator.add(chunk.model_dump(mode="json"))
-                if self._hide_usage and not chunk.choices and chunk.usage is not None:
-                    continue
-                yield chunk
-        except BaseException as exc:  # an upstream error, or the caller stopped reading
-            _give_up(self._flight, exc)
-            raise
-        if not accumulator.complete:  # the stream ended early: nothing is stored
-            self._flight.fail(AbandonedError())
-            return
-        body = accumulator.completion()
-        self._flight.finish(body)
-        upstream_ms = (time.perf_counter() - self._started) * 1000
-        await self._completions.store(self._request, body, upstream_ms=upstream_ms)
-
-    async def __anext__(self) -> ChatCompletionChunk:
-        return await self._chunks.__anext__()
-
-    async def close(self) -> None:
-        """Stop reading: the upstream response is closed and nothing is stored."""
-        await self._chunks.aclose()
-        await self._upstream.close()
-
-
-class ReplayStream(_ChunkStream):
-    """A stored completion replayed as an async stream of `ChatCompletionChunk`."""
-
-    def __init__(
-        self, completion: Mapping[str, Any], info: CacheInfo, *, include_usage: bool
-    ) -> None:
-        self._chunks = iter(list(replay_chunks(completion, include_usage=include_usage)))
-        setattr(self, INFO_FIELD, asdict(info))
-
-    async def __anext__(self) -> ChatCompletionChunk:
-        try:
-            return ChatCompletionChunk.model_validate(next(self._chunks))
-        except StopIteration:
-            raise StopAsyncIteration from None
-
-    async def close(self) -> None:
-        self._chunks = iter(())
-
-
-def _give_up(flight: Flight[dict[str, Any]], exc: BaseException) -> None:
-    """End a flight without a result: followers get an upstream error as their own, and
-    retry by themselves when the leader was cancelled or stopped reading."""
-    flight.fail(exc if isinstance(exc, Exception) else AbandonedError())
 
 
 def _completion_json(completion: Any) -> dict[str, Any]:
