@@ -60,25 +60,29 @@ async def test_redis_never_takes_back_a_row_invalidated_during_the_lookup(
     make_response: Factory,
 ) -> None:
     key = request_keys(make_request()).exact_key
-    looking_up = UpperTiers(None, redis_tier)  # the process whose lookup races
-    async with connect_cache(dsn, namespace=namespace, redis=redis_tier) as other:
-        await other.set(make_request(), make_response("old"))
+    store = await PostgresStore.open(dsn)
+    looking_up = UpperTiers(None, redis_tier, store=store, origin="test")  # the racing lookup
+    try:
+        async with connect_cache(dsn, namespace=namespace, redis=redis_tier) as other:
+            await other.set(make_request(), make_response("old"))
 
-        hit, ticket = await looking_up.get(namespace, key)
-        assert hit is None
-        row = await read_row(dsn, namespace, make_request())
-        assert await other.invalidate(key=make_request()) == 1  # meanwhile, elsewhere
-        await promote(looking_up, row, ticket)
-        assert (await looking_up.get(namespace, key))[0] is None
-        assert await other.get(make_request()) is None
+            hit, ticket = await looking_up.get(namespace, key)
+            assert hit is None
+            row = await read_row(dsn, namespace, make_request())
+            assert await other.invalidate(key=make_request()) == 1  # meanwhile, elsewhere
+            await promote(looking_up, row, ticket)
+            assert (await looking_up.get(namespace, key))[0] is None
+            assert await other.get(make_request()) is None
 
-        # The same steps without an invalidation in between do promote.
-        await other.set(make_request(), make_response("new"))
-        _, ticket = await looking_up.get(namespace, key)
-        await promote(looking_up, await read_row(dsn, namespace, make_request()), ticket)
-        hit, _ = await looking_up.get(namespace, key)
-        assert hit is not None
-        assert hit.tier == "redis"
+            # The same steps without an invalidation in between do promote.
+            await other.set(make_request(), make_response("new"))
+            _, ticket = await looking_up.get(namespace, key)
+            await promote(looking_up, await read_row(dsn, namespace, make_request()), ticket)
+            hit, _ = await looking_up.get(namespace, key)
+            assert hit is not None
+            assert hit.tier == "redis"
+    finally:
+        await store.close()
 
 
 async def test_memory_never_takes_back_a_row_invalidated_during_the_lookup(
@@ -86,24 +90,20 @@ async def test_memory_never_takes_back_a_row_invalidated_during_the_lookup(
 ) -> None:
     key = request_keys(make_request()).exact_key
     store = await PostgresStore.open(dsn)
-    looking_up = UpperTiers(MemoryTier(), None)
-    await looking_up.listen(store, origin="test")  # memory serves while notices arrive
+    looking_up = UpperTiers(MemoryTier(), None, store=store, origin="test")
+    await looking_up.listen()  # memory serves while notices arrive
     try:
         async with connect_cache(dsn, namespace=namespace) as other:
             await other.set(make_request(), make_response("old"))
 
             _, ticket = await looking_up.get(namespace, key)
             row = await read_row(dsn, namespace, make_request())
-            await looking_up.drop(
-                Change(namespace, key=key), store=store, origin="test"
-            )  # an invalidation by this process
+            await looking_up.drop(Change(namespace, key=key))  # an invalidation by this process
             await promote(looking_up, row, ticket)
             assert (await looking_up.get(namespace, key))[0] is None
 
             _, ticket = await looking_up.get(namespace, key)
-            await looking_up.drop(
-                Change(namespace, tag="faq"), store=store, origin="test"
-            )  # one of its namespace, by tag
+            await looking_up.drop(Change(namespace, tag="faq"))  # one of its namespace, by tag
             await promote(looking_up, row, ticket)
             assert (await looking_up.get(namespace, key))[0] is None
 
@@ -111,7 +111,7 @@ async def test_memory_never_takes_back_a_row_invalidated_during_the_lookup(
             # dropped while that lookup is in flight.
             paraphrase = request_keys(make_request("Capital of France?")).exact_key
             _, ticket = await looking_up.get(namespace, paraphrase)
-            await looking_up.drop(Change(namespace, key=key), store=store, origin="test")
+            await looking_up.drop(Change(namespace, key=key))
             copy = TierCopy(namespace, paraphrase, row, dump_response(row.response), None)
             await looking_up.promote(copy, ticket=ticket)
             assert (await looking_up.get(namespace, paraphrase))[0] is None

@@ -100,7 +100,7 @@ class Cache(Reads, Writes, Maintenance):
         store = await opening
         try:
             cache = cls(store, **options)
-            await cache._tiers.listen(store, cache._origin)
+            await cache._tiers.listen()
         except BaseException:
             await store.close()
             raise

@@ -123,9 +123,11 @@ class CacheState:
             watchdog=self._health.watchdog,
         )
         self._write_behind = WriteBehind(store, self._metrics)
-        self._tiers = UpperTiers(options.get("memory"), options.get("redis"))
-        self.stale_grace = ttl_seconds(options.get("stale_grace")) or 0.0
         self._origin = uuid.uuid4().hex
+        self._tiers = UpperTiers(
+            options.get("memory"), options.get("redis"), store=store, origin=self._origin
+        )
+        self.stale_grace = ttl_seconds(options.get("stale_grace")) or 0.0
         self._purging = None
 
     @property

@@ -66,7 +66,7 @@ class Writes(CacheState):
             change = Change(ns, key=keys.exact_key)
             with self._health.deadline(self.write_timeout, "write"):
                 await self._store.put(entry, change.notice(self._origin))
-            await self._tiers.drop(change, store=self._store, origin=self._origin)
+            await self._tiers.drop(change)
         except BackendError as exc:
             self._health.failed(exc)
             return
@@ -112,7 +112,7 @@ class Writes(CacheState):
                 entries, [change.notice(self._origin) for change in changes]
             )
             for change in changes:  # rows were replaced: no copy is known good
-                await self._tiers.drop(change, store=self._store, origin=self._origin)
+                await self._tiers.drop(change)
             if progress is not None:
                 progress(written)
         return written
@@ -169,4 +169,4 @@ class Writes(CacheState):
         try:
             return await self._store.delete(change, change.notice(self._origin))
         finally:  # also when the delete failed: no copy is known good
-            await self._tiers.drop(change, store=self._store, origin=self._origin)
+            await self._tiers.drop(change)

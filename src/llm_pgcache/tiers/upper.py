@@ -57,23 +57,32 @@ NO_TIERS = Ticket(Generations(0, 0, 0, 0), None)
 class UpperTiers:
     """Memory and Redis, as one: look up, promote, drop."""
 
-    def __init__(self, memory: MemoryTier | None, redis: RedisTier | None) -> None:
+    def __init__(
+        self,
+        memory: MemoryTier | None,
+        redis: RedisTier | None,
+        *,
+        store: PostgresStore,
+        origin: str,
+    ) -> None:
         self._memory = memory
         self._redis = redis
+        self._store = store  # for LISTEN and the notices sent again after Redis
+        self._origin = origin  # tells this process's notices from others
         self._listener: Listener | None = None
         self._cleared = 0  # times memory was cleared
         self._drops = [0] * _SLOTS  # drops per slot, by hash (see `_generations`)
         self.active = memory is not None or redis is not None
 
-    async def listen(self, store: PostgresStore, origin: str) -> None:
-        """Keep the memory tier fresh through other processes' notices (not `origin`'s)."""
+    async def listen(self) -> None:
+        """Keep the memory tier fresh through other processes' notices."""
         memory = self._memory
         if memory is None:
             return
 
         def on_notice(payload: str) -> None:
             try:
-                change = read_notice(payload, origin)
+                change = read_notice(payload, self._origin)
             except ValueError:
                 logger.warning("llm-pgcache got a malformed invalidation notice; clearing memory")
                 self._clear_memory()
@@ -81,7 +90,7 @@ class UpperTiers:
             if change is not None:
                 self._drop_from_memory(change)
 
-        self._listener = await store.listen(
+        self._listener = await self._store.listen(
             on_notice, self._clear_memory, heartbeat=memory.heartbeat
         )
 
@@ -110,7 +119,7 @@ class UpperTiers:
         if memory is not None and self._unchanged(ticket.generations, copy):
             memory.put(copy)
 
-    async def drop(self, change: Change, *, store: PostgresStore, origin: str) -> None:
+    async def drop(self, change: Change) -> None:
         """Drop the copies of the rows `change` names (PostgreSQL already holds the
         change); the next lookup promotes what PostgreSQL then holds.
 
@@ -124,7 +133,7 @@ class UpperTiers:
         self._drop_from_memory(change)
         if self._redis is not None:
             with contextlib.suppress(BackendError):  # the commit's notice went out
-                await store.notify(change.notice(origin))
+                await self._store.notify(change.notice(self._origin))
 
     async def close(self) -> None:
         if self._listener is not None:
