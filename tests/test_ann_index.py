@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 import numpy as np
 import pytest
+from pgvector import Vector
 
 from llm_pgcache import Cache, SearchOptions, request_keys
 from llm_pgcache.config import asyncpg_dsn
@@ -162,13 +163,13 @@ async def explain(
             sql.SEARCH_SETTINGS, probes, max_probes, "on" if approximate else "off"
         )
         rows = await corpus.connection.fetch(
-            "EXPLAIN " + sql.SEMANTIC_NEAREST,
+            "EXPLAIN " + sql.SEMANTIC_NEAREST_ROUND,
             NAMESPACE,
             request_keys(scope_request(scope, "x")).scope_key,
             EMBEDDER,
-            corpus.vectors[0],
+            [Vector(corpus.vectors[0])],
+            [1.0],
             10,
-            1.0,
         )
     return "\n".join(row[0] for row in rows)
 

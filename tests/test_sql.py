@@ -78,13 +78,14 @@ async def test_semantic_candidates_are_re_ranked_strictly(
     async with db.transaction():
         await db.execute(f"SET LOCAL enable_indexscan = {index_scans}")
         await db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        await db.execute("PREPARE nearest AS " + sql.SEMANTIC_NEAREST)
+        await db.execute("PREPARE nearest AS " + sql.SEMANTIC_NEAREST_ROUND)
         rows = await db.fetch(
-            f"EXPLAIN EXECUTE nearest('ns', '\\x00'::bytea, 'e', '{vector}'::vector, 40, 0.1)"
+            "EXPLAIN EXECUTE nearest('ns', '\\x00'::bytea, 'e', "
+            f"ARRAY['{vector}'::vector], ARRAY[0.1::float8], 40)"
         )
         await db.execute("DEALLOCATE nearest")
     plan = [row[0].strip().removeprefix("->  ") for row in rows]
-    scan = next(i for i, line in enumerate(plan) if line.startswith("CTE Scan on candidates"))
+    scan = next(i for i, line in enumerate(plan) if line.startswith("Subquery Scan on candidates"))
     assert plan[scan - 1].startswith("Sort"), "\n".join(plan)
 
 

@@ -138,6 +138,8 @@ class Cache(Reads, Writes, Maintenance):
             async with asyncio.timeout_at(deadline):
                 await self._tiers.close()
         await self._health.close()
+        if self._semantic is not None:
+            await self._semantic.close()
         await self._store.close(grace=max(0.0, deadline - loop.time()))
 
     async def warm(

@@ -129,13 +129,12 @@ class Reads(CacheState):
             return None
         try:
             with health.deadline(search.options.timeout, "semantic lookup"):
-                async with search.slots:
-                    record = await search.nearest(
-                        namespace,
-                        keys,
-                        vector,
-                        threshold=self.similarity_threshold if threshold is None else threshold,
-                    )
+                record = await search.nearest(
+                    namespace,
+                    keys,
+                    vector,
+                    threshold=self.similarity_threshold if threshold is None else threshold,
+                )
         except BackendError as exc:
             health.failed(exc)
             return None

@@ -87,36 +87,45 @@ SELECT pg_notify('llm_pgcache', $14) FROM stored
 """
 )
 
-# Nearest live row of the same namespace, scope and embedder. The distance cut-off ($6)
-# is applied outside the MATERIALIZED CTE so that it never stops the ivfflat index from
-# serving `ORDER BY embedding <=> $4 LIMIT $5` (pgvector: "Why isn't a query using an
-# index?"); the outer ORDER BY also restores exact order after a relaxed iterative scan.
-# Candidates carry only id and distance; the one row served is read by primary key.
-# Rows without an embedding have no embedder, so `embedder = $3` excludes them.
-SEMANTIC_NEAREST: Final[LiteralString] = """
-WITH candidates AS MATERIALIZED (
-    SELECT id, embedding <=> $4 AS distance
-    FROM llm_cache
-    WHERE namespace = $1 AND scope_key = $2 AND embedder = $3
-      AND (expires_at IS NULL OR expires_at > now())
-    ORDER BY embedding <=> $4
-    LIMIT $5
-),
-nearest AS (  -- "+ 0": PostgreSQL 17+ would drop a sort by the CTE's own order, which
-               -- relaxed_order scans keep only roughly (pgvector's README)
-    SELECT id, distance FROM candidates WHERE distance <= $6 ORDER BY distance + 0 LIMIT 1
-)
-SELECT c.id, c.cache_key, c.model, c.prompt, c.response, c.tags, c.prompt_tokens,
+# Nearest live row of one namespace, scope and embedder ($1-$3) for each of many query
+# vectors ($4, with their distance cut-offs $5): the semantic lookups of a round that
+# share a scope (`store.nearest_round`), one lateral ANN search per vector. The scope is
+# a plain parameter, so that the (custom) plan sees its size: the ivfflat index for a big
+# scope, the scope's btree and a sort for a small one. The distance cut-off is applied
+# outside the candidates' subquery, whose LIMIT keeps it from reaching the `ORDER BY
+# embedding <=> q LIMIT k` that the index serves (pgvector: "Why isn't a query using an
+# index?"). The candidates come in relaxed order from an iterative scan; "+ 0" makes the
+# outer sort a sort of its own, which PostgreSQL 17+ would otherwise drop as already done
+# (pgvector's README): the nearest candidate is the one served. Candidates carry only id
+# and distance; the row served is read by primary key. Rows without an embedding have no
+# embedder, so `embedder = $3` excludes them.
+SEMANTIC_NEAREST_ROUND: Final[LiteralString] = """
+SELECT q.slot, c.id, c.cache_key, c.model, c.prompt, c.response, c.tags, c.prompt_tokens,
        c.completion_tokens, c.upstream_ms, c.created_at, c.expires_at, n.distance,
        extract(epoch FROM c.expires_at - now())::float8 AS ttl_left
-FROM nearest n JOIN llm_cache c ON c.id = n.id
+FROM unnest($4::vector[], $5::float8[]) WITH ORDINALITY AS q(embedding, max_distance, slot)
+CROSS JOIN LATERAL (
+    SELECT candidates.id, candidates.distance
+    FROM (
+        SELECT l.id, l.embedding <=> q.embedding AS distance
+        FROM llm_cache l
+        WHERE l.namespace = $1 AND l.scope_key = $2 AND l.embedder = $3
+          AND (l.expires_at IS NULL OR l.expires_at > now())
+        ORDER BY l.embedding <=> q.embedding
+        LIMIT $6
+    ) AS candidates
+    WHERE candidates.distance <= q.max_distance
+    ORDER BY candidates.distance + 0
+    LIMIT 1
+) AS n
+JOIN llm_cache c ON c.id = n.id
 """
 
-# Settings of one semantic lookup, for its transaction only (set_config(..., true)).
+# Settings of one round of semantic lookups, for its transaction only (set_config(..., true)).
 # Approximate: the ivfflat index with pgvector 0.8 iterative scans, so that a selective
-# filter still finds candidates; custom plans, so that the planner sees the scope's size.
-# Exact ($3 = 'off'): no index scans, so the scope is read through a bitmap scan of
-# llm_cache_scope_idx and sorted by true distance.
+# filter still finds candidates. Exact ($3 = 'off'): no index scans, so each scope is read
+# through a bitmap scan of llm_cache_scope_idx and sorted by true distance. Custom plans,
+# as a cached plan would keep the choice made under the other `enable_indexscan`.
 SEARCH_SETTINGS: Final[LiteralString] = """
 SELECT set_config('ivfflat.probes', $1::int::text, true),
        set_config('ivfflat.max_probes', $2::int::text, true),
@@ -326,7 +335,7 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "get_exact": GET_EXACT,
     "get_exact_round": GET_EXACT_ROUND,
     "put": PUT,
-    "semantic_nearest": SEMANTIC_NEAREST,
+    "semantic_nearest_round": SEMANTIC_NEAREST_ROUND,
     "search_settings": SEARCH_SETTINGS,
     "purge_expired_batch": PURGE_EXPIRED_BATCH,
     "count_expired": COUNT_EXPIRED,

@@ -1,7 +1,7 @@
 """The PostgreSQL repository: the cache's statements, over an asyncpg pool.
 
 With `driver` (connection setup, driver errors translated in one place), `lookups`
-(exact lookups, in rounds shared by overlapping lookups) and `sessions` (connections
+(lookups in rounds shared by overlapping lookups) and `sessions` (connections
 held for a purge or for LISTEN), all in this folder, every asyncpg call of the
 package lives here.
 """
@@ -12,11 +12,12 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import asyncpg
 import numpy as np
 import numpy.typing as npt
+from pgvector import Vector
 
 from llm_pgcache.config import asyncpg_dsn, redact_dsn
 from llm_pgcache.entries import StoredEntry
@@ -46,6 +47,29 @@ class IndexBuild:
     lists: int
     rows: int
     built_at: datetime
+
+
+class SearchSettings(NamedTuple):
+    """How a semantic query searches: with the ivfflat index (`approximate`; `probes`
+    lists first, at most `max_probes` while filters reject candidates) or exactly, taking
+    the `candidates` nearest rows before the threshold."""
+
+    approximate: bool
+    probes: int
+    max_probes: int
+    candidates: int
+
+
+class NearestQuery(NamedTuple):
+    """One semantic lookup: the nearest row to `vector` among the live rows of
+    (`namespace`, `scope_key`, `embedder`), if within `max_distance` (cosine)."""
+
+    namespace: str
+    scope_key: bytes
+    embedder: str
+    vector: npt.NDArray[np.float32]
+    max_distance: float
+    settings: SearchSettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,38 +217,47 @@ class PostgresStore:
             notice,
         )
 
-    async def nearest(
-        self,
-        namespace: str,
-        scope_key: bytes,
-        embedder: str,
-        vector: npt.NDArray[np.float32],
-        *,
-        max_distance: float,
-        approximate: bool,
-        candidates: int,
-        probes: int,
-        max_probes: int,
-    ) -> asyncpg.Record | None:
-        """The nearest live row of the scope within `max_distance` (cosine), or None.
-
-        `approximate` uses the ivfflat index (iterative scans, `probes` lists first, at most
-        `max_probes`); otherwise the scope's rows are compared exactly.
-        """
-        async with self._db.connection() as connection, connection.transaction():
-            await connection.execute(
-                sql.SEARCH_SETTINGS, probes, max_probes, "on" if approximate else "off"
-            )
-            record: asyncpg.Record | None = await connection.fetchrow(
-                sql.SEMANTIC_NEAREST,
-                namespace,
-                scope_key,
-                embedder,
-                vector,
-                candidates,
-                max_distance,
-            )
-        return record
+    async def nearest_round(
+        self, queries: list[NearestQuery], budget: float | None = None
+    ) -> list[asyncpg.Record | None]:
+        """For each query, the nearest live row of its scope within its `max_distance`
+        (cosine; the record's `distance`), or None: one transaction, one statement per
+        scope (namespace, scope key, embedder) among the queries, whose settings are set
+        again when they change (only across a reindex). `budget` (seconds) bounds each
+        wait and statement."""
+        found: list[asyncpg.Record | None] = [None] * len(queries)
+        groups: dict[tuple[SearchSettings, str, bytes, str], list[int]] = {}
+        for slot, q in enumerate(queries):
+            groups.setdefault((q.settings, q.namespace, q.scope_key, q.embedder), []).append(slot)
+        timeout = budget or self._db.statement_timeout
+        settings_set: SearchSettings | None = None
+        async with self._db.connection(budget) as connection, connection.transaction():
+            for (settings, namespace, scope_key, embedder), slots in sorted(
+                groups.items(), key=lambda group: group[0][0]
+            ):
+                group = [queries[slot] for slot in slots]
+                if settings != settings_set:
+                    settings_set = settings
+                    await connection.execute(
+                        sql.SEARCH_SETTINGS,
+                        settings.probes,
+                        settings.max_probes,
+                        "on" if settings.approximate else "off",
+                        timeout=timeout,
+                    )
+                rows = await connection.fetch(
+                    sql.SEMANTIC_NEAREST_ROUND,
+                    namespace,
+                    scope_key,
+                    embedder,
+                    [Vector(q.vector) for q in group],
+                    [q.max_distance for q in group],
+                    settings.candidates,
+                    timeout=timeout,
+                )
+                for row in rows:
+                    found[slots[row["slot"] - 1]] = row
+        return found
 
     async def last_index_build(self) -> IndexBuild | None:
         """The last recorded rebuild of the ivfflat index; None if it was never rebuilt."""

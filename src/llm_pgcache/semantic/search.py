@@ -19,8 +19,9 @@ import numpy as np
 from llm_pgcache.entries import StoredEntry
 from llm_pgcache.errors import EmbedderError, LLMPgCacheError
 from llm_pgcache.keys import RequestKeys
+from llm_pgcache.postgres.lookups import Rounds
 from llm_pgcache.postgres.reindex import probes_for
-from llm_pgcache.postgres.store import IndexBuild, PostgresStore
+from llm_pgcache.postgres.store import IndexBuild, NearestQuery, PostgresStore, SearchSettings
 from llm_pgcache.semantic.batches import EmbeddingBatches, Vector
 from llm_pgcache.semantic.embedders import Embedder, Vectors, check_values, shaped_vectors
 
@@ -53,9 +54,12 @@ class SearchOptions:
             embedding is not included, it has `embed_timeout`); larger than the exact
             lookup's, since an ANN query over millions of rows takes tens of
             milliseconds. Waiting for one of the `max_in_flight` slots counts.
-        max_in_flight: semantic queries running at once in this process; the others
-            wait (within `timeout`). Exact lookups never wait behind them: they hold at
-            most six of the pool's connections, semantic queries at most these.
+        max_in_flight: rounds of semantic queries running at once in this process,
+            each on one pooled connection, each one query for the vectors of every
+            lookup that waited for it (at most `max_batch`); the others wait (within
+            `timeout`). Exact lookups never wait behind them: they hold at most six of
+            the pool's connections, semantic rounds at most these.
+        max_batch: semantic lookups in one round at most.
     """
 
     candidates: int = 40
@@ -63,7 +67,8 @@ class SearchOptions:
     max_probes: int = 1000
     index_state_seconds: float = 60.0
     timeout: float | None = 0.25
-    max_in_flight: int = 3
+    max_in_flight: int = 2
+    max_batch: int = 64
 
 
 class PendingEmbeddings:
@@ -100,7 +105,9 @@ class SemanticSearch:
         self.options = options
         self.pending = PendingEmbeddings()
         self.batches = EmbeddingBatches(self._embed_shaped)
-        self.slots = asyncio.Semaphore(options.max_in_flight)  # semantic queries at once
+        self._rounds: Rounds[NearestQuery, asyncpg.Record | None] = Rounds(
+            store.nearest_round, rounds=options.max_in_flight, max_batch=options.max_batch
+        )
         self._embedding: dict[tuple[str, bytes], asyncio.Task[Vector]] = {}  # in flight
         self._build_read: asyncio.Task[IndexBuild | None] | None = None
         self._build: IndexBuild | None = None
@@ -181,20 +188,28 @@ class SemanticSearch:
         self, namespace: str, keys: RequestKeys, vector: Vector, *, threshold: float
     ) -> asyncpg.Record | None:
         """The nearest live row of the request's scope whose cosine similarity reaches
-        `threshold`; its `distance` column is the cosine distance."""
+        `threshold`; its `distance` column is the cosine distance. Lookups that overlap
+        share a round (one query for all their vectors, `postgres.lookups.Rounds`), at
+        most `max_in_flight` rounds at a time.
+
+        Raises:
+            BackendError: the query failed, or ran out of `timeout`.
+        """
         build = await self._index_build()
-        record: asyncpg.Record | None = await self._store.nearest(
-            namespace,
-            keys.scope_key,
-            self.embedder.name,
-            vector,
-            max_distance=1.0 - threshold,
+        settings = SearchSettings(
             approximate=build is not None,
-            candidates=self.options.candidates,
             probes=self.options.probes or (probes_for(build.lists) if build else 1),
             max_probes=self.options.max_probes,
+            candidates=self.options.candidates,
         )
-        return record
+        query = NearestQuery(
+            namespace, keys.scope_key, self.embedder.name, vector, 1.0 - threshold, settings
+        )
+        return await self._rounds.join(query, self.options.timeout)
+
+    async def close(self) -> None:
+        """Fail the lookups waiting for a round and stop the rounds in flight."""
+        await self._rounds.close()
 
     async def _index_build(self) -> IndexBuild | None:
         """The last rebuild of the ivfflat index (None: never, scan exactly), read again
