@@ -10,11 +10,13 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 import numpy as np
+import pytest
 from openai import AsyncOpenAI
 
 from llm_pgcache import (
     HashingEmbedder,
     InvalidEmbeddingError,
+    InvalidInputError,
     SearchOptions,
     cache_info,
     cached_openai,
@@ -90,6 +92,63 @@ async def test_a_hanging_embedder_costs_at_most_embed_timeout(
             "How tall is Everest?",
         )
         assert embedded
+
+
+async def test_embed_timeout_per_call(
+    dsn: str,
+    namespace: str,
+    openai_client: AsyncOpenAI,
+    openai_api: OpenAIServer,
+    make_request: Factory,
+    make_response: Factory,
+) -> None:
+    """A call's own `embed_timeout` bounds its wait, shorter or longer than the cache's."""
+    async with connect_cache(
+        dsn, namespace=namespace, embedder=SlowEmbedder(0.6), embed_timeout=2.0
+    ) as cache:
+        started = time.perf_counter()
+        assert await cache.get(make_request("Speed of light?"), embed_timeout=0.05) is None
+        assert time.perf_counter() - started < 0.05 + MARGIN
+        assert cache.counters.backend_errors >= 1  # the late embedding, counted
+
+        started = time.perf_counter()
+        await cache.set(make_request("Boiling point?"), make_response("100 C"), embed_timeout=0.05)
+        assert time.perf_counter() - started < 0.05 + MARGIN
+
+        client = cached_openai(openai_client, cache).with_cache(embed_timeout=0.05)
+        started = time.perf_counter()
+        reply = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Name an even prime."}]
+        )
+        assert cache_info(reply).tier == "miss"  # type: ignore[union-attr]
+        assert time.perf_counter() - started < 0.05 + MARGIN + 0.5
+
+    async with connect_cache(
+        dsn, namespace=namespace, embedder=SlowEmbedder(0.3), embed_timeout=0.05
+    ) as cache:
+        # A longer per-call deadline waits for the embedding the cache's default gives up on.
+        request = make_request("Who painted the Guernica?")
+        await cache.set(request, make_response("Picasso."), embed_timeout=5.0)
+        paraphrase = make_request("who painted the guernica")
+        assert await cache.get(paraphrase, threshold=0.5) is None  # the default: too late
+        hit = await cache.get(paraphrase, threshold=0.5, embed_timeout=5.0)
+        assert hit is not None
+        assert hit.tier == "postgres-semantic"
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "slow", True])
+async def test_bad_timeouts_are_refused(
+    dsn: str, namespace: str, make_request: Factory, bad: object
+) -> None:
+    with pytest.raises(InvalidInputError, match="embed_timeout"):
+        async with connect_cache(dsn, namespace=namespace, embed_timeout=bad):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(InvalidInputError, match="lookup_timeout"):
+        async with connect_cache(dsn, namespace=namespace, lookup_timeout=bad):  # type: ignore[arg-type]
+            pass
+    async with connect_cache(dsn, namespace=namespace, embedder=HashingEmbedder(1536)) as cache:
+        with pytest.raises(InvalidInputError, match="embed_timeout"):
+            await cache.get(make_request("x"), embed_timeout=bad)  # type: ignore[arg-type]
 
 
 async def test_a_failing_embedder_never_turns_exact_lookups_off(

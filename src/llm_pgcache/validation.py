@@ -43,6 +43,17 @@ def check_threshold(threshold: object) -> float:
     return float(threshold)
 
 
+def check_timeout(name: str, seconds: object) -> float | None:
+    """A timeout in seconds: a positive finite number, or None for no limit."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise InvalidInputError(f"{name} must be a number of seconds or None, got {seconds!r}")
+    if not 0.0 < seconds < float("inf"):
+        raise InvalidInputError(f"{name} must be positive and finite, got {seconds!r}")
+    return float(seconds)
+
+
 def check_namespace(namespace: object) -> str:
     if not isinstance(namespace, str):
         raise InvalidNamespaceError(namespace, "must be a string")

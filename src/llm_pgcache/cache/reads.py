@@ -13,7 +13,7 @@ from llm_pgcache.entries import CacheHit, TierCopy
 from llm_pgcache.errors import BackendError
 from llm_pgcache.semantic.search import SemanticSearch
 from llm_pgcache.tiers.upper import Ticket
-from llm_pgcache.validation import check_threshold
+from llm_pgcache.validation import check_threshold, check_timeout
 
 
 class Reads(CacheState):
@@ -26,6 +26,7 @@ class Reads(CacheState):
         namespace: str | None = None,
         semantic: bool | None = None,
         threshold: float | None = None,
+        embed_timeout: float | None = None,
     ) -> CacheHit | None:
         """The cached response of `request`, or None on a miss.
 
@@ -40,6 +41,8 @@ class Reads(CacheState):
             namespace: overrides the cache's namespace for this call.
             semantic: overrides the cache's `semantic` for this call.
             threshold: overrides the cache's `similarity_threshold` for this call.
+            embed_timeout: overrides the cache's `embed_timeout` for this call: seconds
+                the semantic lookup waits for its embedding before it is a miss.
 
         Raises:
             InvalidRequestError: the request cannot be keyed (no model, non-JSON values...).
@@ -51,6 +54,7 @@ class Reads(CacheState):
         semantic_search = self._semantic_for(semantic)
         if threshold is not None:
             check_threshold(threshold)
+        embed_timeout = check_timeout("embed_timeout", embed_timeout)
         started = time.perf_counter()
         hit, ticket = await self._tiers.get(ns, key) if self._tiers.active else (None, None)
         if hit is None:
@@ -60,6 +64,7 @@ class Reads(CacheState):
                 request,
                 semantic_search=semantic_search,
                 threshold=threshold,
+                embed_timeout=embed_timeout,
                 ticket=ticket,
             )
         if hit is None:
@@ -81,6 +86,7 @@ class Reads(CacheState):
         *,
         semantic_search: SemanticSearch | None,
         threshold: float | None,
+        embed_timeout: float | None,
         ticket: Ticket | None,
     ) -> CacheHit | None:
         """A hit from PostgreSQL, exact then semantic, promoted to the tiers above (with
@@ -99,7 +105,7 @@ class Reads(CacheState):
         if record is not None:
             hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
         elif semantic_search is not None:
-            record = await self._nearest(semantic_search, ns, request, threshold)
+            record = await self._nearest(semantic_search, ns, request, threshold, embed_timeout)
             if record is None:
                 return None
             similarity = 1.0 - record["distance"]
@@ -119,11 +125,12 @@ class Reads(CacheState):
         namespace: str,
         request: Mapping[str, Any],
         threshold: float | None,
+        embed_timeout: float | None,
     ) -> asyncpg.Record | None:
         keys = self.rules.keys(request)
         if not keys.text.strip():
             return None
-        vector = await self._embedding(search, namespace, keys)
+        vector = await self._embedding(search, namespace, keys, embed_timeout)
         health = self._semantic_health
         if vector is None or not health.breaker.allow():
             return None

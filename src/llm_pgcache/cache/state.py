@@ -34,7 +34,7 @@ from llm_pgcache.semantic.search import (
     SemanticSearch,
 )
 from llm_pgcache.tiers.upper import UpperTiers
-from llm_pgcache.validation import check_threshold, ttl_seconds
+from llm_pgcache.validation import check_threshold, check_timeout, ttl_seconds
 
 DEFAULT_LOOKUP_TIMEOUT = 0.05  # seconds a lookup may wait for PostgreSQL before it is a miss
 DEFAULT_WRITE_TIMEOUT = 1.0
@@ -99,10 +99,16 @@ class CacheState:
         self.similarity_threshold = check_threshold(
             DEFAULT_SIMILARITY_THRESHOLD if threshold is None else threshold
         )
-        self.lookup_timeout = options.get("lookup_timeout", DEFAULT_LOOKUP_TIMEOUT)
-        self.write_timeout = options.get("write_timeout", DEFAULT_WRITE_TIMEOUT)
+        self.lookup_timeout = check_timeout(
+            "lookup_timeout", options.get("lookup_timeout", DEFAULT_LOOKUP_TIMEOUT)
+        )
+        self.write_timeout = check_timeout(
+            "write_timeout", options.get("write_timeout", DEFAULT_WRITE_TIMEOUT)
+        )
         self._metrics = Metrics(options.get("prices", DEFAULT_PRICES))
-        self.embed_timeout = options.get("embed_timeout", DEFAULT_EMBED_TIMEOUT)
+        self.embed_timeout = check_timeout(
+            "embed_timeout", options.get("embed_timeout", DEFAULT_EMBED_TIMEOUT)
+        )
         strict = options.get("strict", False)
         self._health = BackendHealth(
             strict=strict, breaker=options.get("breaker") or CircuitBreaker(), metrics=self._metrics
@@ -154,16 +160,24 @@ class CacheState:
         return self._semantic if semantic else None
 
     async def _embedding(
-        self, search: SemanticSearch, namespace: str, keys: RequestKeys
+        self,
+        search: SemanticSearch,
+        namespace: str,
+        keys: RequestKeys,
+        embed_timeout: float | None = None,
     ) -> Vector | None:
-        """The embedding of the request's last user turn within `embed_timeout`; None when
-        the embedder failed, is late, or its breaker is open."""
+        """The embedding of the request's last user turn within `embed_timeout` (this
+        call's, else the cache's); None when the embedder failed, is late, or its breaker
+        is open."""
         health = self._embedder_health
         if not health.breaker.allow():
             return None
         try:
             vector = await search.embed_within(
-                namespace, keys.exact_key, keys.text, self.embed_timeout
+                namespace,
+                keys.exact_key,
+                keys.text,
+                self.embed_timeout if embed_timeout is None else embed_timeout,
             )
         except BackendError as exc:
             health.failed(exc)

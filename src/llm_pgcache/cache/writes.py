@@ -12,7 +12,7 @@ from llm_pgcache.cache.warming import WarmItem, batches
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import BackendError, InvalidInputError
 from llm_pgcache.invalidation import Change
-from llm_pgcache.validation import TTL, check_model, check_tags
+from llm_pgcache.validation import TTL, check_model, check_tags, check_timeout
 
 
 class Writes(CacheState):
@@ -28,6 +28,7 @@ class Writes(CacheState):
         namespace: str | None = None,
         semantic: bool | None = None,
         upstream_ms: int | None = None,
+        embed_timeout: float | None = None,
     ) -> None:
         """Store `response` as the answer to `request`, replacing any previous one.
 
@@ -42,6 +43,9 @@ class Writes(CacheState):
                 the one made by a missed `get` of the same request is reused.
             upstream_ms: how long the LLM took to produce the response; hits report it
                 as the latency they saved.
+            embed_timeout: overrides the cache's `embed_timeout` for this call: seconds
+                to wait for the embedding; without it in time the entry is stored for
+                exact lookups only.
 
         Raises:
             InvalidRequestError, InvalidResponseError, InvalidTTLError, InvalidInputError:
@@ -51,13 +55,14 @@ class Writes(CacheState):
             BackendError: only with `strict=True`; otherwise the failure is logged.
         """
         semantic_search = self._semantic_for(semantic)
+        embed_timeout = check_timeout("embed_timeout", embed_timeout)
         keys, entry = self.rules.entry(
             request, response, ttl=ttl, tags=tags, namespace=namespace, upstream_ms=upstream_ms
         )
         ns = entry.namespace
         if semantic_search is not None and keys.text.strip():
             # Without an embedding in time (the embedder down or slow): exact lookups only.
-            embedding = await self._embedding(semantic_search, ns, keys)
+            embedding = await self._embedding(semantic_search, ns, keys, embed_timeout)
             if embedding is not None:
                 entry = replace(entry, embedding=embedding, embedder=semantic_search.embedder.name)
         if not self._health.breaker.allow():

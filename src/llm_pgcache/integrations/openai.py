@@ -150,6 +150,7 @@ class _Completions:
                     namespace=namespace,
                     semantic=controls.semantic,
                     threshold=controls.threshold,
+                    embed_timeout=controls.embed_timeout,
                 )
             except InvalidRequestError:
                 return await self._bypass(request)
@@ -237,6 +238,7 @@ class _Completions:
                 namespace=controls.namespace or policy.namespace,
                 semantic=controls.semantic,
                 upstream_ms=round(upstream_ms),
+                embed_timeout=controls.embed_timeout,
             )
         except InvalidInputError as exc:  # e.g. over max_entry_bytes: the caller still gets it
             logger.warning("llm-pgcache did not store a response: %s", exc)

@@ -70,6 +70,7 @@ class CacheControls:
         ttl, namespace, tags: override the policy's for this request.
         threshold: similarity threshold for this request's semantic lookup.
         semantic: turn semantic lookup on or off for this request.
+        embed_timeout: seconds this request's lookup (and store) wait for the embedding.
     """
 
     no_cache: bool = False
@@ -79,6 +80,7 @@ class CacheControls:
     tags: Sequence[str] | None = None
     threshold: float | None = None
     semantic: bool | None = None
+    embed_timeout: float | None = None
 
 
 def cache_info(result: object) -> CacheInfo | None:
