@@ -36,7 +36,7 @@ import numpy as np
 from llm_pgcache import Cache, HashingEmbedder, SearchOptions, request_keys
 from llm_pgcache.config import asyncpg_dsn
 from llm_pgcache.postgres import embedded, migrate
-from llm_pgcache.postgres.driver import init_connection
+from llm_pgcache.postgres.driver import init_connection, keep_session
 from llm_pgcache.postgres.reindex import probes_for
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
@@ -271,7 +271,11 @@ async def measure_concurrent(
         await init_connection(connection)
         await connection.execute(f"SET ivfflat.probes = {int(probes)}")
 
-    pool = await asyncpg.create_pool(asyncpg_dsn(dsn), min_size=10, max_size=10, init=set_probes)
+    # keep_session: asyncpg's default reset (RESET ALL) on release would put probes back
+    # to 1 after each connection's first query, and compare a cheaper search.
+    pool = await asyncpg.create_pool(
+        asyncpg_dsn(dsn), min_size=10, max_size=10, init=set_probes, reset=keep_session
+    )
 
     async def raw_one(q: np.ndarray) -> None:
         async with slots:
