@@ -1,7 +1,8 @@
-"""Alembic environment: async (asyncpg), DSN and embedding dimension from the environment.
+"""Alembic environment: async (asyncpg), DSN and embedding column from the environment.
 
-`llm-pgcache migrate` passes both through `config.attributes`; plain `alembic` reads
-LLM_PGCACHE_DSN (or DATABASE_URL) and LLM_PGCACHE_EMBEDDING_DIM / `-x embedding_dim=N`.
+`llm-pgcache migrate` passes them through `config.attributes`; plain `alembic` reads
+LLM_PGCACHE_DSN (or DATABASE_URL), LLM_PGCACHE_EMBEDDING_DIM / `-x embedding_dim=N` and
+LLM_PGCACHE_EMBEDDING_TYPE / `-x embedding_type=halfvec`.
 """
 
 import asyncio
@@ -10,9 +11,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from llm_pgcache.config import Settings, parse_embedding_dim, sqlalchemy_url
+from llm_pgcache.config import Settings, parse_embedding_dim, parse_embedding_type, sqlalchemy_url
 from llm_pgcache.errors import ConfigurationError
-from llm_pgcache.postgres.schema import VERSION_TABLE, build_metadata
+from llm_pgcache.postgres.schema import ANN_INDEXES, VERSION_TABLE, build_metadata
 
 config = context.config
 settings = Settings.from_env()
@@ -23,16 +24,25 @@ if not dsn:
         "no database to migrate: set LLM_PGCACHE_DSN (or DATABASE_URL), "
         "or run `llm-pgcache migrate` to use the embedded server"
     )
-x_dim = context.get_x_argument(as_dictionary=True).get("embedding_dim")
+x_args = context.get_x_argument(as_dictionary=True)
 embedding_dim = parse_embedding_dim(
-    x_dim or config.attributes.get("embedding_dim") or settings.embedding_dim
+    x_args.get("embedding_dim") or config.attributes.get("embedding_dim") or settings.embedding_dim
+)
+embedding_type = parse_embedding_type(
+    x_args.get("embedding_type")
+    or config.attributes.get("embedding_type")
+    or settings.embedding_type
 )
 config.attributes["embedding_dim"] = embedding_dim  # read by the revisions
-target_metadata = build_metadata(embedding_dim)
+config.attributes["embedding_type"] = embedding_type
+target_metadata = build_metadata(embedding_dim, embedding_type)
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
-    # The database may hold the host application's tables too: compare only ours.
+    # The database may hold the host application's tables too: compare only ours. The
+    # ANN index is `llm-pgcache reindex`'s to choose (ivfflat or HNSW): not compared.
+    if type_ == "index":
+        return name not in ANN_INDEXES
     return type_ != "table" or name in target_metadata.tables
 
 

@@ -18,7 +18,7 @@ from llm_pgcache.config import asyncpg_dsn
 from llm_pgcache.postgres import migrate, sql
 from llm_pgcache.postgres.driver import init_connection
 from llm_pgcache.postgres.reindex import lists_for, probes_for, rebuild_reason
-from llm_pgcache.postgres.store import IndexBuild
+from llm_pgcache.postgres.store import IndexBuild, IndexSpec
 
 from .conftest import FreshDatabase
 
@@ -160,7 +160,7 @@ async def explain(
     """The plan of the cache's semantic query, under the cache's own settings."""
     async with corpus.connection.transaction():
         await corpus.connection.execute(
-            sql.SEARCH_SETTINGS, probes, max_probes, "on" if approximate else "off"
+            sql.SEARCH_SETTINGS, probes, max_probes, "on" if approximate else "off", 40
         )
         rows = await corpus.connection.fetch(
             "EXPLAIN " + sql.SEMANTIC_NEAREST_ROUND,
@@ -262,12 +262,17 @@ def test_lists_follow_pgvectors_guidance() -> None:
 
 
 def test_rebuild_reason() -> None:
-    built = IndexBuild(lists=100, rows=100_000, built_at=None)  # type: ignore[arg-type]
-    assert rebuild_reason(0, None) is None
-    assert rebuild_reason(10, None) == "never built on data"
-    assert rebuild_reason(150_000, built) is None
-    assert rebuild_reason(200_000, built) is not None
-    assert rebuild_reason(50_000, built) is not None
+    spec = IndexSpec(method="ivfflat", lists=100)
+    built = IndexBuild(spec=spec, rows=100_000, built_at=None)  # type: ignore[arg-type]
+    assert rebuild_reason(0, None, "ivfflat") is None
+    assert rebuild_reason(10, None, "ivfflat") == "never built on data"
+    assert rebuild_reason(150_000, built, "ivfflat") is None
+    assert rebuild_reason(200_000, built, "ivfflat") == "rows grew from 100000 to 200000"
+    assert rebuild_reason(50_000, built, "ivfflat") == "rows shrank from 100000 to 50000"
+    assert rebuild_reason(150_000, built, "hnsw") == "the index is ivfflat, hnsw asked for"
+    hnsw = IndexSpec(method="hnsw", m=16, ef_construction=64)
+    graph = IndexBuild(spec=hnsw, rows=10, built_at=None)  # type: ignore[arg-type]
+    assert rebuild_reason(1_000_000, graph, "hnsw") is None  # a graph takes new rows
 
 
 def test_probes_are_about_the_square_root_of_the_lists() -> None:

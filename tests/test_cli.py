@@ -138,11 +138,13 @@ async def test_reindex(
         for i in range(30):
             await cache.set(make_request(f"question {i}"), make_response())
     assert await cli(["reindex", "--dsn", dsn, "--if-needed"]) == 0
-    assert "rebuilt ivfflat index: 30 rows, lists 1 (was never built)" in capsys.readouterr().out
+    assert (
+        "rebuilt the index: 30 rows, ivfflat, lists 1 (was never built)" in capsys.readouterr().out
+    )
     assert await cli(["reindex", "--dsn", dsn, "--if-needed"]) == 0
     assert "no rebuild needed: 30 rows" in capsys.readouterr().out
     assert await cli(["reindex", "--dsn", dsn, "--lists", "3"]) == 0
-    assert "lists 3 (was lists 1 (30 rows))" in capsys.readouterr().out
+    assert "ivfflat, lists 3 (was ivfflat, lists 1 (30 rows))" in capsys.readouterr().out
 
 
 async def test_tune_threshold_reproduces_the_documented_default(

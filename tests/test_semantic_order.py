@@ -80,7 +80,7 @@ async def test_the_nearest_candidate_is_served_after_a_relaxed_scan(
         await init_connection(connection)
         try:
             async with connection.transaction():
-                await connection.execute(sql.SEARCH_SETTINGS, 1, 1000, "on")
+                await connection.execute(sql.SEARCH_SETTINGS, 1, 1000, "on", 40)
                 rows = await connection.fetch(
                     "SELECT prompt, embedding <=> $4 AS distance FROM llm_cache "
                     "WHERE namespace = $1 AND scope_key = $2 AND embedder = $3 "

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import context, op
-from pgvector.sqlalchemy import VECTOR
+from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
@@ -20,6 +20,8 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     embedding_dim = context.config.attributes["embedding_dim"]
+    embedding_type = context.config.attributes.get("embedding_type", "vector")
+    column_type = HALFVEC(embedding_dim) if embedding_type == "halfvec" else VECTOR(embedding_dim)
     op.execute("CREATE EXTENSION IF NOT EXISTS vector")
     op.create_table(
         "llm_cache",
@@ -30,7 +32,7 @@ def upgrade() -> None:
         sa.Column("model", sa.Text(), nullable=False),
         sa.Column("prompt", sa.Text(), nullable=True),
         sa.Column("response", postgresql.JSONB(), nullable=False),
-        sa.Column("embedding", VECTOR(embedding_dim), nullable=True),
+        sa.Column("embedding", column_type, nullable=True),
         sa.Column("embedder", sa.Text(), nullable=True),
         sa.Column(
             "tags",
@@ -59,7 +61,7 @@ def upgrade() -> None:
         ["embedding"],
         postgresql_using="ivfflat",
         postgresql_with={"lists": 100},
-        postgresql_ops={"embedding": "vector_cosine_ops"},
+        postgresql_ops={"embedding": f"{embedding_type}_cosine_ops"},
     )
 
 

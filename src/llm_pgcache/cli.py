@@ -23,8 +23,10 @@ from llm_pgcache.config import (
     ENV_DSN_FALLBACK,
     ENV_EMBEDDED_DIR,
     ENV_EMBEDDING_DIM,
+    ENV_EMBEDDING_TYPE,
     Settings,
     parse_embedding_dim,
+    parse_embedding_type,
     redact_dsn,
 )
 from llm_pgcache.demo import choose_upstream, run_demo
@@ -68,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"dimension of the embedding column, fixed when the table is created "
         f"(default: ${ENV_EMBEDDING_DIM}, else 1536)",
     )
+    migrate_cmd.add_argument(
+        "--embedding-type",
+        type=parse_embedding_type,
+        help="how the embedding column stores vectors, fixed when the table is created: "
+        "vector (4-byte floats) or halfvec (2-byte floats, half the space; "
+        f"default: ${ENV_EMBEDDING_TYPE}, else vector)",
+    )
     migrate_cmd.add_argument("--revision", default="head", help="target revision (default: head)")
 
     stats_cmd = command("stats", "Report entries, expired rows, sizes and top models.")
@@ -76,14 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     reindex_cmd = command(
         "reindex",
-        "Rebuild the ivfflat index concurrently, with lists sized from the row count.",
+        "Rebuild the ANN index concurrently: ivfflat (lists sized from the row count) or "
+        "HNSW; lookups go on meanwhile.",
     )
     reindex_cmd.add_argument(
         "--if-needed",
         action="store_true",
-        help="only rebuild when the embedded rows doubled or halved since the last build",
+        help="only rebuild when needed: ivfflat once the embedded rows doubled or halved "
+        "since the last build, HNSW never (it takes new rows as they come)",
     )
-    reindex_cmd.add_argument("--lists", type=int, help="number of lists (default: from rows)")
+    reindex_cmd.add_argument(
+        "--method",
+        choices=("ivfflat", "hnsw"),
+        help="index method (default: the current index's, else ivfflat)",
+    )
+    reindex_cmd.add_argument("--lists", type=int, help="ivfflat lists (default: from rows)")
+    reindex_cmd.add_argument("--m", type=int, help="HNSW links per node (default: 16)")
+    reindex_cmd.add_argument(
+        "--ef-construction", type=int, help="HNSW build candidate list (default: 64)"
+    )
     reindex_cmd.add_argument(
         "--maintenance-work-mem", default="1GB", help="memory for the build (default: 1GB)"
     )
@@ -159,7 +179,12 @@ async def cli(argv: Sequence[str] | None = None) -> int:
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     dsn = args.dsn or await embedded.start()
-    await migrate.upgrade(dsn, revision=args.revision, embedding_dim=args.embedding_dim)
+    await migrate.upgrade(
+        dsn,
+        revision=args.revision,
+        embedding_dim=args.embedding_dim,
+        embedding_type=args.embedding_type,
+    )
     print(f"migrated {redact_dsn(dsn)} to {args.revision}")
     return EXIT_OK
 
@@ -174,7 +199,10 @@ async def _reindex(args: argparse.Namespace, settings: Settings) -> int:
     async with Cache.connect(args.dsn, strict=True) as cache:
         report = await cache.reindex(
             if_needed=args.if_needed,
+            method=args.method,
             lists=args.lists,
+            m=args.m,
+            ef_construction=args.ef_construction,
             maintenance_work_mem=args.maintenance_work_mem,
         )
     print(report.summary())

@@ -28,12 +28,22 @@ class Maintenance(CacheState):
         self,
         *,
         if_needed: bool = False,
+        method: str | None = None,
         lists: int | None = None,
+        m: int | None = None,
+        ef_construction: int | None = None,
         maintenance_work_mem: str = "1GB",
     ) -> ReindexReport:
-        """Rebuild the ivfflat index concurrently; see `llm_pgcache.reindex.reindex`."""
+        """Rebuild the ANN index concurrently, ivfflat or HNSW (`method`); see
+        `llm_pgcache.postgres.reindex.reindex`."""
         report = await reindex(
-            self._store, if_needed=if_needed, lists=lists, maintenance_work_mem=maintenance_work_mem
+            self._store,
+            if_needed=if_needed,
+            method=method,
+            lists=lists,
+            m=m,
+            ef_construction=ef_construction,
+            maintenance_work_mem=maintenance_work_mem,
         )
         if self._semantic is not None:
             self._semantic.forget_index_state()

@@ -7,13 +7,15 @@ Connection loss and timeouts become `BackendError`, a missing table or column
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import asyncpg
 from pgvector.asyncpg import register_vector
 
 from llm_pgcache.errors import BackendError, InvalidInputError, LLMPgCacheError, SchemaError
 from llm_pgcache.postgres import sql
 
-SCHEMA_REVISION = "0004"  # the alembic head this code runs against (a test checks it)
+SCHEMA_REVISION = "0005"  # the alembic head this code runs against (a test checks it)
 
 
 async def init_connection(connection: asyncpg.Connection) -> None:
@@ -58,8 +60,15 @@ def translate_error(exc: Exception) -> LLMPgCacheError:
     return BackendError(f"PostgreSQL failed: {type(exc).__name__}: {exc}")
 
 
-async def check_schema(connection: asyncpg.Connection) -> int:
-    """Verify the schema is migrated to `SCHEMA_REVISION`; returns the embedding dimension."""
+class Schema(NamedTuple):
+    """What the code needs to know of a migrated table: its embedding column."""
+
+    embedding_dim: int
+    embedding_type: str  # "vector" or "halfvec"
+
+
+async def check_schema(connection: asyncpg.Connection) -> Schema:
+    """Verify the schema is migrated to `SCHEMA_REVISION`; returns its embedding column."""
     try:
         state = await connection.fetchrow(sql.SCHEMA_STATE)
         revision = (
@@ -77,5 +86,4 @@ async def check_schema(connection: asyncpg.Connection) -> int:
             f"the database schema is at revision {revision}, this llm-pgcache expects "
             f"{SCHEMA_REVISION}: run `llm-pgcache migrate`, or upgrade llm-pgcache"
         )
-    dim: int = state["embedding_dim"]
-    return dim
+    return Schema(state["embedding_dim"], state["embedding_type"])

@@ -1,5 +1,5 @@
-"""The statements of the ivfflat index rebuild (`reindex`): its record, its lock, and the
-DDL that builds and swaps the index.
+"""The statements of the ANN index rebuild (`reindex`): its record, its lock, and the DDL
+that builds an ivfflat or HNSW index and swaps it in.
 
 A test prepares `INDEX_QUERIES` against a migrated database, like `sql.NAMED_QUERIES`.
 """
@@ -8,20 +8,22 @@ from __future__ import annotations
 
 from typing import Final, LiteralString
 
+# The builds of both methods, newest first: the last one says which index serves lookups.
 LAST_INDEX_BUILD: Final[LiteralString] = """
-SELECT lists, rows, built_at FROM llm_cache_index_builds
-WHERE index_name = $1 ORDER BY id DESC LIMIT 1
+SELECT method, lists, m, ef_construction, rows, built_at FROM llm_cache_index_builds
+WHERE index_name = ANY($1::text[]) ORDER BY id DESC LIMIT 1
 """
 
 RECORD_INDEX_BUILD: Final[LiteralString] = """
-INSERT INTO llm_cache_index_builds (index_name, lists, rows) VALUES ($1, $2, $3)
+INSERT INTO llm_cache_index_builds (index_name, method, lists, m, ef_construction, rows)
+VALUES ($1, $2, $3, $4, $5, $6)
 """
 
 COUNT_EMBEDDED: Final[LiteralString] = """
 SELECT count(*) FROM llm_cache WHERE embedding IS NOT NULL
 """
 
-# Memory for building the ivfflat index (its k-means), for the reindex session.
+# Memory for building the index (ivfflat's k-means, HNSW's graph), for the reindex session.
 SET_MAINTENANCE_WORK_MEM: Final[LiteralString] = """
 SELECT set_config('maintenance_work_mem', $1, false)
 """
@@ -38,18 +40,34 @@ SELECT pg_advisory_unlock(hashtext('llm_pgcache.reindex'))
 
 # DDL takes no bind parameters, and CREATE INDEX CONCURRENTLY cannot run in a function
 # or a transaction, so the rebuild statements are composed here, from fixed identifiers
-# and a checked integer only: nothing a caller passes reaches them as text.
+# and checked integers only: nothing a caller passes reaches them as text.
 IVFFLAT_MAX_LISTS: Final = 32768  # pgvector's limit
+HNSW_M_RANGE: Final = (2, 100)  # pgvector's limits
+HNSW_EF_CONSTRUCTION_RANGE: Final = (4, 1000)
+METHODS: Final = ("ivfflat", "hnsw")
+OPERATOR_CLASSES: Final[dict[str, LiteralString]] = {
+    "vector": "vector_cosine_ops",
+    "halfvec": "halfvec_cosine_ops",
+}
+INDEX_NAMES: Final[dict[str, LiteralString]] = {
+    "ivfflat": "llm_cache_embedding_ivfflat",
+    "hnsw": "llm_cache_embedding_hnsw",
+}
 
-DROP_NEW_IVFFLAT: Final[LiteralString] = (
-    "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_ivfflat_new"
+# A killed run may leave a half-built replacement behind; a finished one, the index of
+# the other method. One statement each: DROP INDEX CONCURRENTLY takes one index.
+DROP_NEW_INDEXES: Final[tuple[LiteralString, ...]] = (
+    "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_ivfflat_new",
+    "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_hnsw_new",
 )
-DROP_OLD_IVFFLAT: Final[LiteralString] = (
-    "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_ivfflat"
-)
-RENAME_NEW_IVFFLAT: Final[LiteralString] = (
-    "ALTER INDEX llm_cache_embedding_ivfflat_new RENAME TO llm_cache_embedding_ivfflat"
-)
+DROP_INDEXES: Final[dict[str, LiteralString]] = {
+    "ivfflat": "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_ivfflat",
+    "hnsw": "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_hnsw",
+}
+RENAME_NEW_INDEXES: Final[dict[str, LiteralString]] = {
+    "ivfflat": "ALTER INDEX llm_cache_embedding_ivfflat_new RENAME TO llm_cache_embedding_ivfflat",
+    "hnsw": "ALTER INDEX llm_cache_embedding_hnsw_new RENAME TO llm_cache_embedding_hnsw",
+}
 RESET_MAINTENANCE_WORK_MEM: Final[LiteralString] = "RESET maintenance_work_mem"
 # Fresh statistics, so that the planner knows how many rows each scope holds.
 ANALYZE_TABLE: Final[LiteralString] = "ANALYZE llm_cache"
@@ -65,19 +83,52 @@ INDEX_QUERIES: Final[dict[str, LiteralString]] = {
 }
 
 INDEX_DDL: Final[dict[str, LiteralString]] = {
-    "drop_new_ivfflat": DROP_NEW_IVFFLAT,
-    "drop_old_ivfflat": DROP_OLD_IVFFLAT,
-    "rename_new_ivfflat": RENAME_NEW_IVFFLAT,
+    **{f"drop_new_{i}": statement for i, statement in enumerate(DROP_NEW_INDEXES)},
+    **{f"drop_{method}": statement for method, statement in DROP_INDEXES.items()},
+    **{f"rename_new_{method}": statement for method, statement in RENAME_NEW_INDEXES.items()},
     "reset_maintenance_work_mem": RESET_MAINTENANCE_WORK_MEM,
     "analyze_table": ANALYZE_TABLE,
 }
 
 
-def create_new_ivfflat(lists: int) -> str:
-    """CREATE INDEX CONCURRENTLY of the replacement ivfflat index with `lists` lists."""
-    if type(lists) is not int or not 1 <= lists <= IVFFLAT_MAX_LISTS:
-        raise ValueError(f"lists must be an int from 1 to {IVFFLAT_MAX_LISTS}, got {lists!r}")
+def _checked(name: str, value: int | None, low: int, high: int) -> str:
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")
+    return str(value)
+
+
+def create_new_index(
+    method: str,
+    embedding_type: str,
+    *,
+    lists: int | None = None,
+    m: int | None = None,
+    ef_construction: int | None = None,
+) -> str:
+    """CREATE INDEX CONCURRENTLY of the replacement index: ivfflat with `lists` lists, or
+    HNSW with `m` links per node and an `ef_construction` candidate list, over cosine
+    distance of the `embedding_type` ("vector" or "halfvec") column."""
+    if method not in INDEX_NAMES:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if embedding_type not in OPERATOR_CLASSES:
+        raise ValueError(f"unknown embedding column type {embedding_type!r}")
+    if method == "ivfflat":
+        options = "lists = " + _checked("lists", lists, 1, IVFFLAT_MAX_LISTS)
+    else:
+        options = (
+            "m = "
+            + _checked("m", m, *HNSW_M_RANGE)
+            + ", ef_construction = "
+            + _checked("ef_construction", ef_construction, *HNSW_EF_CONSTRUCTION_RANGE)
+        )
     return (
-        "CREATE INDEX CONCURRENTLY llm_cache_embedding_ivfflat_new ON llm_cache "
-        "USING ivfflat (embedding vector_cosine_ops) WITH (lists = " + str(lists) + ")"
+        "CREATE INDEX CONCURRENTLY "
+        + INDEX_NAMES[method]
+        + "_new ON llm_cache USING "
+        + method
+        + " (embedding "
+        + OPERATOR_CLASSES[embedding_type]
+        + ") WITH ("
+        + options
+        + ")"
     )

@@ -13,7 +13,7 @@ import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 
-from llm_pgcache.config import redact_dsn
+from llm_pgcache.config import parse_embedding_type, redact_dsn
 from llm_pgcache.errors import BackendError, ConfigurationError
 
 
@@ -27,20 +27,35 @@ def script_location() -> Path:
     raise ConfigurationError(f"alembic scripts not found in {packaged} or {source}")
 
 
-def alembic_config(dsn: str, *, embedding_dim: int | None = None) -> Config:
+def alembic_config(
+    dsn: str, *, embedding_dim: int | None = None, embedding_type: str | None = None
+) -> Config:
     """An alembic `Config` for our scripts, aimed at `dsn`."""
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     config.attributes["dsn"] = dsn
     if embedding_dim is not None:
         config.attributes["embedding_dim"] = embedding_dim
+    if embedding_type is not None:
+        config.attributes["embedding_type"] = parse_embedding_type(embedding_type)
     return config
 
 
-def upgrade_sync(dsn: str, *, revision: str = "head", embedding_dim: int | None = None) -> None:
-    """`alembic upgrade <revision>` against `dsn`. Blocks: call it outside an event loop."""
+def upgrade_sync(
+    dsn: str,
+    *,
+    revision: str = "head",
+    embedding_dim: int | None = None,
+    embedding_type: str | None = None,
+) -> None:
+    """`alembic upgrade <revision>` against `dsn`. Blocks: call it outside an event loop.
+
+    `embedding_dim` and `embedding_type` ("vector" or "halfvec") shape the embedding
+    column when the table is created; they change nothing in an existing table.
+    """
+    config = alembic_config(dsn, embedding_dim=embedding_dim, embedding_type=embedding_type)
     with _translate_errors(dsn):
-        command.upgrade(alembic_config(dsn, embedding_dim=embedding_dim), revision)
+        command.upgrade(config, revision)
 
 
 def downgrade_sync(dsn: str, *, revision: str = "base") -> None:
@@ -60,12 +75,24 @@ def _translate_errors(dsn: str) -> Iterator[None]:
         raise ConfigurationError(f"alembic: {exc}") from exc
 
 
-async def upgrade(dsn: str, *, revision: str = "head", embedding_dim: int | None = None) -> None:
-    """`alembic upgrade <revision>` against `dsn`, from async code.
+async def upgrade(
+    dsn: str,
+    *,
+    revision: str = "head",
+    embedding_dim: int | None = None,
+    embedding_type: str | None = None,
+) -> None:
+    """`alembic upgrade <revision>` against `dsn`, from async code (see `upgrade_sync`).
 
     The alembic environment runs its own event loop, so it runs in a worker thread.
     """
-    await asyncio.to_thread(upgrade_sync, dsn, revision=revision, embedding_dim=embedding_dim)
+    await asyncio.to_thread(
+        upgrade_sync,
+        dsn,
+        revision=revision,
+        embedding_dim=embedding_dim,
+        embedding_type=embedding_type,
+    )
 
 
 async def downgrade(dsn: str, *, revision: str = "base") -> None:

@@ -1,9 +1,15 @@
-"""Index maintenance: rebuild the ivfflat index with `lists` sized from the row count.
+"""Index maintenance: rebuild the ANN index, ivfflat (the default) or HNSW.
 
 An ivfflat index clusters the vectors present when it is built; one built on an empty
 table (as the migration builds it) clusters nothing. Until the first rebuild, semantic
-lookups scan exactly. Run `llm-pgcache reindex --if-needed` from cron: it rebuilds when
-the number of embedded rows has doubled or halved since the last build.
+lookups scan exactly. Its `lists` are sized from the row count; run `llm-pgcache reindex
+--if-needed` from cron: it rebuilds when the number of embedded rows has doubled or
+halved since the last build.
+
+An HNSW index (`--method hnsw`) is a graph that takes new rows as they come: it needs
+no rebuild as the table grows, and `--if-needed` leaves it alone. It costs more to build
+and more space, and searches faster at a given recall on large tables
+(docs/benchmarks.md says when to pick which).
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from llm_pgcache.postgres.index_sql import IVFFLAT_MAX_LISTS
-from llm_pgcache.postgres.store import IndexBuild, PostgresStore
+from llm_pgcache.errors import InvalidInputError
+from llm_pgcache.postgres.index_sql import IVFFLAT_MAX_LISTS, METHODS, create_new_index
+from llm_pgcache.postgres.store import IndexBuild, IndexSpec, PostgresStore
 
 GROWTH_FACTOR = 2.0  # --if-needed rebuilds once the rows grew or shrank by this factor
+HNSW_M = 16  # pgvector's defaults
+HNSW_EF_CONSTRUCTION = 64
 
 
 def lists_for(rows: int) -> int:
@@ -37,16 +46,19 @@ def probes_for(lists: int) -> int:
     return max(1, min(math.isqrt(lists), MAX_DEFAULT_PROBES))
 
 
-def rebuild_reason(rows: int, last: IndexBuild | None) -> str | None:
-    """Why the index needs a rebuild now, or None when it does not."""
+def rebuild_reason(rows: int, last: IndexBuild | None, method: str) -> str | None:
+    """Why the index needs a rebuild now (as a `method` index), or None when it does not."""
     if rows == 0:
         return None  # nothing to cluster yet: lookups keep scanning exactly
     if last is None:
         return "never built on data"
-    if last.rows == 0 or rows >= last.rows * GROWTH_FACTOR:
-        return f"rows grew from {last.rows} to {rows}"
-    if rows * GROWTH_FACTOR <= last.rows:
-        return f"rows shrank from {last.rows} to {rows}"
+    if last.spec.method != method:
+        return f"the index is {last.spec.method}, {method} asked for"
+    if method == "hnsw":
+        return None  # a graph takes new rows as they come
+    grown = last.rows == 0 or rows >= last.rows * GROWTH_FACTOR
+    if grown or rows * GROWTH_FACTOR <= last.rows:
+        return f"rows {'grew' if grown else 'shrank'} from {last.rows} to {rows}"
     return None
 
 
@@ -56,20 +68,25 @@ class ReindexReport:
 
     action: Literal["rebuilt", "skipped", "locked"]
     rows: int
-    lists: int | None
+    spec: IndexSpec | None  # the index built (or that would have been)
     previous: IndexBuild | None
     seconds: float
     reason: str
 
+    @property
+    def lists(self) -> int | None:
+        """The ivfflat lists built; None for HNSW or when nothing was built."""
+        return self.spec.lists if self.spec is not None else None
+
     def summary(self) -> str:
         before = (
-            f"lists {self.previous.lists} ({self.previous.rows} rows)"
+            f"{self.previous.spec.describe()} ({self.previous.rows} rows)"
             if self.previous
             else "never built"
         )
-        if self.action == "rebuilt":
+        if self.action == "rebuilt" and self.spec is not None:
             return (
-                f"rebuilt ivfflat index: {self.rows} rows, lists {self.lists} "
+                f"rebuilt the index: {self.rows} rows, {self.spec.describe()} "
                 f"(was {before}) in {self.seconds:.1f} s; {self.reason}"
             )
         if self.action == "locked":
@@ -81,41 +98,90 @@ async def reindex(
     store: PostgresStore,
     *,
     if_needed: bool = False,
+    method: str | None = None,
     lists: int | None = None,
+    m: int | None = None,
+    ef_construction: int | None = None,
     maintenance_work_mem: str = "1GB",
 ) -> ReindexReport:
-    """Rebuild the ivfflat index concurrently (lookups go on) and record the build.
+    """Rebuild the ANN index concurrently (lookups go on) and record the build.
 
     Args:
         store: the cache's store.
         if_needed: only rebuild when `rebuild_reason` says so.
-        lists: override the number of lists (default: `lists_for(rows)`).
-        maintenance_work_mem: memory for the build's k-means (PostgreSQL setting).
+        method: "ivfflat" or "hnsw" (default: the method of the last build, else
+            ivfflat). Another method than the index's replaces it.
+        lists: ivfflat lists (default: `lists_for(rows)`).
+        m, ef_construction: HNSW links per node and build-time candidates (default 16
+            and 64, pgvector's; ef_construction at least 2 m).
+        maintenance_work_mem: memory for the build (PostgreSQL setting); an HNSW build
+            much larger than it slows down a lot (pgvector warns).
+
+    Raises:
+        InvalidInputError: an unknown method, or options of the other method.
     """
     started = time.monotonic()
     rows = await store.count_embedded()
     previous = await store.last_index_build()
-    reason = rebuild_reason(rows, previous)
+    method = method or (previous.spec.method if previous else "ivfflat")
+    spec = index_spec(method, rows, lists=lists, m=m, ef_construction=ef_construction)
+    reason = rebuild_reason(rows, previous, method)
     if if_needed and reason is None:
         return ReindexReport(
             action="skipped",
             rows=rows,
-            lists=None,
+            spec=None,
             previous=previous,
             seconds=time.monotonic() - started,
             reason="no embedded rows yet"
             if rows == 0
+            else "an HNSW index takes new rows as they come"
+            if method == "hnsw"
             else "row count within a factor 2 of the last build",
         )
-    target = lists or lists_for(rows)
-    built = await store.rebuild_ivfflat(
-        lists=target, rows=rows, maintenance_work_mem=maintenance_work_mem
-    )
+    built = await store.rebuild_index(spec, rows=rows, maintenance_work_mem=maintenance_work_mem)
     return ReindexReport(
         action="rebuilt" if built else "locked",
         rows=rows,
-        lists=target,
+        spec=spec,
         previous=previous,
         seconds=time.monotonic() - started,
         reason=reason or "requested",
     )
+
+
+def index_spec(
+    method: str,
+    rows: int,
+    *,
+    lists: int | None = None,
+    m: int | None = None,
+    ef_construction: int | None = None,
+) -> IndexSpec:
+    """The index to build for `rows` rows, checked.
+
+    Raises:
+        InvalidInputError: an unknown method, options of the other method, or values
+            out of pgvector's ranges.
+    """
+    if method not in METHODS:
+        raise InvalidInputError(f"index method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "ivfflat":
+        if m is not None or ef_construction is not None:
+            raise InvalidInputError("m and ef_construction are HNSW options, not ivfflat's")
+        spec = IndexSpec(method="ivfflat", lists=lists or lists_for(rows))
+    else:
+        if lists is not None:
+            raise InvalidInputError("lists is an ivfflat option, not HNSW's")
+        m = HNSW_M if m is None else m
+        ef = max(HNSW_EF_CONSTRUCTION, 2 * m) if ef_construction is None else ef_construction
+        if isinstance(m, int) and isinstance(ef, int) and ef < 2 * m:
+            raise InvalidInputError(f"ef_construction ({ef}) must be at least 2 m ({2 * m})")
+        spec = IndexSpec(method="hnsw", m=m, ef_construction=ef)
+    try:  # the DDL's own checks of every value
+        create_new_index(
+            spec.method, "vector", lists=spec.lists, m=spec.m, ef_construction=spec.ef_construction
+        )
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+    return spec

@@ -9,7 +9,7 @@ compares their catalogs). The hot path does not use SQLAlchemy: its SQL lives in
 
 from __future__ import annotations
 
-from pgvector.sqlalchemy import VECTOR
+from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -27,18 +27,32 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from llm_pgcache.config import DEFAULT_EMBEDDING_DIM
+from llm_pgcache.config import DEFAULT_EMBEDDING_DIM, DEFAULT_EMBEDDING_TYPE
+from llm_pgcache.postgres.index_sql import INDEX_NAMES
 
 TABLE_NAME = "llm_cache"
 INDEX_BUILDS_TABLE = "llm_cache_index_builds"
 COUNTERS_TABLE = "llm_cache_counters"
 VERSION_TABLE = "llm_pgcache_alembic_version"  # not alembic_version: the host app may use it
-IVFFLAT_INDEX = "llm_cache_embedding_ivfflat"
+# The ANN index over `embedding`: the migrations create an ivfflat one; `llm-pgcache
+# reindex` rebuilds it, or replaces it with an HNSW one (`--method hnsw`) and back.
+IVFFLAT_INDEX = INDEX_NAMES["ivfflat"]
+HNSW_INDEX = INDEX_NAMES["hnsw"]
+ANN_INDEXES = (IVFFLAT_INDEX, HNSW_INDEX)
 IVFFLAT_LISTS = 100
+# Room on each page for a row's next version: hit counts are written behind into the rows
+# they count, and an update that fits on its page and changes no indexed column is HOT
+# (heap-only: no new entry in any index, the ANN index included). Set by migration 0005;
+# SQLAlchemy does not declare table storage parameters.
+FILLFACTOR = 80
 
 
-def build_metadata(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> MetaData:
-    """The schema, with an `embedding` column of `embedding_dim` dimensions."""
+def build_metadata(
+    embedding_dim: int = DEFAULT_EMBEDDING_DIM, embedding_type: str = DEFAULT_EMBEDDING_TYPE
+) -> MetaData:
+    """The schema, with an `embedding` column of `embedding_dim` dimensions, stored as
+    `embedding_type` ("vector" or "halfvec")."""
+    column_type = HALFVEC(embedding_dim) if embedding_type == "halfvec" else VECTOR(embedding_dim)
     metadata = MetaData()
     Table(
         TABLE_NAME,
@@ -50,7 +64,7 @@ def build_metadata(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> MetaData:
         Column("model", Text, nullable=False),
         Column("prompt", Text, nullable=True),
         Column("response", JSONB, nullable=False),
-        Column("embedding", VECTOR(embedding_dim), nullable=True),
+        Column("embedding", column_type, nullable=True),
         Column("embedder", Text, nullable=True),
         Column("tags", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
         Column("prompt_tokens", Integer, nullable=True),
@@ -72,7 +86,7 @@ def build_metadata(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> MetaData:
             "embedding",
             postgresql_using="ivfflat",
             postgresql_with={"lists": IVFFLAT_LISTS},
-            postgresql_ops={"embedding": "vector_cosine_ops"},
+            postgresql_ops={"embedding": f"{embedding_type}_cosine_ops"},
         ),
     )
     Table(
@@ -80,10 +94,13 @@ def build_metadata(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> MetaData:
         metadata,
         Column("id", BigInteger, Identity(always=True), primary_key=True),
         Column("index_name", Text, nullable=False),
-        Column("lists", Integer, nullable=False),
+        Column("lists", Integer, nullable=True),  # ivfflat
         Column("rows", BigInteger, nullable=False),
         Column("built_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
-        comment="Each rebuild of the ivfflat index by `llm-pgcache reindex`: an index that was "
+        Column("method", Text, nullable=False, server_default=text("'ivfflat'")),
+        Column("m", Integer, nullable=True),  # hnsw
+        Column("ef_construction", Integer, nullable=True),  # hnsw
+        comment="Each rebuild of the ANN index by `llm-pgcache reindex`: an index that was "
         "never rebuilt was clustered on no data, and semantic lookups scan exactly instead.",
     )
     Table(

@@ -122,14 +122,17 @@ JOIN llm_cache c ON c.id = n.id
 """
 
 # Settings of one round of semantic lookups, for its transaction only (set_config(..., true)).
-# Approximate: the ivfflat index with pgvector 0.8 iterative scans, so that a selective
-# filter still finds candidates. Exact ($3 = 'off'): no index scans, so each scope is read
-# through a bitmap scan of llm_cache_scope_idx and sorted by true distance. Custom plans,
-# as a cached plan would keep the choice made under the other `enable_indexscan`.
+# Approximate: the ANN index (ivfflat or HNSW: the settings of both, whichever is built)
+# with pgvector 0.8 iterative scans, so that a selective filter still finds candidates.
+# Exact ($3 = 'off'): no index scans, so each scope is read through a bitmap scan of
+# llm_cache_scope_idx and sorted by true distance. Custom plans, as a cached plan would
+# keep the choice made under the other `enable_indexscan`.
 SEARCH_SETTINGS: Final[LiteralString] = """
 SELECT set_config('ivfflat.probes', $1::int::text, true),
        set_config('ivfflat.max_probes', $2::int::text, true),
        set_config('ivfflat.iterative_scan', 'relaxed_order', true),
+       set_config('hnsw.ef_search', $4::int::text, true),
+       set_config('hnsw.iterative_scan', 'relaxed_order', true),
        set_config('enable_indexscan', $3::text, true),
        set_config('plan_cache_mode', 'force_custom_plan', true)
 """
@@ -219,7 +222,10 @@ SELECT
     to_regclass('llm_pgcache_alembic_version') IS NOT NULL AS has_version_table,
     (SELECT a.atttypmod FROM pg_attribute a
      WHERE a.attrelid = to_regclass('llm_cache') AND a.attname = 'embedding'
-       AND NOT a.attisdropped) AS embedding_dim
+       AND NOT a.attisdropped) AS embedding_dim,
+    (SELECT format_type(a.atttypid, NULL) FROM pg_attribute a
+     WHERE a.attrelid = to_regclass('llm_cache') AND a.attname = 'embedding'
+       AND NOT a.attisdropped) AS embedding_type
 """
 
 SCHEMA_REVISION: Final[LiteralString] = """

@@ -26,6 +26,7 @@ from llm_pgcache.invalidation import Change
 from llm_pgcache.postgres import index_sql, sql
 from llm_pgcache.postgres.driver import (
     DRIVER_ERRORS,
+    Schema,
     check_schema,
     init_connection,
     keep_session,
@@ -33,7 +34,6 @@ from llm_pgcache.postgres.driver import (
 )
 from llm_pgcache.postgres.lookups import ExactLookups
 from llm_pgcache.postgres.pool import DEFAULT_STATEMENT_TIMEOUT, Connections
-from llm_pgcache.postgres.schema import IVFFLAT_INDEX
 from llm_pgcache.postgres.sessions import Listener, PurgeSession
 
 BUILD_TIMEOUT = 24 * 3600.0  # seconds an index build may take
@@ -41,22 +41,40 @@ DELETE_CHUNK = 5000  # rows per statement of an invalidation of many rows
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class IndexBuild:
-    """One recorded rebuild of the ivfflat index."""
+class IndexSpec:
+    """An ANN index over cosine distance: "ivfflat" with `lists` lists, or "hnsw" with
+    `m` links per node and an `ef_construction` build-time candidate list."""
 
-    lists: int
+    method: str
+    lists: int | None = None
+    m: int | None = None
+    ef_construction: int | None = None
+
+    def describe(self) -> str:
+        if self.method == "ivfflat":
+            return f"ivfflat, lists {self.lists}"
+        return f"hnsw, m {self.m}, ef_construction {self.ef_construction}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndexBuild:
+    """One recorded rebuild of the ANN index."""
+
+    spec: IndexSpec
     rows: int
     built_at: datetime
 
 
 class SearchSettings(NamedTuple):
-    """How a semantic query searches: with the ivfflat index (`approximate`; `probes`
-    lists first, at most `max_probes` while filters reject candidates) or exactly, taking
-    the `candidates` nearest rows before the threshold."""
+    """How a semantic query searches: with the ANN index (`approximate`; ivfflat: `probes`
+    lists first, at most `max_probes` while filters reject candidates; HNSW: a candidate
+    list of `ef_search`) or exactly, taking the `candidates` nearest rows before the
+    threshold."""
 
     approximate: bool
     probes: int
     max_probes: int
+    ef_search: int
     candidates: int
 
 
@@ -99,14 +117,15 @@ class PostgresStore:
         pool: asyncpg.Pool,
         *,
         owns_pool: bool,
-        embedding_dim: int,
+        schema: Schema,
         statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
         listen_dsn: str | None = None,
     ) -> None:
         self._db = Connections(pool, statement_timeout=statement_timeout)
         self._owns_pool = owns_pool
-        self.embedding_dim = embedding_dim
-        self.listen_dsn = listen_dsn  # where LISTEN connects; None: a pooled connection
+        self.embedding_dim = schema.embedding_dim
+        self.embedding_type = schema.embedding_type  # "vector" or "halfvec"
+        self.listen_dsn = asyncpg_dsn(listen_dsn) if listen_dsn else None  # None: pooled
         self._exact = ExactLookups(self._db)
 
     @classmethod
@@ -136,7 +155,7 @@ class PostgresStore:
                 f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc or type(exc).__name__}"
             ) from exc
         try:
-            embedding_dim = await check_schema(connection)
+            schema = await check_schema(connection)
         finally:
             connection.terminate()
         try:
@@ -154,9 +173,9 @@ class PostgresStore:
         return cls(
             pool,
             owns_pool=True,
-            embedding_dim=embedding_dim,
+            schema=schema,
             statement_timeout=statement_timeout,
-            listen_dsn=asyncpg_dsn(listen_dsn) if listen_dsn else None,
+            listen_dsn=listen_dsn,
         )
 
     @classmethod
@@ -170,13 +189,13 @@ class PostgresStore:
         """Use a pool the caller owns (created with `init=init_connection`); not closed by us."""
         db = Connections(pool, statement_timeout=statement_timeout)
         async with db.connection() as connection:
-            embedding_dim = await check_schema(connection)
+            schema = await check_schema(connection)
         return cls(
             pool,
             owns_pool=False,
-            embedding_dim=embedding_dim,
+            schema=schema,
             statement_timeout=statement_timeout,
-            listen_dsn=asyncpg_dsn(listen_dsn) if listen_dsn else None,
+            listen_dsn=listen_dsn,
         )
 
     async def close(self, grace: float = 2.0) -> None:
@@ -243,6 +262,7 @@ class PostgresStore:
                         settings.probes,
                         settings.max_probes,
                         "on" if settings.approximate else "off",
+                        settings.ef_search,
                         timeout=timeout,
                     )
                 rows = await connection.fetch(
@@ -260,35 +280,64 @@ class PostgresStore:
         return found
 
     async def last_index_build(self) -> IndexBuild | None:
-        """The last recorded rebuild of the ivfflat index; None if it was never rebuilt."""
-        record = await self._db.fetchrow(index_sql.LAST_INDEX_BUILD, IVFFLAT_INDEX)
+        """The last recorded rebuild of the ANN index; None if it was never rebuilt."""
+        record = await self._db.fetchrow(
+            index_sql.LAST_INDEX_BUILD, list(index_sql.INDEX_NAMES.values())
+        )
         if record is None:
             return None
-        return IndexBuild(lists=record["lists"], rows=record["rows"], built_at=record["built_at"])
+        return IndexBuild(
+            spec=IndexSpec(
+                method=record["method"],
+                lists=record["lists"],
+                m=record["m"],
+                ef_construction=record["ef_construction"],
+            ),
+            rows=record["rows"],
+            built_at=record["built_at"],
+        )
 
     async def count_embedded(self) -> int:
         """Rows that have an embedding (what the ivfflat index holds)."""
         count: int = await self._db.fetchval(index_sql.COUNT_EMBEDDED)
         return count
 
-    async def rebuild_ivfflat(self, *, lists: int, rows: int, maintenance_work_mem: str) -> bool:
-        """Build a new ivfflat index concurrently and swap it in; False if another runs.
+    async def rebuild_index(self, spec: IndexSpec, *, rows: int, maintenance_work_mem: str) -> bool:
+        """Build a new ANN index (`spec`) concurrently and swap it in for the one there
+        (of either method); False if another rebuild runs.
 
         Lookups go on meanwhile: the new index is built CONCURRENTLY beside the old one,
         the old one is dropped CONCURRENTLY and the new one renamed in its place. The
         build may take as long as it needs (`BUILD_TIMEOUT`).
         """
+        create = index_sql.create_new_index(
+            spec.method,
+            self.embedding_type,
+            lists=spec.lists,
+            m=spec.m,
+            ef_construction=spec.ef_construction,
+        )
         async with self._db.connection() as connection:
             if not await connection.fetchval(index_sql.TRY_REINDEX_LOCK):
                 return False
             try:
                 await connection.execute(index_sql.SET_MAINTENANCE_WORK_MEM, maintenance_work_mem)
-                await connection.execute(index_sql.DROP_NEW_IVFFLAT)  # left by a killed run
-                await connection.execute(index_sql.create_new_ivfflat(lists), timeout=BUILD_TIMEOUT)
-                await connection.execute(index_sql.DROP_OLD_IVFFLAT, timeout=BUILD_TIMEOUT)
-                await connection.execute(index_sql.RENAME_NEW_IVFFLAT)
+                for drop in index_sql.DROP_NEW_INDEXES:  # left by a killed run
+                    await connection.execute(drop, timeout=BUILD_TIMEOUT)
+                await connection.execute(create, timeout=BUILD_TIMEOUT)
+                for drop in index_sql.DROP_INDEXES.values():  # the old one, of either method
+                    await connection.execute(drop, timeout=BUILD_TIMEOUT)
+                await connection.execute(index_sql.RENAME_NEW_INDEXES[spec.method])
                 await connection.execute(index_sql.ANALYZE_TABLE, timeout=BUILD_TIMEOUT)
-                await connection.execute(index_sql.RECORD_INDEX_BUILD, IVFFLAT_INDEX, lists, rows)
+                await connection.execute(
+                    index_sql.RECORD_INDEX_BUILD,
+                    index_sql.INDEX_NAMES[spec.method],
+                    spec.method,
+                    spec.lists,
+                    spec.m,
+                    spec.ef_construction,
+                    rows,
+                )
             finally:
                 await connection.execute(index_sql.RESET_MAINTENANCE_WORK_MEM)
                 await connection.fetchval(index_sql.RELEASE_REINDEX_LOCK)

@@ -2,8 +2,9 @@
 
 Candidates are only live rows of the same namespace, the same scope (model, system
 prompt, earlier turns, output-affecting parameters) and the same embedder. Until the
-ivfflat index has been rebuilt on real data (`llm-pgcache reindex`), the scope's rows
-are compared exactly: an index clustered on an empty table would miss neighbours.
+ANN index has been rebuilt on real data (`llm-pgcache reindex`, ivfflat or HNSW), the
+scope's rows are compared exactly: an index clustered on an empty table would miss
+neighbours.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from llm_pgcache.semantic.embedders import Embedder, Vectors, check_values, shap
 # text-embedding-3 models in published evaluations; tune it with `llm-pgcache
 # tune-threshold` on your own pairs.
 DEFAULT_SIMILARITY_THRESHOLD = 0.9
+DEFAULT_EF_SEARCH = 40  # pgvector's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +51,10 @@ class SearchOptions:
             miss a neighbour, never serve one below the threshold.
         max_probes: lists searched at most while the filters reject candidates
             (pgvector 0.8 iterative index scans).
+        ef_search: with an HNSW index (`reindex --method hnsw`), the candidate list of
+            its search (`hnsw.ef_search`); None: 40 (pgvector's default) or `candidates`
+            if larger. Iterative scans go on past it while the filters reject
+            candidates. Higher: better recall, slower.
         index_state_seconds: how long the "index was rebuilt" fact is reused.
         timeout: seconds the semantic query may take before it counts as a miss (the
             embedding is not included, it has `embed_timeout`); larger than the exact
@@ -64,6 +70,7 @@ class SearchOptions:
 
     candidates: int = 40
     probes: int | None = None
+    ef_search: int | None = None
     max_probes: int = 1000
     index_state_seconds: float = 60.0
     timeout: float | None = 0.25
@@ -196,10 +203,12 @@ class SemanticSearch:
             BackendError: the query failed, or ran out of `timeout`.
         """
         build = await self._index_build()
+        lists = build.spec.lists if build is not None else None
         settings = SearchSettings(
             approximate=build is not None,
-            probes=self.options.probes or (probes_for(build.lists) if build else 1),
+            probes=self.options.probes or (probes_for(lists) if lists else 1),
             max_probes=self.options.max_probes,
+            ef_search=self.options.ef_search or max(DEFAULT_EF_SEARCH, self.options.candidates),
             candidates=self.options.candidates,
         )
         query = NearestQuery(
@@ -212,7 +221,7 @@ class SemanticSearch:
         await self._rounds.close()
 
     async def _index_build(self) -> IndexBuild | None:
-        """The last rebuild of the ivfflat index (None: never, scan exactly), read again
+        """The last rebuild of the ANN index (None: never, scan exactly), read again
         every `index_state_seconds`, by one query however many lookups ask meanwhile."""
         if time.monotonic() - self._build_read_at > self.options.index_state_seconds:
             if self._build_read is None or self._build_read.done():
