@@ -169,7 +169,7 @@ def index_spec(
     if method == "ivfflat":
         if m is not None or ef_construction is not None:
             raise InvalidInputError("m and ef_construction are HNSW options, not ivfflat's")
-        spec = IndexSpec(method="ivfflat", lists=lists or lists_for(rows))
+        spec = IndexSpec(method="ivfflat", lists=lists_for(rows) if lists is None else lists)
     else:
         if lists is not None:
             raise InvalidInputError("lists is an ivfflat option, not HNSW's")
