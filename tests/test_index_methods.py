@@ -156,12 +156,14 @@ async def test_each_method_on_each_column_type(
         skipped = await cache.reindex(if_needed=True)  # keeps the method; a graph grows
         assert (skipped.action, skipped.previous.spec.method) == ("skipped", "hnsw")  # type: ignore[union-attr]
 
-        report = await cache.reindex(method="ivfflat")
-        assert (report.action, report.lists) == ("rebuilt", 2)
+        # lists 4: the lookup probes 2 (at 2 lists it probes 1 of them, and recall on this
+        # small table of 40 clusters depends on where k-means put its two centres).
+        report = await cache.reindex(method="ivfflat", lists=4)
+        assert (report.action, report.lists) == ("rebuilt", 4)
         _, indexes, _ = await catalog(dsn)
         assert indexes == [
             "CREATE INDEX llm_cache_embedding_ivfflat ON public.llm_cache USING ivfflat "
-            f"(embedding {embedding_type}_cosine_ops) WITH (lists='2')"
+            f"(embedding {embedding_type}_cosine_ops) WITH (lists='4')"
         ]
         assert "Index Scan using llm_cache_embedding_ivfflat" in await plan(dsn, embedder)
         assert await recall(cache, embedder, 200) >= 0.95

@@ -24,6 +24,7 @@ FOUNDATION = (
     "pricing",
     "entries",
     "breaker",
+    "rounds",
 )
 LAYERS: tuple[tuple[str, ...], ...] = (
     FOUNDATION,

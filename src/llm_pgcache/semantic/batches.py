@@ -1,5 +1,5 @@
 """Embeddings in batches: texts asked for while an embedder call is under way share the
-next call.
+next call (`rounds.Rounds`).
 
 A text that finds fewer than `in_flight` calls running goes at once, with whatever else
 came in the same turn of the event loop; otherwise it waits for a call to return, and the
@@ -11,26 +11,20 @@ unusable vector fails only the lookup it belongs to.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from llm_pgcache.errors import EmbedderError, InvalidEmbeddingError
+from llm_pgcache.errors import InvalidEmbeddingError
+from llm_pgcache.rounds import Rounds
 from llm_pgcache.semantic.embedders import check_values
 
 Vector = npt.NDArray[np.float32]
 
 
-class _Waiting(NamedTuple):
-    text: str
-    future: asyncio.Future[Vector]
-
-
 class EmbeddingBatches:
-    """One embedder's texts, gathered into batched calls of `embed_many`."""
+    """One embedder's texts, gathered into batched calls of `embed_many` (`Rounds`)."""
 
     def __init__(
         self,
@@ -40,11 +34,9 @@ class EmbeddingBatches:
         max_batch: int = 64,
     ) -> None:
         self._embed_many = embed_many
-        self._limit = in_flight
-        self._max_batch = max_batch
-        self._in_flight = 0
-        self._waiting: list[_Waiting] = []
-        self._scheduled = False
+        self._rounds: Rounds[str, Vector] = Rounds(
+            self._call, rounds=in_flight, max_batch=max_batch
+        )
         self.calls = 0  # embedder calls made (for tests and benchmarks)
 
     async def embed(self, text: str) -> Vector:
@@ -54,45 +46,21 @@ class EmbeddingBatches:
             EmbedderError: the embedder failed.
             InvalidEmbeddingError, EmbeddingDimensionError: its vectors are unusable.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Vector] = loop.create_future()
-        self._waiting.append(_Waiting(text, future))
-        if not self._scheduled and self._in_flight < self._limit:
-            self._scheduled = True
-            loop.call_soon(self._flush)  # the texts of this turn join the batch
-        return await future
+        return await self._rounds.join(text, None)
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        while self._in_flight < self._limit and self._waiting:
-            batch = [w for w in self._waiting[: self._max_batch] if not w.future.done()]
-            del self._waiting[: self._max_batch]
-            if batch:
-                self._in_flight += 1
-                asyncio.get_running_loop().create_task(self._call(batch))
+    async def close(self) -> None:
+        """Fail the texts waiting for a call and stop the calls under way."""
+        await self._rounds.close()
 
-    async def _call(self, batch: list[_Waiting]) -> None:
-        try:
-            self.calls += 1
-            vectors = await self._embed_many([w.text for w in batch])
-        except BaseException as exc:
-            failure = exc if isinstance(exc, Exception) else EmbedderError("cancelled")
-            for waiting in batch:
-                if not waiting.future.done():
-                    waiting.future.set_exception(failure)
-            if failure is not exc:
-                raise
-        else:
-            for waiting, vector in zip(batch, vectors, strict=True):
-                if waiting.future.done():
-                    continue
-                try:
-                    check_values(vector[np.newaxis, :])
-                except InvalidEmbeddingError as exc:  # this text's alone
-                    waiting.future.set_exception(exc)
-                else:
-                    waiting.future.set_result(vector)
-        finally:
-            self._in_flight -= 1
-            if self._waiting and not self._scheduled:
-                self._flush()
+    async def _call(self, texts: list[str], budget: float | None) -> list[Vector | Exception]:
+        self.calls += 1
+        vectors = await self._embed_many(texts)
+        outcomes: list[Vector | Exception] = []
+        for vector in vectors:
+            try:
+                check_values(vector[np.newaxis, :])
+            except InvalidEmbeddingError as exc:  # this text's alone
+                outcomes.append(exc)
+            else:
+                outcomes.append(vector)
+        return outcomes

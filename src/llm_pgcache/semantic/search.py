@@ -20,9 +20,9 @@ import numpy as np
 from llm_pgcache.entries import StoredEntry
 from llm_pgcache.errors import EmbedderError, LLMPgCacheError
 from llm_pgcache.keys import RequestKeys
-from llm_pgcache.postgres.lookups import Rounds
 from llm_pgcache.postgres.reindex import probes_for
 from llm_pgcache.postgres.store import IndexBuild, NearestQuery, PostgresStore, SearchSettings
+from llm_pgcache.rounds import Rounds
 from llm_pgcache.semantic.batches import EmbeddingBatches, Vector
 from llm_pgcache.semantic.embedders import Embedder, Vectors, check_values, shaped_vectors
 
@@ -217,8 +217,9 @@ class SemanticSearch:
         return await self._rounds.join(query, self.options.timeout)
 
     async def close(self) -> None:
-        """Fail the lookups waiting for a round and stop the rounds in flight."""
+        """Fail the lookups waiting for a round or an embedding, and stop those under way."""
         await self._rounds.close()
+        await self.batches.close()
 
     async def _index_build(self) -> IndexBuild | None:
         """The last rebuild of the ANN index (None: never, scan exactly), read again

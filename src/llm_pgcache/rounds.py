@@ -1,0 +1,115 @@
+"""Rounds: work that overlaps shares one call (a query, an embedder call).
+
+A caller that joins waits for the next round; a round takes every waiting caller (up to
+`max_batch`) into one call of `run`, in a task of its own; at most `rounds` rounds are in
+flight, and as one returns the next takes what waited meanwhile. Nothing ever waits for
+company: a round starts in the same turn of the event loop as its first caller when a
+round may start. Each caller gets its own outcome: one bad value fails only the caller
+that brought it.
+
+Used by exact lookups' shared queries (`postgres.lookups`), semantic lookups' rounds
+(`semantic.search`: one query for many vectors) and embedder calls (`semantic.batches`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, NamedTuple, TypeVar
+
+from llm_pgcache.errors import BackendError
+
+Q = TypeVar("Q")
+R = TypeVar("R")
+
+# One round: the queries of the waiting callers and the longest of their budgets
+# (seconds, None: no limit) -> an outcome per query, in order: its result, or the
+# exception that fails that lookup alone. An exception raised fails the whole round.
+RoundRunner = Callable[[list[Q], float | None], Awaitable[Sequence[R | Exception]]]
+
+
+class _Waiting(NamedTuple, Generic[Q, R]):
+    query: Q
+    budget: float | None  # seconds
+    future: asyncio.Future[R]
+
+
+class Rounds(Generic[Q, R]):
+    """Lookups that overlap, run together by `run`, at most `rounds` rounds at a time."""
+
+    def __init__(self, run: RoundRunner[Q, R], *, rounds: int, max_batch: int) -> None:
+        self._run = run
+        self._rounds = rounds
+        self._max_batch = max_batch
+        self._in_flight = 0
+        self._waiting: list[_Waiting[Q, R]] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def waiting(self) -> bool:
+        """Whether lookups are waiting for a round."""
+        return bool(self._waiting)
+
+    async def join(self, query: Q, budget: float | None) -> R:
+        """The outcome of `query`, run in the next round. `budget` (seconds) bounds that
+        round: it runs for the longest budget of its lookups. A caller that stops waiting
+        (its own deadline) leaves the round; the others go on."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._waiting.append(_Waiting(query, budget, future))
+        if not self._flush_scheduled and self._in_flight < self._rounds:
+            # Let the lookups of this turn of the event loop join the round.
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    async def close(self) -> None:
+        """Fail the waiting lookups and stop the rounds in flight."""
+        waiting, self._waiting = self._waiting, []
+        for lookup in waiting:
+            if not lookup.future.done():
+                lookup.future.set_exception(BackendError("the cache was closed"))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _round_done(self) -> None:
+        self._in_flight -= 1
+        if self._waiting and not self._flush_scheduled:
+            self._flush()  # what waited meanwhile goes at once
+
+    def _flush(self) -> None:
+        """Start rounds for the waiting lookups, as many as may be in flight."""
+        self._flush_scheduled = False
+        while self._in_flight < self._rounds and self._waiting:
+            batch = [w for w in self._waiting[: self._max_batch] if not w.future.done()]
+            del self._waiting[: self._max_batch]
+            if batch:
+                self._in_flight += 1
+                task = asyncio.get_running_loop().create_task(self._round(batch))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _round(self, batch: list[_Waiting[Q, R]]) -> None:
+        budgets = [w.budget for w in batch]
+        budget = None if None in budgets else max(b for b in budgets if b is not None)
+        try:
+            outcomes = await self._run([w.query for w in batch], budget)
+        except BaseException as exc:  # each lookup of the round raises it; closing cancels
+            failure = exc if isinstance(exc, Exception) else BackendError("the cache was closed")
+            for lookup in batch:
+                if not lookup.future.done():
+                    lookup.future.set_exception(failure)
+            if failure is not exc:
+                raise
+        else:
+            for lookup, outcome in zip(batch, outcomes, strict=True):
+                if lookup.future.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    lookup.future.set_exception(outcome)
+                else:
+                    lookup.future.set_result(outcome)
+        finally:
+            self._round_done()
