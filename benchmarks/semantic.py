@@ -1,15 +1,18 @@
 """Semantic lookup latency and recall@1 of `Cache.get` against raw pgvector, same server.
 
     python benchmarks/semantic.py --rows 100000 --dim 1536     # one configuration
+    python benchmarks/semantic.py --rows 100000 --dim 384 --method hnsw --reuse
     python benchmarks/semantic.py --plot                        # plot every saved result
 
 Data: `rows` unit vectors in clusters (2,000 random centres; each row at cosine ~0.86 from
 its centre), one namespace and one scope, as in an app with one system prompt. Queries are
 stored rows plus noise (cosine ~0.96 to their source): the paraphrases a cache must find.
-Ground truth is an exact scan in numpy. After `Cache.reindex()` (lists from the row count):
+Ground truth is an exact scan in numpy. After `Cache.reindex(method=...)` (ivfflat with
+lists from the row count, or HNSW with pgvector's defaults m 16, ef_construction 64):
 
 - raw pgvector: `SELECT id FROM llm_cache ORDER BY embedding <=> $1 LIMIT 1` with the same
-  `ivfflat.probes`, on a dedicated connection: the physical limit of one ANN query.
+  `ivfflat.probes` / `hnsw.ef_search`, on a dedicated connection: the physical limit of one
+  ANN query.
 - `Cache.get`: a full semantic hit (exact-key miss, then the scoped, filtered, re-ranked
   nearest row, decoded), with a precomputed embedding so that embedding time is excluded;
   the offline embedder's time is reported separately.
@@ -42,6 +45,8 @@ from llm_pgcache.postgres.reindex import probes_for
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 NAMESPACE = "bench"
 CENTRES = 2000
+MIXED_TAG = "mixed-stream"  # rows the mixed stream stores, deleted after it
+EF_SEARCH = 40  # the cache's default (SearchOptions.ef_search: max(40, candidates))
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -151,6 +156,7 @@ async def measure(
     raw = await asyncpg.connect(asyncpg_dsn(dsn))
     await init_connection(raw)
     await raw.execute(f"SET ivfflat.probes = {int(probes)}")
+    await raw.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
     latency: dict[str, list[float]] = {"raw_pgvector": [], "cache_get": []}
     raw_ids: list[int] = []
     cache_rows: list[int | None] = []
@@ -205,13 +211,19 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         max_size=2,
     )
     try:
-        if not loaded:
-            rebuilt = await cache.reindex(maintenance_work_mem="4GB")
+        if not loaded or await method_built(dsn) != args.method:
+            rebuilt = await cache.reindex(method=args.method, maintenance_work_mem="4GB")
             print(rebuilt.summary(), flush=True)
             report["reindex_seconds"] = rebuilt.seconds
+        # Rows a run stopped midway left, and dead row versions of earlier runs' hit
+        # counts, would change both sides' results and slow their scans.
+        await vacuum(dsn)
         lists = await lists_built(dsn)
-        probes = args.probes or probes_for(lists)
-        report.update({"lists": lists, "probes": probes})
+        probes = args.probes or (probes_for(lists) if lists else 1)
+        report.update(
+            {"method": args.method, "lists": lists, "probes": probes, "ef_search": EF_SEARCH}
+        )
+        report.update(await sizes(dsn))
         measured = await measure(dsn, cache, embedder, queries, probes)
         raw_latency, raw_found = measured["raw_pgvector"]
         cache_latency, cache_found = measured["cache_get"]
@@ -241,15 +253,50 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     return report
 
 
-async def lists_built(dsn: str) -> int:
+async def lists_built(dsn: str) -> int | None:
     connection = await asyncpg.connect(asyncpg_dsn(dsn))
     try:
-        lists: int = await connection.fetchval(
-            "SELECT lists FROM llm_cache_index_builds ORDER BY built_at DESC LIMIT 1"
+        lists: int | None = await connection.fetchval(
+            "SELECT lists FROM llm_cache_index_builds ORDER BY id DESC LIMIT 1"
         )
     finally:
         await connection.close()
     return lists
+
+
+async def vacuum(dsn: str) -> None:
+    connection = await asyncpg.connect(asyncpg_dsn(dsn))
+    try:
+        await connection.execute("DELETE FROM llm_cache WHERE prompt NOT LIKE 'question %'")
+        await connection.execute("VACUUM ANALYZE llm_cache")
+    finally:
+        await connection.close()
+
+
+async def method_built(dsn: str) -> str | None:
+    connection = await asyncpg.connect(asyncpg_dsn(dsn))
+    try:
+        method: str | None = await connection.fetchval(
+            "SELECT method FROM llm_cache_index_builds ORDER BY id DESC LIMIT 1"
+        )
+    finally:
+        await connection.close()
+    return method
+
+
+async def sizes(dsn: str) -> dict[str, int]:
+    """Bytes of the table (with its TOAST) and of the ANN index."""
+    connection = await asyncpg.connect(asyncpg_dsn(dsn))
+    try:
+        table = await connection.fetchval("SELECT pg_table_size('llm_cache')")
+        index = await connection.fetchval(
+            "SELECT sum(pg_relation_size(indexrelid))::bigint FROM pg_index "
+            "WHERE indrelid = 'llm_cache'::regclass AND indexrelid::regclass::text "
+            "LIKE 'llm_cache_embedding_%'"
+        )
+    finally:
+        await connection.close()
+    return {"table_bytes": int(table), "ann_index_bytes": int(index or 0)}
 
 
 async def measure_concurrent(
@@ -270,6 +317,7 @@ async def measure_concurrent(
     async def set_probes(connection: asyncpg.Connection) -> None:
         await init_connection(connection)
         await connection.execute(f"SET ivfflat.probes = {int(probes)}")
+        await connection.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
 
     # keep_session: asyncpg's default reset (RESET ALL) on release would put probes back
     # to 1 after each connection's first query, and compare a cheaper search.
@@ -311,7 +359,9 @@ async def measure_concurrent(
         stored = [f"stored {i}" for i in range(200)]
         for i, text in enumerate(stored):
             embedder.vectors[text] = queries[i % len(queries)]
-            await cache.set(request(text), {"choices": [{"message": {"content": "x"}}]})
+            await cache.set(
+                request(text), {"choices": [{"message": {"content": "x"}}]}, tags=[MIXED_TAG]
+            )
 
         async def exact_one(i: int) -> bool:
             async with slots:
@@ -327,6 +377,7 @@ async def measure_concurrent(
         )
         exact_results = [ok for i, ok in enumerate(mixed) if i % 4]
     finally:
+        await cache.invalidate(tag=MIXED_TAG)  # a later --reuse run measures the loaded rows
         await cache.close()
     return {
         "concurrency": concurrency,
@@ -352,13 +403,17 @@ def plot() -> None:
 
     results = sorted(
         (json.loads(p.read_text()) for p in OUT.glob("semantic_*.json")),
-        key=lambda r: (r["dim"], r["rows"], -r["probes"]),
+        key=lambda r: (r["dim"], r["rows"], r.get("method", "ivfflat"), -r["probes"]),
     )
 
     def size(rows: int) -> str:
         return f"{rows // 1_000_000}M" if rows >= 1_000_000 else f"{rows // 1000}k"
 
-    labels = [f"{size(r['rows'])}x{r['dim']}\np={r['probes']}" for r in results]
+    labels = [
+        f"{size(r['rows'])}x{r['dim']}\n"
+        + ("hnsw" if r.get("method") == "hnsw" else f"p={r['probes']}")
+        for r in results
+    ]
     xs = np.arange(len(results))
     fig, (ax_lat, ax_rec) = plt.subplots(1, 2, figsize=(14, 4.5))
     for k, name in enumerate(("raw_pgvector", "cache_get")):
@@ -387,6 +442,7 @@ async def main() -> None:
         "--probes", type=int, help="ivfflat probes (default: the cache's, about sqrt(lists))"
     )
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--method", choices=("ivfflat", "hnsw"), default="ivfflat")
     parser.add_argument(
         "--data-dir", default=str(Path(tempfile.gettempdir()) / "llm-pgcache-bench")
     )
@@ -398,7 +454,8 @@ async def main() -> None:
         return
     report = await run(args)
     OUT.mkdir(parents=True, exist_ok=True)
-    name = f"semantic_{args.rows}_{args.dim}_p{report['probes']}.json"
+    suffix = f"p{report['probes']}" if args.method == "ivfflat" else "hnsw"
+    name = f"semantic_{args.rows}_{args.dim}_{suffix}.json"
     (OUT / name).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 

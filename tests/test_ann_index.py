@@ -15,12 +15,13 @@ from pgvector import Vector
 
 from llm_pgcache import Cache, SearchOptions, request_keys
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.postgres import migrate, sql
+from llm_pgcache.postgres import migrate
 from llm_pgcache.postgres.driver import init_connection
 from llm_pgcache.postgres.reindex import lists_for, probes_for, rebuild_reason
 from llm_pgcache.postgres.store import IndexBuild, IndexSpec
 
 from .conftest import FreshDatabase
+from .plans import nearest_plan
 
 DIM = 32
 SMALL_SCOPES = 1000
@@ -158,20 +159,19 @@ async def explain(
     corpus: Corpus, scope: int, *, approximate: bool, probes: int = 10, max_probes: int = 1000
 ) -> str:
     """The plan of the cache's semantic query, under the cache's own settings."""
-    async with corpus.connection.transaction():
-        await corpus.connection.execute(
-            sql.SEARCH_SETTINGS, probes, max_probes, "on" if approximate else "off", 40
-        )
-        rows = await corpus.connection.fetch(
-            "EXPLAIN " + sql.SEMANTIC_NEAREST_ROUND,
-            NAMESPACE,
-            request_keys(scope_request(scope, "x")).scope_key,
-            EMBEDDER,
-            [Vector(corpus.vectors[0])],
-            [1.0],
-            10,
-        )
-    return "\n".join(row[0] for row in rows)
+    return await nearest_plan(
+        corpus.connection,
+        NAMESPACE,
+        request_keys(scope_request(scope, "x")).scope_key,
+        EMBEDDER,
+        [Vector(corpus.vectors[0])],
+        [1.0],
+        10,
+        probes,
+        max_probes,
+        40,
+        approximate,
+    )
 
 
 async def test_before_any_rebuild_lookups_scan_exactly(corpus: Corpus) -> None:

@@ -15,10 +15,11 @@ from pgvector import Vector
 from llm_pgcache import Cache, InvalidInputError, request_keys
 from llm_pgcache.cli import cli
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.postgres import migrate, sql
+from llm_pgcache.postgres import migrate
 from llm_pgcache.postgres.driver import init_connection
 
 from .conftest import FreshDatabase, connect_cache
+from .plans import nearest_plan
 
 pytestmark = pytest.mark.filterwarnings("ignore:ivfflat index created with little data")
 
@@ -83,20 +84,21 @@ async def plan(dsn: str, embedder: TableEmbedder) -> str:
     connection = await asyncpg.connect(asyncpg_dsn(dsn))
     await init_connection(connection)
     try:
-        async with connection.transaction():
-            await connection.execute(sql.SEARCH_SETTINGS, 3, 1000, "on", 40)
-            rows = await connection.fetch(
-                "EXPLAIN " + sql.SEMANTIC_NEAREST_ROUND,
-                NAMESPACE,
-                request_keys(request("near 0")).scope_key,
-                embedder.name,
-                [Vector(embedder.paraphrases[0])],
-                [0.5],
-                40,
-            )
+        return await nearest_plan(
+            connection,
+            NAMESPACE,
+            request_keys(request("near 0")).scope_key,
+            embedder.name,
+            [Vector(embedder.paraphrases[0])],
+            [0.5],
+            40,
+            3,
+            1000,
+            40,
+            True,
+        )
     finally:
         await connection.close()
-    return "\n".join(row[0] for row in rows)
 
 
 async def recall(cache: Cache, embedder: TableEmbedder, trials: int) -> float:

@@ -14,7 +14,7 @@ from pgvector import Vector
 
 from llm_pgcache import Cache, request_keys
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.postgres import migrate, sql
+from llm_pgcache.postgres import migrate
 from llm_pgcache.postgres.driver import init_connection
 
 from .conftest import FreshDatabase, connect_cache
@@ -75,12 +75,14 @@ async def test_the_nearest_candidate_is_served_after_a_relaxed_scan(
         assert (report.action, report.lists) == ("rebuilt", 2)
 
         # The precondition: the candidates as the index hands them over, in the cache's
-        # own query and settings (probes 1 of 2 lists, relaxed order).
+        # settings (probes 1 of 2 lists, relaxed order).
         connection = await asyncpg.connect(asyncpg_dsn(dsn))
         await init_connection(connection)
         try:
             async with connection.transaction():
-                await connection.execute(sql.SEARCH_SETTINGS, 1, 1000, "on", 40)
+                await connection.execute("SET LOCAL ivfflat.probes = 1")
+                await connection.execute("SET LOCAL ivfflat.max_probes = 1000")
+                await connection.execute("SET LOCAL ivfflat.iterative_scan = relaxed_order")
                 rows = await connection.fetch(
                     "SELECT prompt, embedding <=> $4 AS distance FROM llm_cache "
                     "WHERE namespace = $1 AND scope_key = $2 AND embedder = $3 "

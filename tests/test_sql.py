@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncpg
+import numpy as np
 import pytest
+from pgvector import Vector
 
 from llm_pgcache.postgres import index_sql, sql
+from llm_pgcache.postgres.driver import init_connection
 
 from .conftest import connect_cache
+from .plans import nearest_plan
 
 NAMED_QUERIES = {**sql.NAMED_QUERIES, **index_sql.INDEX_QUERIES}
 
@@ -66,30 +70,55 @@ async def test_exact_lookup_rounds_probe_the_index_per_key_in_a_generic_plan(
     assert uses_unique_index(plan), plan
 
 
-@pytest.mark.parametrize("index_scans", ["on", "off"])
+async def test_the_served_row_is_read_by_primary_key(db: asyncpg.Connection) -> None:
+    """The round reads each row found by its id: never a join that scans the table."""
+    await init_connection(db)
+    rows = await db.fetch(
+        "EXPLAIN " + sql.SEMANTIC_NEAREST_ROUND,
+        "ns",
+        b"\x00",
+        "e",
+        [],
+        [],
+        40,
+        3,
+        1000,
+        40,
+        True,
+    )
+    plan = "\n".join(row[0] for row in rows)
+    assert "Seq Scan" not in plan, plan
+    assert "Index Scan using llm_cache_pkey" in plan, plan
+
+
+@pytest.mark.parametrize("index_scans", [True, False])
 async def test_semantic_candidates_are_re_ranked_strictly(
-    db: asyncpg.Connection, index_scans: str
+    db: asyncpg.Connection, index_scans: bool
 ) -> None:
     """The candidates come in relaxed order from an iterative index scan; the nearest is
     chosen by a sort of its own, which PostgreSQL 17+ would drop for `ORDER BY distance`
-    (the CTE is already ordered by that expression)."""
+    (the subquery is already ordered by that expression)."""
     dim = await db.fetchval(
         "SELECT atttypmod FROM pg_attribute "
         "WHERE attrelid = 'llm_cache'::regclass AND attname = 'embedding'"
     )
-    vector = "[" + ",".join(["1"] * dim) + "]"
-    async with db.transaction():
-        await db.execute(f"SET LOCAL enable_indexscan = {index_scans}")
-        await db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        await db.execute("PREPARE nearest AS " + sql.SEMANTIC_NEAREST_ROUND)
-        rows = await db.fetch(
-            "EXPLAIN EXECUTE nearest('ns', '\\x00'::bytea, 'e', "
-            f"ARRAY['{vector}'::vector], ARRAY[0.1::float8], 40)"
-        )
-        await db.execute("DEALLOCATE nearest")
-    plan = [row[0].strip().removeprefix("->  ") for row in rows]
-    scan = next(i for i, line in enumerate(plan) if line.startswith("Subquery Scan on candidates"))
-    assert plan[scan - 1].startswith("Sort"), "\n".join(plan)
+    await init_connection(db)  # the vector codec
+    plan = await nearest_plan(
+        db,
+        "ns",
+        b"\x00",
+        "e",
+        [Vector(np.ones(dim, dtype=np.float32))],
+        [0.1],
+        40,
+        3,
+        1000,
+        40,
+        index_scans,
+    )
+    lines = [line.strip().removeprefix("->  ") for line in plan.splitlines()]
+    scan = next(i for i, line in enumerate(lines) if line.startswith("Subquery Scan on candidates"))
+    assert lines[scan - 1].startswith("Sort"), plan
 
 
 async def test_the_reindex_lock_key_is_the_one_every_version_takes(

@@ -87,54 +87,23 @@ SELECT pg_notify('llm_pgcache', $14) FROM stored
 """
 )
 
-# Nearest live row of one namespace, scope and embedder ($1-$3) for each of many query
-# vectors ($4, with their distance cut-offs $5): the semantic lookups of a round that
-# share a scope (`store.nearest_round`), one lateral ANN search per vector. The scope is
-# a plain parameter, so that the (custom) plan sees its size: the ivfflat index for a big
-# scope, the scope's btree and a sort for a small one. The distance cut-off is applied
-# outside the candidates' subquery, whose LIMIT keeps it from reaching the `ORDER BY
-# embedding <=> q LIMIT k` that the index serves (pgvector: "Why isn't a query using an
-# index?"). The candidates come in relaxed order from an iterative scan; "+ 0" makes the
-# outer sort a sort of its own, which PostgreSQL 17+ would otherwise drop as already done
-# (pgvector's README): the nearest candidate is the one served. Candidates carry only id
-# and distance; the row served is read by primary key. Rows without an embedding have no
-# embedder, so `embedder = $3` excludes them.
+# A round of semantic lookups that share a scope (`store.nearest_round`), in one
+# statement: llm_cache_nearest (migration 0005) sets the search ($7 probes, $8 max
+# probes, $9 ef_search, $10 index scans) for this statement's transaction and returns, per
+# query vector of $4 whose nearest live row of the scope ($1-$3) is within its distance
+# ($5), the row's id and distance; the one row served is read here by primary key: a
+# lateral lookup per row found ("OFFSET 0" keeps the planner from flattening it into a
+# join, which on a small table reads it whole and may never call the function at all).
 SEMANTIC_NEAREST_ROUND: Final[LiteralString] = """
-SELECT q.slot, c.id, c.cache_key, c.model, c.prompt, c.response, c.tags, c.prompt_tokens,
-       c.completion_tokens, c.upstream_ms, c.created_at, c.expires_at, n.distance,
-       extract(epoch FROM c.expires_at - now())::float8 AS ttl_left
-FROM unnest($4::vector[], $5::float8[]) WITH ORDINALITY AS q(embedding, max_distance, slot)
+SELECT n.out_slot AS slot, c.*, n.out_distance AS distance
+FROM llm_cache_nearest($1, $2, $3, $4::vector[], $5::float8[], $6, $7, $8, $9, $10) AS n
 CROSS JOIN LATERAL (
-    SELECT candidates.id, candidates.distance
-    FROM (
-        SELECT l.id, l.embedding <=> q.embedding AS distance
-        FROM llm_cache l
-        WHERE l.namespace = $1 AND l.scope_key = $2 AND l.embedder = $3
-          AND (l.expires_at IS NULL OR l.expires_at > now())
-        ORDER BY l.embedding <=> q.embedding
-        LIMIT $6
-    ) AS candidates
-    WHERE candidates.distance <= q.max_distance
-    ORDER BY candidates.distance + 0
-    LIMIT 1
-) AS n
-JOIN llm_cache c ON c.id = n.id
-"""
-
-# Settings of one round of semantic lookups, for its transaction only (set_config(..., true)).
-# Approximate: the ANN index (ivfflat or HNSW: the settings of both, whichever is built)
-# with pgvector 0.8 iterative scans, so that a selective filter still finds candidates.
-# Exact ($3 = 'off'): no index scans, so each scope is read through a bitmap scan of
-# llm_cache_scope_idx and sorted by true distance. Custom plans, as a cached plan would
-# keep the choice made under the other `enable_indexscan`.
-SEARCH_SETTINGS: Final[LiteralString] = """
-SELECT set_config('ivfflat.probes', $1::int::text, true),
-       set_config('ivfflat.max_probes', $2::int::text, true),
-       set_config('ivfflat.iterative_scan', 'relaxed_order', true),
-       set_config('hnsw.ef_search', $4::int::text, true),
-       set_config('hnsw.iterative_scan', 'relaxed_order', true),
-       set_config('enable_indexscan', $3::text, true),
-       set_config('plan_cache_mode', 'force_custom_plan', true)
+    SELECT id, cache_key, model, prompt, response, tags, prompt_tokens, completion_tokens,
+           upstream_ms, created_at, expires_at,
+           extract(epoch FROM expires_at - now())::float8 AS ttl_left
+    FROM llm_cache WHERE id = n.out_id
+    OFFSET 0
+) AS c
 """
 
 # Invalidations return the count deleted and notify other processes' memory tiers ($3,
@@ -342,7 +311,6 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "get_exact_round": GET_EXACT_ROUND,
     "put": PUT,
     "semantic_nearest_round": SEMANTIC_NEAREST_ROUND,
-    "search_settings": SEARCH_SETTINGS,
     "purge_expired_batch": PURGE_EXPIRED_BATCH,
     "count_expired": COUNT_EXPIRED,
     "evict_least_recent_batch": EVICT_LEAST_RECENT_BATCH,

@@ -240,39 +240,28 @@ class PostgresStore:
         self, queries: list[NearestQuery], budget: float | None = None
     ) -> list[asyncpg.Record | None]:
         """For each query, the nearest live row of its scope within its `max_distance`
-        (cosine; the record's `distance`), or None: one transaction, one statement per
-        scope (namespace, scope key, embedder) among the queries, whose settings are set
-        again when they change (only across a reindex). `budget` (seconds) bounds each
-        wait and statement."""
+        (cosine; the record's `distance`), or None: one statement per scope (namespace,
+        scope key, embedder) and settings among the queries, on one connection.
+        `budget` (seconds) bounds each wait and statement."""
         found: list[asyncpg.Record | None] = [None] * len(queries)
-        groups: dict[tuple[SearchSettings, str, bytes, str], list[int]] = {}
+        groups: dict[tuple[str, bytes, str, SearchSettings], list[int]] = {}
         for slot, q in enumerate(queries):
-            groups.setdefault((q.settings, q.namespace, q.scope_key, q.embedder), []).append(slot)
+            groups.setdefault((q.namespace, q.scope_key, q.embedder, q.settings), []).append(slot)
         timeout = budget or self._db.statement_timeout
-        settings_set: SearchSettings | None = None
-        async with self._db.connection(budget) as connection, connection.transaction():
-            for (settings, namespace, scope_key, embedder), slots in sorted(
-                groups.items(), key=lambda group: group[0][0]
-            ):
-                group = [queries[slot] for slot in slots]
-                if settings != settings_set:
-                    settings_set = settings
-                    await connection.execute(
-                        sql.SEARCH_SETTINGS,
-                        settings.probes,
-                        settings.max_probes,
-                        "on" if settings.approximate else "off",
-                        settings.ef_search,
-                        timeout=timeout,
-                    )
+        async with self._db.connection(budget) as connection:
+            for (namespace, scope_key, embedder, settings), slots in groups.items():
                 rows = await connection.fetch(
                     sql.SEMANTIC_NEAREST_ROUND,
                     namespace,
                     scope_key,
                     embedder,
-                    [Vector(q.vector) for q in group],
-                    [q.max_distance for q in group],
+                    [Vector(queries[slot].vector) for slot in slots],
+                    [queries[slot].max_distance for slot in slots],
                     settings.candidates,
+                    settings.probes,
+                    settings.max_probes,
+                    settings.ef_search,
+                    settings.approximate,
                     timeout=timeout,
                 )
                 for row in rows:
