@@ -280,13 +280,16 @@ def test_probes_are_about_the_square_root_of_the_lists() -> None:
     assert all(probes_for(n) < n for n in range(4, 5000))
 
 
-async def test_after_reindex_at_10k_rows_lookups_stay_index_scans(
-    create_database: FreshDatabase,
+@pytest.mark.parametrize(
+    ("rows", "dim", "lists", "probes"), [(10_000, 384, 10, 3), (100_000, 64, 100, 10)]
+)
+async def test_after_reindex_lookups_stay_index_scans(
+    create_database: FreshDatabase, rows: int, dim: int, lists: int, probes: int
 ) -> None:
     """10k rows of 384 dimensions with 1 KB responses (vectors stored out of line), in one
     scope: `reindex` builds 10 lists. Probing all 10 (the old default) made the planner
-    read the table (54 ms a lookup); the cache's probes (3) keep it an index scan."""
-    dim, rows = 384, 10_000
+    read the table (54 ms a lookup); the cache's probes (3) keep it an index scan. At
+    100k rows (64 dimensions, to keep the test fast), 100 lists and 10 probes."""
     dsn = await create_database()
     await migrate.upgrade(dsn, embedding_dim=dim)
     vectors = np.random.default_rng(5).standard_normal((rows, dim)).astype(np.float32)
@@ -308,13 +311,11 @@ async def test_after_reindex_at_10k_rows_lookups_stay_index_scans(
         embedder.dim = dim
         async with Cache.connect(dsn, namespace=NAMESPACE, embedder=embedder) as cache:
             report = await cache.reindex()
-        assert report.lists == 10
+        assert (report.lists, probes_for(lists)) == (lists, probes)
         corpus = Corpus(dsn, vectors, np.zeros(rows, dtype=int), connection)
-        plans = {
-            probes: await explain(corpus, 0, approximate=True, probes=probes)
-            for probes in (probes_for(report.lists), report.lists)
-        }
+        plans = {n: await explain(corpus, 0, approximate=True, probes=n) for n in (probes, lists)}
     finally:
         await connection.close()
-    assert "Index Scan using llm_cache_embedding_ivfflat" in plans[3]
-    assert "Index Scan using llm_cache_embedding_ivfflat" not in plans[10]  # the old default
+    assert "Index Scan using llm_cache_embedding_ivfflat" in plans[probes], plans[probes]
+    if rows == 10_000:
+        assert "Index Scan using llm_cache_embedding_ivfflat" not in plans[lists]  # old default

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -20,8 +21,9 @@ from llm_pgcache import (
     InvalidInputError,
     OpenAIEmbedder,
 )
+from llm_pgcache.config import asyncpg_dsn
 
-from .conftest import connect_cache
+from .conftest import MigratedDatabase, connect_cache
 from .openai_server import OpenAIServer
 
 Factory = Callable[..., dict[str, object]]
@@ -295,3 +297,42 @@ async def test_hashing_embedder_is_deterministic_and_lexical() -> None:
     assert float(a @ c) < 0.3
     np.testing.assert_array_equal((await embedder.embed(["Who wrote Hamlet?"]))[0], c)
     assert embedder.name == "hashing:v1:256"
+
+
+async def test_overlapping_semantic_lookups_share_rounds(
+    create_migrated: MigratedDatabase,
+    namespace: str,
+    make_request: Factory,
+    make_response: Factory,
+) -> None:
+    """32 semantic lookups at once run in a few statements (llm_cache_nearest calls, as
+    PostgreSQL counts them), not 32, and each is answered its own row."""
+    dsn = await create_migrated()
+    database = dsn.split("?", 1)[0].rsplit("/", 1)[1]
+    admin = await asyncpg.connect(asyncpg_dsn(dsn))
+    try:
+        await admin.execute(f"ALTER DATABASE \"{database}\" SET track_functions = 'pl'")
+        async with connect_cache(dsn, namespace=namespace, embedder=HashingEmbedder(1536)) as cache:
+            for i in range(32):
+                await cache.set(
+                    make_request(f"what is the answer number {i}"), make_response(str(i))
+                )
+            hits = await asyncio.gather(
+                *(cache.get(make_request(f"What is the answer number {i}?")) for i in range(32))
+            )
+        assert [h.response["choices"][0]["message"]["content"] for h in hits if h] == [
+            str(i) for i in range(32)
+        ]
+        calls = 0
+        for _ in range(50):  # the cache's backends report their counts as they exit
+            await admin.execute("SELECT pg_stat_clear_snapshot()")
+            calls = await admin.fetchval(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
+                "WHERE funcname = 'llm_cache_nearest'"
+            )
+            if calls:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+    assert 1 <= calls <= 8, calls
