@@ -211,14 +211,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         max_size=2,
     )
     try:
-        if not loaded or await method_built(dsn) != args.method:
+        if not loaded or (await last_build(dsn))[0] != args.method:
             rebuilt = await cache.reindex(method=args.method, maintenance_work_mem="4GB")
             print(rebuilt.summary(), flush=True)
             report["reindex_seconds"] = rebuilt.seconds
         # Rows a run stopped midway left, and dead row versions of earlier runs' hit
         # counts, would change both sides' results and slow their scans.
         await vacuum(dsn)
-        lists = await lists_built(dsn)
+        _, lists = await last_build(dsn)
         probes = args.probes or (probes_for(lists) if lists else 1)
         report.update(
             {"method": args.method, "lists": lists, "probes": probes, "ef_search": EF_SEARCH}
@@ -253,15 +253,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     return report
 
 
-async def lists_built(dsn: str) -> int | None:
+async def last_build(dsn: str) -> tuple[str | None, int | None]:
+    """The method and ivfflat lists of the last index build (None, None: never built)."""
     connection = await asyncpg.connect(asyncpg_dsn(dsn))
     try:
-        lists: int | None = await connection.fetchval(
-            "SELECT lists FROM llm_cache_index_builds ORDER BY id DESC LIMIT 1"
+        row = await connection.fetchrow(
+            "SELECT method, lists FROM llm_cache_index_builds ORDER BY id DESC LIMIT 1"
         )
     finally:
         await connection.close()
-    return lists
+    return (row["method"], row["lists"]) if row else (None, None)
 
 
 async def vacuum(dsn: str) -> None:
@@ -271,17 +272,6 @@ async def vacuum(dsn: str) -> None:
         await connection.execute("VACUUM ANALYZE llm_cache")
     finally:
         await connection.close()
-
-
-async def method_built(dsn: str) -> str | None:
-    connection = await asyncpg.connect(asyncpg_dsn(dsn))
-    try:
-        method: str | None = await connection.fetchval(
-            "SELECT method FROM llm_cache_index_builds ORDER BY id DESC LIMIT 1"
-        )
-    finally:
-        await connection.close()
-    return method
 
 
 async def sizes(dsn: str) -> dict[str, int]:
