@@ -41,7 +41,8 @@ class SearchOptions:
     Attributes:
         candidates: nearest rows taken from the index (in relaxed order) before the
             exact re-ranking and the threshold apply; more candidates make iterative scans
-            probe further, which keeps small scopes correct.
+            probe further while the filters reject rows of other scopes, and cost a heap
+            visit each (40 instead of 10 added ~0.3 ms to a 1.6 ms search at 10k rows).
         probes: ivfflat lists searched first; None (the default): about the square root
             of the lists the last `reindex` built, at most 10 (`reindex.probes_for`: 10
             lists -> 3, 100 and more -> 10), never all of them. The cost grows with it
@@ -68,7 +69,7 @@ class SearchOptions:
         max_batch: semantic lookups in one round at most.
     """
 
-    candidates: int = 40
+    candidates: int = 10
     probes: int | None = None
     ef_search: int | None = None
     max_probes: int = 1000
