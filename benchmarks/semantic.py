@@ -405,7 +405,7 @@ def plot() -> None:
         for r in results
     ]
     xs = np.arange(len(results))
-    fig, (ax_lat, ax_rec) = plt.subplots(1, 2, figsize=(14, 4.5))
+    fig, (ax_lat, ax_rec, ax_c32) = plt.subplots(1, 3, figsize=(20, 4.5))
     for k, name in enumerate(("raw_pgvector", "cache_get")):
         ax_lat.bar(
             xs + (k - 0.5) * 0.38, [r[name]["p50_ms"] for r in results], 0.38, label=f"{name} p50"
@@ -415,8 +415,12 @@ def plot() -> None:
         )
     ax_lat.set_title("semantic lookup p50 (ms), embedding excluded")
     ax_rec.set_title("recall@1 vs exact scan")
-    ax_rec.set_ylim(0.8, 1.02)
-    for ax in (ax_lat, ax_rec):
+    ax_rec.set_ylim(0.75, 1.02)
+    ratios = [r["concurrent"]["qps_ratio"] if "concurrent" in r else 0.0 for r in results]
+    ax_c32.bar(xs, ratios, 0.6, label="Cache.get / raw pgvector q/s")
+    ax_c32.axhline(0.8, color="grey", linestyle="--", label="target 0.8x")
+    ax_c32.set_title("throughput at 32 in flight (0: not measured in that run)")
+    for ax in (ax_lat, ax_rec, ax_c32):
         ax.set_xticks(xs, labels, fontsize=8)
         ax.legend()
     fig.tight_layout()
