@@ -244,3 +244,21 @@ async def test_concurrent_lookups_share_embedder_calls_and_fail_alone(
     assert len(embedder.calls) <= 8  # 32 texts in a few batched calls, not 32
     assert sum(1 for o in outcomes[:31] if isinstance(o, BaseException)) == 0
     assert isinstance(outcomes[31], InvalidEmbeddingError)  # the zero vector fails alone
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_in_flight": 0},
+        {"max_batch": -1},
+        {"candidates": 0},
+        {"probes": 0},
+        {"ef_search": 1.5},
+        {"timeout": 0},
+        {"index_state_seconds": -1},
+        {"max_probes": True},
+    ],
+)
+def test_bad_search_options_are_refused(options: dict[str, object]) -> None:
+    with pytest.raises(InvalidInputError):
+        SearchOptions(**options)  # type: ignore[arg-type]

@@ -54,6 +54,13 @@ def check_timeout(name: str, seconds: object) -> float | None:
     return float(seconds)
 
 
+def check_count(name: str, value: object) -> int:
+    """A positive int (a count of rows, probes, rounds...)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def check_namespace(namespace: object) -> str:
     if not isinstance(namespace, str):
         raise InvalidNamespaceError(namespace, "must be a string")

@@ -18,13 +18,14 @@ import asyncpg
 import numpy as np
 
 from llm_pgcache.entries import StoredEntry
-from llm_pgcache.errors import EmbedderError, LLMPgCacheError
+from llm_pgcache.errors import EmbedderError, InvalidInputError, LLMPgCacheError
 from llm_pgcache.keys import RequestKeys
 from llm_pgcache.postgres.reindex import probes_for
 from llm_pgcache.postgres.store import IndexBuild, NearestQuery, PostgresStore, SearchSettings
 from llm_pgcache.rounds import Rounds
 from llm_pgcache.semantic.batches import EmbeddingBatches, Vector
 from llm_pgcache.semantic.embedders import Embedder, Vectors, check_values, shaped_vectors
+from llm_pgcache.validation import check_count, check_timeout
 
 # Without tuning data for the embedder in use, a conservative cut-off: cosine similarity
 # of 0.9 separates paraphrases from related-but-different questions for OpenAI's
@@ -79,6 +80,17 @@ class SearchOptions:
     timeout: float | None = 0.25
     max_in_flight: int = 2
     max_batch: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("candidates", "max_probes", "max_in_flight", "max_batch"):
+            check_count(name, getattr(self, name))
+        for name in ("probes", "ef_search"):
+            if getattr(self, name) is not None:
+                check_count(name, getattr(self, name))
+        check_timeout("SearchOptions.timeout", self.timeout)
+        seconds = self.index_state_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+            raise InvalidInputError(f"index_state_seconds must be >= 0, got {seconds!r}")
 
 
 class PendingEmbeddings:
