@@ -69,7 +69,8 @@ async def test_the_nearest_candidate_is_served_after_a_relaxed_scan(
         dsn, namespace=NAMESPACE, embedder=AngleEmbedder("other:test")
     ) as other:
         await fill(other, [i * 0.005 for i in range(1000)])
-    async with connect_cache(dsn, namespace=NAMESPACE, embedder=ours) as cache:
+    # guard=None: the texts are angles, which the look-alike guard tells apart as numbers.
+    async with connect_cache(dsn, namespace=NAMESPACE, embedder=ours, guard=None) as cache:
         await fill(cache, [85.0 + i * 0.005 for i in range(1000)] + [15.0, 55.0])
         report = await cache.reindex(lists=2)
         assert (report.action, report.lists) == ("rebuilt", 2)

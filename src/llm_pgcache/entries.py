@@ -26,6 +26,7 @@ from llm_pgcache.validation import is_utf8
 NUL_SAFE_MARKER = "llm_pgcache:json_base64"
 
 Tier = Literal["memory", "redis", "postgres-exact", "postgres-semantic"]
+AcceptedBy = Literal["exact", "threshold", "judge", "alias"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +69,8 @@ class CacheHit:
             prompts are not stored, and for exact hits).
         stale: the entry expired, within the cache's `stale_grace`: serve it, and
             refresh it (the openai wrapper does, in the background).
+        accepted_by: what let it be served: "exact" (the same request), "threshold"
+            (a semantic candidate similar enough, which the look-alike guard passed).
     """
 
     response: dict[str, Any]
@@ -84,6 +87,7 @@ class CacheHit:
     similarity: float = 1.0
     matched_prompt: str | None = None
     stale: bool = False
+    accepted_by: AcceptedBy = "exact"
 
     def with_response(self, response: dict[str, Any], tier: Tier) -> CacheHit:
         """This hit as served again from `tier`, with `response` (each caller gets its own).
@@ -104,7 +108,13 @@ class CacheHit:
 
     @classmethod
     def from_record(
-        cls, record: Mapping[str, Any], *, namespace: str, tier: Tier, similarity: float = 1.0
+        cls,
+        record: Mapping[str, Any],
+        *,
+        namespace: str,
+        tier: Tier,
+        similarity: float = 1.0,
+        accepted_by: AcceptedBy = "exact",
     ) -> CacheHit:
         return cls(
             response=load_response(record["response"]),
@@ -121,6 +131,7 @@ class CacheHit:
             similarity=similarity,
             matched_prompt=record.get("prompt"),
             stale=bool(record.get("stale")),
+            accepted_by=accepted_by,
         )
 
 

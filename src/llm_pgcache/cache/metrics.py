@@ -30,6 +30,8 @@ class Counters:
     backend_errors: int
     by_model: dict[str, ModelSavings] = field(default_factory=dict)
     hit_ms_by_tier: dict[str, float] = field(default_factory=dict)  # total lookup time
+    # semantic candidates refused, by reason: "below_threshold", "guard:<reason>"
+    refused_by_reason: dict[str, int] = field(default_factory=dict)
 
     def avg_hit_ms(self, tier: str) -> float | None:
         """Average lookup time of the hits of `tier`, in milliseconds."""
@@ -71,6 +73,7 @@ class Metrics:
         self.prices = prices
         self._hits: dict[str, int] = {}
         self._hit_ms: dict[str, float] = {}
+        self._refused: dict[str, int] = {}
         self._misses = 0
         self._backend_errors = 0
         # model -> [hits, prompt tokens, completion tokens, milliseconds saved]
@@ -111,6 +114,10 @@ class Metrics:
     def backend_error(self) -> None:
         self._backend_errors += 1
 
+    def refused(self, reason: str) -> None:
+        """A semantic candidate was not served, for `reason`."""
+        self._refused[reason] = self._refused.get(reason, 0) + 1
+
     def snapshot(self) -> Counters:
         by_model = {}
         for model, (hits, prompt, completion, saved_ms) in self._by_model.items():
@@ -127,4 +134,5 @@ class Metrics:
             backend_errors=self._backend_errors,
             by_model=by_model,
             hit_ms_by_tier=dict(self._hit_ms),
+            refused_by_reason=dict(self._refused),
         )

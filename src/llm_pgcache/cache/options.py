@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from llm_pgcache.breaker import CircuitBreaker
     from llm_pgcache.pricing import Price
     from llm_pgcache.semantic.embedders import Embedder
+    from llm_pgcache.semantic.guard import Guard
     from llm_pgcache.semantic.search import SearchOptions
     from llm_pgcache.tiers.memory import MemoryTier
     from llm_pgcache.tiers.redis import RedisTier
@@ -34,7 +35,11 @@ class CacheOptions(TypedDict, total=False):
         similarity_threshold: lowest cosine similarity served as a semantic hit;
             default: the embedder's `suggested_threshold`, else 0.9.
         semantic: whether lookups fall through to semantic search (per call too).
-        search: ivfflat search settings (candidates, probes, max_probes).
+        search: ANN search settings (`SearchOptions`: candidates, probes, ef_search,
+            rounds, budget).
+        guard: what refuses a semantic candidate that looks like the query but asks
+            something else (`LookAlikeGuard()`, the default: numbers, negation,
+            antonyms, word order, names); None: the similarity threshold alone.
         lookup_timeout: seconds an exact lookup may wait for PostgreSQL before it
             counts as a miss; None: no limit (semantic lookups: `search.timeout`).
         write_timeout: the same for `set`.
@@ -70,6 +75,7 @@ class CacheOptions(TypedDict, total=False):
     similarity_threshold: float | None
     semantic: bool
     search: SearchOptions | None
+    guard: Guard | None
     lookup_timeout: float | None
     write_timeout: float | None
     embed_timeout: float | None

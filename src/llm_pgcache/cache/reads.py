@@ -11,6 +11,7 @@ import asyncpg
 from llm_pgcache.cache.state import CacheState
 from llm_pgcache.entries import CacheHit, TierCopy
 from llm_pgcache.errors import BackendError
+from llm_pgcache.keys import RequestKeys
 from llm_pgcache.semantic.search import SemanticSearch
 from llm_pgcache.tiers.upper import Ticket
 from llm_pgcache.validation import check_threshold, check_timeout
@@ -105,12 +106,19 @@ class Reads(CacheState):
         if record is not None:
             hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
         elif semantic_search is not None:
-            record = await self._nearest(semantic_search, ns, request, threshold, embed_timeout)
+            keys = self.rules.keys(request)
+            record = await self._nearest(semantic_search, ns, keys, embed_timeout)
             if record is None:
                 return None
             similarity = 1.0 - record["distance"]
+            if not self._accepts(keys.text, record["prompt"], similarity, threshold):
+                return None
             hit = CacheHit.from_record(
-                record, namespace=ns, tier="postgres-semantic", similarity=similarity
+                record,
+                namespace=ns,
+                tier="postgres-semantic",
+                similarity=similarity,
+                accepted_by="threshold",
             )
         else:
             return None
@@ -119,15 +127,30 @@ class Reads(CacheState):
             await self._tiers.promote(copy, ticket=ticket)
         return hit
 
+    def _accepts(
+        self, query: str, candidate: str | None, similarity: float, threshold: float | None
+    ) -> bool:
+        """The one decision on the nearest candidate: similar enough, and not a look-alike
+        (the guard needs the stored prompt: without one, the threshold decides alone).
+        A refusal is counted by its reason."""
+        if similarity < (self.similarity_threshold if threshold is None else threshold):
+            self._metrics.refused("below_threshold")
+            return False
+        if self.guard is not None and candidate is not None:
+            reason = self.guard.check(query, candidate)
+            if reason is not None:
+                self._metrics.refused(f"guard:{reason}")
+                return False
+        return True
+
     async def _nearest(
         self,
         search: SemanticSearch,
         namespace: str,
-        request: Mapping[str, Any],
-        threshold: float | None,
+        keys: RequestKeys,
         embed_timeout: float | None,
     ) -> asyncpg.Record | None:
-        keys = self.rules.keys(request)
+        """The nearest live row of the request's scope, whatever its similarity."""
         if not keys.text.strip():
             return None
         vector = await self._embedding(search, namespace, keys, embed_timeout)
@@ -136,12 +159,7 @@ class Reads(CacheState):
             return None
         try:
             with health.deadline(search.options.timeout, "semantic lookup"):
-                record = await search.nearest(
-                    namespace,
-                    keys,
-                    vector,
-                    threshold=self.similarity_threshold if threshold is None else threshold,
-                )
+                record = await search.nearest(namespace, keys, vector)
         except BackendError as exc:
             health.failed(exc)
             return None

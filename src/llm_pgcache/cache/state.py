@@ -28,6 +28,7 @@ from llm_pgcache.keys import RequestKeys
 from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.pricing import DEFAULT_PRICES
 from llm_pgcache.semantic.batches import Vector
+from llm_pgcache.semantic.guard import Guard, LookAlikeGuard
 from llm_pgcache.semantic.search import (
     DEFAULT_SIMILARITY_THRESHOLD,
     SearchOptions,
@@ -47,6 +48,7 @@ class CacheState:
     rules: EntryRules
     semantic: bool
     similarity_threshold: float
+    guard: Guard | None
     lookup_timeout: float | None
     write_timeout: float | None
     embed_timeout: float | None
@@ -96,6 +98,7 @@ class CacheState:
             self._semantic = SemanticSearch(
                 store, embedder, options.get("search") or SearchOptions()
             )
+        self.guard = options.get("guard", LookAlikeGuard())
         self.similarity_threshold = check_threshold(
             DEFAULT_SIMILARITY_THRESHOLD if threshold is None else threshold
         )

@@ -267,6 +267,8 @@ def _from_hit(hit: CacheHit, request: Mapping[str, Any], lookup_ms: float) -> An
         lookup_ms=lookup_ms,
         latency_saved_ms=saved,
         stale=hit.stale,
+        accepted_by=hit.accepted_by,
+        matched_prompt=hit.matched_prompt if hit.tier == "postgres-semantic" else None,
     )
     return _respond(hit.response, request, info)
 

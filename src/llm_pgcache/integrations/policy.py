@@ -28,6 +28,9 @@ class CacheInfo:
         shared: a miss answered by another caller's concurrent upstream call.
         stale: a hit past its expiry, within the cache's `stale_grace`; a refresh of it
             runs in the background.
+        accepted_by: for hits, what let it be served ("exact", "threshold": see
+            `CacheHit.accepted_by`).
+        matched_prompt: for semantic hits, the stored prompt that matched.
     """
 
     tier: Outcome
@@ -36,6 +39,8 @@ class CacheInfo:
     latency_saved_ms: float | None = None
     shared: bool = False
     stale: bool = False
+    accepted_by: str | None = None
+    matched_prompt: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

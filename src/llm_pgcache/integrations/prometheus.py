@@ -41,6 +41,14 @@ class CacheCollector:
         yield hits
         yield latency
         yield CounterMetricFamily(f"{self._prefix}_misses", "Cache misses", value=counters.misses)
+        refused = CounterMetricFamily(
+            f"{self._prefix}_semantic_refused",
+            "Semantic candidates not served, by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(counters.refused_by_reason.items()):
+            refused.add_metric([reason], count)
+        yield refused
         yield CounterMetricFamily(
             f"{self._prefix}_backend_errors",
             "Backend failures served as misses",

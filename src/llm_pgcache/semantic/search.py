@@ -33,6 +33,7 @@ from llm_pgcache.validation import check_count, check_timeout
 # tune-threshold` on your own pairs.
 DEFAULT_SIMILARITY_THRESHOLD = 0.9
 DEFAULT_EF_SEARCH = 40  # pgvector's
+ANY_DISTANCE = 2.0  # cosine distance is at most 2: the nearest row, however far
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,10 +208,11 @@ class SemanticSearch:
         ]
 
     async def nearest(
-        self, namespace: str, keys: RequestKeys, vector: Vector, *, threshold: float
+        self, namespace: str, keys: RequestKeys, vector: Vector
     ) -> asyncpg.Record | None:
-        """The nearest live row of the request's scope whose cosine similarity reaches
-        `threshold`; its `distance` column is the cosine distance. Lookups that overlap
+        """The nearest live row of the request's scope (None: the scope has none); its
+        `distance` column is the cosine distance: the cache decides on it (threshold,
+        guard) with the counts of its refusals. Lookups that overlap
         share a round (one query for all their vectors, `postgres.lookups.Rounds`), at
         most `max_in_flight` rounds at a time.
 
@@ -227,7 +229,7 @@ class SemanticSearch:
             candidates=self.options.candidates,
         )
         query = NearestQuery(
-            namespace, keys.scope_key, self.embedder.name, vector, 1.0 - threshold, settings
+            namespace, keys.scope_key, self.embedder.name, vector, ANY_DISTANCE, settings
         )
         return await self._rounds.join(query, self.options.timeout)
 
