@@ -42,6 +42,7 @@ from llm_pgcache.semantic.embedders import (
     OpenAIEmbedder,
     default_embedder,
 )
+from llm_pgcache.semantic.guard import LookAlikeGuard
 from llm_pgcache.semantic.local import SentenceTransformerEmbedder
 from llm_pgcache.semantic.search import SearchOptions
 from llm_pgcache.tiers.memory import MemoryTier
@@ -72,6 +73,7 @@ __all__ = [
     "InvalidResponseError",
     "InvalidTTLError",
     "LLMPgCacheError",
+    "LookAlikeGuard",
     "MemoryTier",
     "MissingExtraError",
     "ModelSavings",

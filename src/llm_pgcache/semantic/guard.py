@@ -6,7 +6,8 @@ Boston" and "from Boston to New York", "open on Monday" and "open on Tuesday" at
 0.95-0.99: above any threshold that still serves paraphrases. The guard compares the two
 texts themselves, with no model and no dependencies, and refuses a candidate when
 
-- "number": they name different numbers (digits or number words: "5" is "five");
+- "number": each names a number the other does not (digits or number words: "5" is
+  "five"); a number only one side has is detail;
 - "negation": one is negated and the other is not ("not", "no", "never", "n't", ...);
 - "antonym": one has a word whose opposite the other has (enable/disable, on/off,
   min/max, ascending/descending, ...);
@@ -375,7 +376,8 @@ class LookAlikeGuard:
         """Why the `candidate` (a stored prompt) must not answer `query`; None: it may."""
         q, c = _Text(query), _Text(candidate)
         checks: tuple[tuple[Reason, bool], ...] = (
-            ("number", q.numbers != c.numbers),
+            # one number for another (a number only one side has may be detail)
+            ("number", bool(q.numbers - c.numbers) and bool(c.numbers - q.numbers)),
             ("negation", q.negated != c.negated),
             ("antonym", _antonyms(q.stems, c.stems)),
             ("order", _swapped(q, c)),
