@@ -36,6 +36,7 @@ from llm_pgcache.postgres.driver import SCHEMA_REVISION
 from llm_pgcache.postgres.purge import DEFAULT_BATCH_SIZE
 from llm_pgcache.pricing import DEFAULT_PRICES, cost
 from llm_pgcache.semantic.embedders import BUNDLED_LOCAL_DIM, default_embedder
+from llm_pgcache.semantic.search import SearchOptions
 from llm_pgcache.semantic.tuning import evaluate, read_pairs, similarities, threshold_for_precision
 
 EXIT_OK = 0
@@ -218,9 +219,16 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
     async with Cache.connect(dsn, strict=True) as cache:
         embedding_dim = cache.embedding_dim  # the embedder must match the table
     embedder = default_embedder(embedding_dim)
-    # Strict, so that a failure shows; with a budget of a second, not 50 ms: a cold
-    # embedded server on a busy machine is slow at first, and a demo is not a hot path.
-    async with Cache.connect(dsn, strict=True, embedder=embedder, lookup_timeout=1.0) as cache:
+    # Strict, so that a failure shows; with budgets of seconds, not 50 / 250 ms: a cold
+    # embedded server on a busy machine is slow at first (a new database's first
+    # semantic lookup plans and compiles its function), and a demo is not a hot path.
+    async with Cache.connect(
+        dsn,
+        strict=True,
+        embedder=embedder,
+        lookup_timeout=1.0,
+        search=SearchOptions(timeout=5.0),
+    ) as cache:
         label, upstream = choose_upstream()
         await run_demo(cache, upstream, f"{label}\nembedder: {embedder.name}", sys.stdout)
     return EXIT_OK
