@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from llm_pgcache import HashingEmbedder
 from llm_pgcache.semantic.embedders import Embedder, bundled_local_model
 from llm_pgcache.semantic.guard import LookAlikeGuard
+from llm_pgcache.semantic.tuning import wilson
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "paraphrases"
@@ -35,16 +35,6 @@ SETS = {
     "lookalike (ours)": ROOT / "benchmarks" / "data" / "lookalike_pairs.jsonl",
 }
 OUT = ROOT / "docs" / "benchmarks" / "lookalike.json"
-
-
-def wilson(k: int, n: int) -> tuple[float, float, float]:
-    """Rate k/n with its 95 % Wilson score interval."""
-    if n == 0:
-        return (math.nan, math.nan, math.nan)
-    z, p = 1.96, k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (p, max(0.0, centre - half), min(1.0, centre + half))
 
 
 async def similarities(embedder: Embedder, pairs: list[dict[str, object]]) -> np.ndarray:

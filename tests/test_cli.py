@@ -173,3 +173,41 @@ async def test_tune_threshold_with_a_bad_file(
     assert "pairs.jsonl:2" in err
     assert await cli(["tune-threshold", str(tmp_path / "missing.jsonl")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+LOOKALIKES = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "lookalike_pairs.jsonl"
+
+
+@pytest.mark.parametrize("mode", [[], ["--stream"]])
+async def test_eval_measures_the_guard_on_labelled_pairs(
+    dsn: str,
+    mode: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Pair mode and stream mode (through the cache, in a scratch namespace that is
+    deleted after): the look-alike guard serves fewer false hits than the threshold
+    alone, and every rate comes with its interval."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_PGCACHE_LOCAL_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    reports = {}
+    for guard in ([], ["--no-guard"]):
+        args = ["eval", str(LOOKALIKES), "--dsn", dsn, "--threshold", "0.5", "--json"]
+        assert await cli([*args, *mode, *guard]) == 0
+        reports[bool(guard)] = json.loads(capsys.readouterr().out)
+    guarded, plain = reports[False], reports[True]
+    assert (guarded["guard"], plain["guard"]) == (True, False)
+    assert guarded["mode"] == ("stream" if mode else "pair")
+    rate, low, high = guarded["all"]["false_hit_rate"]
+    assert low <= rate <= high
+    assert guarded["all"]["false_hit_rate"][0] < plain["all"]["false_hit_rate"][0]
+    if not mode:  # each pair alone: no antonym is served (in a stream, a neighbour may be)
+        assert guarded["by_kind"]["antonym"]["false_hit_rate"][0] == 0.0
+    assert guarded["all"]["lookups"] == 50
+
+
+async def test_eval_refuses_a_bad_label(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"text_a": "a", "text_b": "b", "label": 2}\n')
+    assert await cli(["eval", str(path)]) == 1
+    assert "a and b must be text, match a boolean" in capsys.readouterr().err

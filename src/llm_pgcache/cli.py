@@ -11,10 +11,11 @@ import json
 import logging
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from llm_pgcache.cache.facade import Cache
 from llm_pgcache.cache.warming import read_warm_file
@@ -35,9 +36,17 @@ from llm_pgcache.postgres import embedded, migrate
 from llm_pgcache.postgres.driver import SCHEMA_REVISION
 from llm_pgcache.postgres.purge import DEFAULT_BATCH_SIZE
 from llm_pgcache.pricing import DEFAULT_PRICES, cost
-from llm_pgcache.semantic.embedders import BUNDLED_LOCAL_DIM, default_embedder
+from llm_pgcache.semantic.embedders import BUNDLED_LOCAL_DIM, Embedder, default_embedder
+from llm_pgcache.semantic.guard import LookAlikeGuard
 from llm_pgcache.semantic.search import SearchOptions
-from llm_pgcache.semantic.tuning import evaluate, read_pairs, similarities, threshold_for_precision
+from llm_pgcache.semantic.tuning import (
+    Pair,
+    evaluate,
+    quality,
+    read_pairs,
+    similarities,
+    threshold_for_precision,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -144,6 +153,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="embed the prompts for semantic lookups (the configured embedder: OpenAI when "
         "OPENAI_API_KEY or OPENAI_BASE_URL is set, else the offline one)",
     )
+
+    eval_cmd = command(
+        "eval",
+        "Measure the cache's semantic decisions (threshold and look-alike guard) on "
+        "labelled pairs: false hits, recall and precision with 95 % intervals, per kind.",
+    )
+    eval_cmd.add_argument(
+        "pairs",
+        type=Path,
+        help='JSONL of {"a", "b", "match"} or {"text_a", "text_b", "label", "kind"} lines',
+    )
+    eval_cmd.add_argument(
+        "--threshold", type=float, help="similarity threshold (default: the embedder's)"
+    )
+    eval_cmd.add_argument("--no-guard", action="store_true", help="the threshold alone")
+    eval_cmd.add_argument(
+        "--stream",
+        action="store_true",
+        help="store every a in a scratch namespace and look every b up through the cache "
+        "(a wrong neighbour can win), instead of each pair alone",
+    )
+    eval_cmd.add_argument("--json", action="store_true", help="print one JSON object")
 
     tune_cmd = command(
         "tune-threshold",
@@ -319,6 +350,89 @@ async def _warm(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+async def _eval(args: argparse.Namespace, settings: Settings) -> int:
+    pairs = read_pairs(args.pairs)
+    guard = None if args.no_guard else LookAlikeGuard()
+    if args.stream:
+        async with Cache.connect(args.dsn, strict=True) as probe:
+            embedder = default_embedder(probe.embedding_dim)
+        outcomes = await stream_outcomes(args.dsn, embedder, pairs, args.threshold, guard)
+        threshold = args.threshold
+    else:
+        embedder = default_embedder(settings.embedding_dim)
+        threshold = args.threshold or getattr(embedder, "suggested_threshold", None) or 0.9
+        scores = await similarities(embedder, pairs)
+        outcomes = [
+            (
+                p.match,
+                bool(s >= threshold) and (guard is None or guard.check(p.b, p.a) is None),
+                True,
+            )
+            for p, s in zip(pairs, scores, strict=True)
+        ]
+    kinds = sorted({p.kind for p in pairs})
+    labelled = list(zip(outcomes, pairs, strict=True))
+    report = {
+        "embedder": embedder.name,
+        "threshold": threshold,
+        "guard": guard is not None,
+        "mode": "stream" if args.stream else "pair",
+        "all": asdict(quality(outcomes)),
+        "by_kind": {
+            kind: asdict(quality([o for o, p in labelled if p.kind == kind])) for kind in kinds
+        }
+        if len(kinds) > 1
+        else {},
+    }
+    if args.json:
+        print(json.dumps(report))
+        return EXIT_OK
+    print(
+        f"{len(pairs)} pairs, embedder {embedder.name}, threshold "
+        f"{threshold if threshold is not None else 'default'}, "
+        f"{'guard' if guard else 'no guard'}, {report['mode']} mode"
+    )
+    for name, q in [("all", report["all"]), *report["by_kind"].items()]:
+        print(f"  {name}: {q['lookups']} lookups ({q['matching']} should hit)")
+        for key in ("false_hit_rate", "recall", "precision", "wrong_answer_rate"):
+            rate, low, high = q[key]
+            print(f"    {key.replace('_', ' '):<17} {rate:.3f}  [{low:.3f}, {high:.3f}]")
+    return EXIT_OK
+
+
+async def stream_outcomes(
+    dsn: str | None,
+    embedder: Embedder,
+    pairs: list[Pair],
+    threshold: float | None,
+    guard: LookAlikeGuard | None,
+) -> list[tuple[bool, bool, bool]]:
+    """Every pair's `a` stored in a scratch namespace (deleted after), every `b` looked up
+    through the cache: (should hit, served, served its own pair's `a`)."""
+    namespace = f"llm-pgcache-eval-{uuid.uuid4().hex[:12]}"
+    options: dict[str, Any] = {"namespace": namespace, "embedder": embedder, "strict": True}
+    options["search"] = SearchOptions(timeout=30.0)  # quality, not latency, is measured
+    async with Cache.connect(
+        dsn, guard=guard, similarity_threshold=threshold, lookup_timeout=30.0, **options
+    ) as cache:
+        try:
+            texts = sorted({p.a for p in pairs})
+            for text in texts:
+                request = {"model": "eval", "messages": [{"role": "user", "content": text}]}
+                await cache.set(request, {"choices": [{"message": {"content": text}}]})
+            outcomes = []
+            for pair in pairs:
+                request = {"model": "eval", "messages": [{"role": "user", "content": pair.b}]}
+                hit = await cache.get(request)
+                served_a = (
+                    hit is not None and hit.response["choices"][0]["message"]["content"] == pair.a
+                )
+                outcomes.append((pair.match, hit is not None, served_a))
+        finally:
+            await cache.invalidate(namespace=namespace)
+    return outcomes
+
+
 async def _tune(args: argparse.Namespace, settings: Settings) -> int:
     pairs = read_pairs(args.pairs)
     embedder = default_embedder(settings.embedding_dim)
@@ -389,6 +503,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = 
     "healthcheck": _healthcheck,
     "reindex": _reindex,
     "tune-threshold": _tune,
+    "eval": _eval,
     "purge": _purge,
     "warm": _warm,
     "demo": _demo,

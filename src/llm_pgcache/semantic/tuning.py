@@ -1,4 +1,5 @@
-"""Choosing a similarity threshold from labelled pairs (`llm-pgcache tune-threshold`).
+"""Choosing a similarity threshold from labelled pairs (`llm-pgcache tune-threshold`), and
+measuring the cache's semantic decisions on them (`llm-pgcache eval`).
 
 Each pair is two user turns and whether one may be answered with the other's answer.
 A threshold t serves a hit for a pair when cosine(a, b) >= t: a served non-match is a
@@ -8,6 +9,7 @@ false hit (a wrong answer shown to a user), a refused match a lost saving.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ class Pair:
     a: str
     b: str
     match: bool
+    kind: str = "all"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,7 +40,8 @@ class ThresholdRow:
 
 
 def read_pairs(path: Path) -> list[Pair]:
-    """Pairs from a JSONL file of {"a": str, "b": str, "match": bool} lines."""
+    """Pairs from a JSONL file of {"a": str, "b": str, "match": bool} lines, or of
+    {"text_a", "text_b", "label": 0 | 1, "kind"} lines (the team's labelled sets)."""
     pairs = []
     try:
         text = path.read_text(encoding="utf-8")
@@ -48,7 +52,13 @@ def read_pairs(path: Path) -> list[Pair]:
             continue
         try:
             item = json.loads(line)
-            pair = Pair(a=item["a"], b=item["b"], match=item["match"])
+            if "text_a" in item:
+                label = item["label"]  # 0 or 1; anything else fails the check below
+                match = label == 1 if label in (0, 1) and not isinstance(label, bool) else label
+                item = {**item, "a": item["text_a"], "b": item["text_b"], "match": match}
+            pair = Pair(
+                a=item["a"], b=item["b"], match=item["match"], kind=str(item.get("kind", "all"))
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidInputError(f"{path}:{number}: not a pair line: {exc}") from exc
         if (
@@ -106,3 +116,48 @@ def threshold_for_precision(rows: Sequence[ThresholdRow], precision: float) -> T
             break
         best = row
     return best
+
+
+def wilson(k: int, n: int) -> tuple[float, float, float]:
+    """The rate k/n with its 95 % Wilson score interval (nan without trials)."""
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    z, p = 1.96, k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (p, max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Quality:
+    """What a cache did on labelled lookups: each rate with its 95 % interval.
+
+    Attributes:
+        false_hit_rate: of the lookups that must not be served, the share served.
+        recall: of the lookups that should be served (their own pair), the share that was.
+        precision: of the lookups served, the share served the right entry.
+    """
+
+    lookups: int
+    matching: int
+    wrong_answer_rate: tuple[float, float, float]  # of all lookups, the share served wrong
+    false_hit_rate: tuple[float, float, float]
+    recall: tuple[float, float, float]
+    precision: tuple[float, float, float]
+
+
+def quality(outcomes: Sequence[tuple[bool, bool, bool]]) -> Quality:
+    """`outcomes`: per lookup (should it hit its pair, was it served, was it served its
+    pair's entry)."""
+    should = [o for o in outcomes if o[0]]
+    must_not = [o for o in outcomes if not o[0]]
+    served = [o for o in outcomes if o[1]]
+    wrong = sum(1 for o in outcomes if o[1] and not (o[0] and o[2]))
+    return Quality(
+        lookups=len(outcomes),
+        matching=len(should),
+        wrong_answer_rate=wilson(wrong, len(outcomes)),
+        false_hit_rate=wilson(sum(1 for o in must_not if o[1]), len(must_not)),
+        recall=wilson(sum(1 for o in should if o[1] and o[2]), len(should)),
+        precision=wilson(len(served) - wrong, len(served)),
+    )
