@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd = command(
         "eval",
         "Measure the cache's semantic decisions (threshold and look-alike guard) on "
-        "labelled pairs: false hits, recall and precision with 95 % intervals, per kind.",
+        "labelled pairs: false hits, recall and precision with 95-percent intervals, per kind.",
     )
     eval_cmd.add_argument(
         "pairs",
@@ -366,7 +366,7 @@ async def _eval(args: argparse.Namespace, settings: Settings) -> int:
             (
                 p.match,
                 bool(s >= threshold) and (guard is None or guard.check(p.b, p.a) is None),
-                True,
+                p.match,  # served its own pair: right when they match
             )
             for p, s in zip(pairs, scores, strict=True)
         ]
@@ -408,7 +408,11 @@ async def stream_outcomes(
     guard: LookAlikeGuard | None,
 ) -> list[tuple[bool, bool, bool]]:
     """Every pair's `a` stored in a scratch namespace (deleted after), every `b` looked up
-    through the cache: (should hit, served, served its own pair's `a`)."""
+    through the cache: (should hit, served, served right). Served right: its own pair's
+    `a` when they match, or a stored text the set labels as matching `b`, or `b` itself
+    (sets reuse sentences across pairs)."""
+    matching = {(p.a.casefold(), p.b.casefold()) for p in pairs if p.match}
+    matching |= {(b, a) for a, b in matching}
     namespace = f"llm-pgcache-eval-{uuid.uuid4().hex[:12]}"
     options: dict[str, Any] = {"namespace": namespace, "embedder": embedder, "strict": True}
     options["search"] = SearchOptions(timeout=30.0)  # quality, not latency, is measured
@@ -424,10 +428,12 @@ async def stream_outcomes(
             for pair in pairs:
                 request = {"model": "eval", "messages": [{"role": "user", "content": pair.b}]}
                 hit = await cache.get(request)
-                served_a = (
-                    hit is not None and hit.response["choices"][0]["message"]["content"] == pair.a
+                served = None if hit is None else hit.response["choices"][0]["message"]["content"]
+                right = served is not None and (
+                    served.casefold() == pair.b.casefold()
+                    or (served.casefold(), pair.b.casefold()) in matching
                 )
-                outcomes.append((pair.match, hit is not None, served_a))
+                outcomes.append((pair.match, hit is not None, right))
         finally:
             await cache.invalidate(namespace=namespace)
     return outcomes

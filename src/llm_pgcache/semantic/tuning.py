@@ -147,17 +147,18 @@ class Quality:
 
 
 def quality(outcomes: Sequence[tuple[bool, bool, bool]]) -> Quality:
-    """`outcomes`: per lookup (should it hit its pair, was it served, was it served its
-    pair's entry)."""
+    """`outcomes`: per lookup (should it hit its pair, was it served, was what it was
+    served right). A lookup that must not hit its pair and was served something right
+    (another stored text equivalent to it) is not a false hit."""
     should = [o for o in outcomes if o[0]]
     must_not = [o for o in outcomes if not o[0]]
     served = [o for o in outcomes if o[1]]
-    wrong = sum(1 for o in outcomes if o[1] and not (o[0] and o[2]))
+    wrong = sum(1 for o in outcomes if o[1] and not o[2])
     return Quality(
         lookups=len(outcomes),
         matching=len(should),
         wrong_answer_rate=wilson(wrong, len(outcomes)),
-        false_hit_rate=wilson(sum(1 for o in must_not if o[1]), len(must_not)),
+        false_hit_rate=wilson(sum(1 for o in must_not if o[1] and not o[2]), len(must_not)),
         recall=wilson(sum(1 for o in should if o[1] and o[2]), len(should)),
         precision=wilson(len(served) - wrong, len(served)),
     )
