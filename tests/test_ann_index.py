@@ -16,9 +16,9 @@ from pgvector import Vector
 from llm_pgcache import Cache, SearchOptions, request_keys
 from llm_pgcache.config import asyncpg_dsn
 from llm_pgcache.postgres import migrate
+from llm_pgcache.postgres.ann import IndexBuild, IndexSpec
 from llm_pgcache.postgres.driver import init_connection
 from llm_pgcache.postgres.reindex import lists_for, probes_for, rebuild_reason
-from llm_pgcache.postgres.store import IndexBuild, IndexSpec
 
 from .conftest import FreshDatabase
 from .plans import nearest_plan

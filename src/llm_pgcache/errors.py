@@ -94,3 +94,8 @@ class EmbedderError(BackendError):
 
 class InvalidEmbeddingError(InvalidInputError):
     """An embedding is not usable: wrong shape, NaN or infinite values, or all zeros."""
+
+
+# The `llm-pgcache` command's exit codes (2, for usage errors, is argparse's).
+EXIT_OK = 0
+EXIT_ERROR = 1

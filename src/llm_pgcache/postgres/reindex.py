@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llm_pgcache.errors import InvalidInputError
+from llm_pgcache.postgres.ann import IndexBuild, IndexSpec
 from llm_pgcache.postgres.index_sql import IVFFLAT_MAX_LISTS, METHODS, create_new_index
-from llm_pgcache.postgres.store import IndexBuild, IndexSpec, PostgresStore
+from llm_pgcache.postgres.store import PostgresStore
 
 GROWTH_FACTOR = 2.0  # --if-needed rebuilds once the rows grew or shrank by this factor
 HNSW_M = 16  # pgvector's defaults

@@ -12,11 +12,9 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 import asyncpg
-import numpy as np
-import numpy.typing as npt
 from pgvector import Vector
 
 from llm_pgcache.config import asyncpg_dsn, redact_dsn
@@ -24,6 +22,7 @@ from llm_pgcache.entries import StoredEntry
 from llm_pgcache.errors import BackendError
 from llm_pgcache.invalidation import Change
 from llm_pgcache.postgres import index_sql, sql
+from llm_pgcache.postgres.ann import IndexBuild, IndexSpec, NearestQuery, SearchSettings
 from llm_pgcache.postgres.driver import (
     DRIVER_ERRORS,
     Schema,
@@ -38,56 +37,6 @@ from llm_pgcache.postgres.sessions import Listener, PurgeSession
 
 BUILD_TIMEOUT = 24 * 3600.0  # seconds an index build may take
 DELETE_CHUNK = 5000  # rows per statement of an invalidation of many rows
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IndexSpec:
-    """An ANN index over cosine distance: "ivfflat" with `lists` lists, or "hnsw" with
-    `m` links per node and an `ef_construction` build-time candidate list."""
-
-    method: str
-    lists: int | None = None
-    m: int | None = None
-    ef_construction: int | None = None
-
-    def describe(self) -> str:
-        if self.method == "ivfflat":
-            return f"ivfflat, lists {self.lists}"
-        return f"hnsw, m {self.m}, ef_construction {self.ef_construction}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IndexBuild:
-    """One recorded rebuild of the ANN index."""
-
-    spec: IndexSpec
-    rows: int
-    built_at: datetime
-
-
-class SearchSettings(NamedTuple):
-    """How a semantic query searches: with the ANN index (`approximate`; ivfflat: `probes`
-    lists first, at most `max_probes` while filters reject candidates; HNSW: a candidate
-    list of `ef_search`) or exactly, taking the `candidates` nearest rows before the
-    threshold."""
-
-    approximate: bool
-    probes: int
-    max_probes: int
-    ef_search: int
-    candidates: int
-
-
-class NearestQuery(NamedTuple):
-    """One semantic lookup: the nearest row to `vector` among the live rows of
-    (`namespace`, `scope_key`, `embedder`), if within `max_distance` (cosine)."""
-
-    namespace: str
-    scope_key: bytes
-    embedder: str
-    vector: npt.NDArray[np.float32]
-    max_distance: float
-    settings: SearchSettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

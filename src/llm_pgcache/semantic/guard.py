@@ -29,7 +29,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Final, Literal, Protocol
+from typing import Literal, Protocol
+
+from llm_pgcache.semantic.lexicon import (
+    ANTONYMS,
+    FUNCTION_WORDS,
+    NAMED,
+    NEGATIONS,
+    NUMBER_WORDS,
+    RELATIONAL,
+    STOPWORDS,
+)
 
 Reason = Literal["number", "negation", "antonym", "order", "entity"]
 
@@ -44,246 +54,6 @@ class Guard(Protocol):
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-'.][A-Za-z0-9]+)*")
 _QUOTED = re.compile(r"\"([^\"]+)\"|“([^”]+)”|'([^']{2,})'|`([^`]+)`")
-
-NEGATIONS: Final = frozenset(
-    [
-        "not",
-        "no",
-        "never",
-        "none",
-        "nobody",
-        "nothing",
-        "nowhere",
-        "neither",
-        "nor",
-        "without",
-        "cannot",
-        "cant",
-        "dont",
-        "doesnt",
-        "didnt",
-        "isnt",
-        "arent",
-        "wasnt",
-        "werent",
-        "wont",
-        "wouldnt",
-        "shouldnt",
-        "couldnt",
-        "hasnt",
-        "havent",
-        "hadnt",
-        "aint",
-        "nope",
-    ]
-)
-
-_ANTONYM_PAIRS: Final = (
-    "enable disable, enabled disabled, on off, add remove, install uninstall, import export, "
-    "min max, minimum maximum, ascending descending, increase decrease, start stop, "
-    "open close, upload download, encrypt decrypt, push pull, before after, above below, "
-    "buy sell, up down, true false, yes no, left right, first last, oldest newest, "
-    "old new, best worst, more less, most least, higher lower, larger smaller, "
-    "bigger smaller, faster slower, hot cold, win lose, accept reject, allow deny, "
-    "show hide, lock unlock, connect disconnect, include exclude, inside outside, "
-    "input output, positive negative, success failure, male female, man woman, men women, "
-    "boy girl, day night, north south, east west, early late, cheap expensive, "
-    "light dark, always never, all none, plus minus, over under, inner outer, "
-    "long short, wide narrow, heavy light, rich poor, love hate, like dislike, "
-    "possible impossible, legal illegal, valid invalid, visible invisible, "
-    "public private, read write, send receive, encode decode, compress decompress, "
-    "attach detach, mount unmount, subscribe unsubscribe, follow unfollow, "
-    "mute unmute, block unblock, sync async, synchronous asynchronous, "
-    "client server, sender receiver, buyer seller, winner loser, husband wife, "
-    "mother father, son daughter, brother sister, king queen, summer winter, "
-    "morning evening, sunrise sunset, entrance exit, arrival departure, arrive depart, "
-    "import export, inbound outbound, ingress egress, upper lower, uppercase lowercase, "
-    "horizontal vertical, asleep awake, happy sad, strong weak, fast slow"
-)
-ANTONYMS: Final[dict[str, frozenset[str]]] = {}
-for _pair in _ANTONYM_PAIRS.split(","):
-    _a, _b = _pair.split()
-    ANTONYMS.setdefault(_a, frozenset())
-    ANTONYMS.setdefault(_b, frozenset())
-    ANTONYMS[_a] |= {_b}
-    ANTONYMS[_b] |= {_a}
-
-_NUMBER_WORDS: Final = {
-    word: str(value)
-    for value, word in enumerate(
-        [
-            "zero",
-            "one",
-            "two",
-            "three",
-            "four",
-            "five",
-            "six",
-            "seven",
-            "eight",
-            "nine",
-            "ten",
-            "eleven",
-            "twelve",
-            "thirteen",
-            "fourteen",
-            "fifteen",
-            "sixteen",
-            "seventeen",
-            "eighteen",
-            "nineteen",
-            "twenty",
-        ]
-    )
-} | {"thirty": "30", "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000"}
-_NAMED: Final = frozenset(
-    [
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-        "january",
-        "february",
-        "march",
-        "april",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-    ]
-)
-# Words after which the next content word says a role: "from X", "to Y", "X than Y".
-_RELATIONAL: Final = frozenset(
-    [
-        "from",
-        "to",
-        "into",
-        "onto",
-        "than",
-        "vs",
-        "versus",
-        "in",
-        "per",
-        "over",
-        "under",
-        "before",
-        "after",
-        "by",
-        "toward",
-        "towards",
-    ]
-)
-STOPWORDS: Final = (
-    frozenset(
-        [
-            "a",
-            "an",
-            "the",
-            "is",
-            "are",
-            "was",
-            "were",
-            "be",
-            "been",
-            "being",
-            "am",
-            "do",
-            "does",
-            "did",
-            "of",
-            "for",
-            "and",
-            "or",
-            "but",
-            "if",
-            "then",
-            "so",
-            "what",
-            "whats",
-            "what's",
-            "which",
-            "who",
-            "whom",
-            "whose",
-            "how",
-            "why",
-            "when",
-            "where",
-            "there",
-            "here",
-            "it",
-            "its",
-            "it's",
-            "this",
-            "that",
-            "these",
-            "those",
-            "i",
-            "me",
-            "my",
-            "we",
-            "our",
-            "you",
-            "your",
-            "he",
-            "him",
-            "his",
-            "she",
-            "her",
-            "they",
-            "them",
-            "their",
-            "can",
-            "could",
-            "would",
-            "should",
-            "will",
-            "shall",
-            "may",
-            "might",
-            "must",
-            "please",
-            "tell",
-            "me",
-            "give",
-            "show",
-            "explain",
-            "about",
-            "with",
-            "as",
-            "at",
-            "on",
-            "in",
-            "to",
-            "from",
-            "by",
-            "into",
-            "than",
-            "vs",
-            "versus",
-            "per",
-            "over",
-            "under",
-            "before",
-            "after",
-            "toward",
-            "towards",
-            "onto",
-            "up",
-            "down",
-            "s",
-        ]
-    )
-    - NEGATIONS
-    - frozenset(ANTONYMS)
-)
-_FUNCTION_WORDS: Final = STOPWORDS | _RELATIONAL  # never content
 
 
 def _stem(word: str) -> str:
@@ -305,8 +75,8 @@ class _Text:
         tokens = _TOKEN.findall(text.replace("n't", " not").replace("N'T", " NOT"))
         self.stems = [_stem(t) for t in tokens]
         self.negated = any(s.replace("'", "") in NEGATIONS for s in self.stems)
-        self.numbers = {_NUMBER_WORDS.get(s, s) for s in self.stems if _is_number(s)}
-        self.content = [s for s in self.stems if s not in _FUNCTION_WORDS and not _is_number(s)]
+        self.numbers = {NUMBER_WORDS.get(s, s) for s in self.stems if _is_number(s)}
+        self.content = [s for s in self.stems if s not in FUNCTION_WORDS and not _is_number(s)]
         self.entities = {
             _stem(token)
             for position, token in enumerate(tokens)
@@ -319,12 +89,12 @@ class _Text:
 
 
 def _is_number(stem: str) -> bool:
-    return stem in _NUMBER_WORDS or bool(re.fullmatch(r"\d+(?:[.,]\d+)*", stem))
+    return stem in NUMBER_WORDS or bool(re.fullmatch(r"\d+(?:[.,]\d+)*", stem))
 
 
 def _is_entity(token: str, *, first: bool) -> bool:
     lower = token.lower()
-    if lower in _NAMED:
+    if lower in NAMED:
         return True
     if any(c.isdigit() for c in token) and any(c.isalpha() for c in token):
         return True  # "gpt-4o", "B2B", "v2"
@@ -337,9 +107,9 @@ def _relations(stems: list[str]) -> dict[str, list[str]]:
     """For each relational word, the content words that follow it (in order)."""
     found: dict[str, list[str]] = {}
     for i, stem in enumerate(stems):
-        if stem in _RELATIONAL:
+        if stem in RELATIONAL:
             following = next(
-                (s for s in stems[i + 1 :] if s not in _FUNCTION_WORDS and not _is_number(s)),
+                (s for s in stems[i + 1 :] if s not in FUNCTION_WORDS and not _is_number(s)),
                 None,
             )
             if following is not None:

@@ -20,8 +20,9 @@ import numpy as np
 from llm_pgcache.entries import StoredEntry
 from llm_pgcache.errors import EmbedderError, InvalidInputError, LLMPgCacheError
 from llm_pgcache.keys import RequestKeys
+from llm_pgcache.postgres.ann import IndexBuild, NearestQuery, SearchSettings
 from llm_pgcache.postgres.reindex import probes_for
-from llm_pgcache.postgres.store import IndexBuild, NearestQuery, PostgresStore, SearchSettings
+from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.rounds import Rounds
 from llm_pgcache.semantic.batches import EmbeddingBatches, Vector
 from llm_pgcache.semantic.embedders import Embedder, Vectors, check_values, shaped_vectors
