@@ -19,6 +19,7 @@ from llm_pgcache.errors import (
     InvalidRequestError,
     InvalidResponseError,
     InvalidTTLError,
+    JudgeError,
     LLMPgCacheError,
     MissingExtraError,
     SchemaError,
@@ -36,13 +37,15 @@ from llm_pgcache.postgres.driver import init_connection
 from llm_pgcache.postgres.purge import PurgeReport
 from llm_pgcache.postgres.reindex import ReindexReport
 from llm_pgcache.postgres.store import TableStats
+from llm_pgcache.semantic.bound import ServeThreshold
 from llm_pgcache.semantic.embedders import (
     Embedder,
     HashingEmbedder,
     OpenAIEmbedder,
     default_embedder,
 )
-from llm_pgcache.semantic.guard import LookAlikeGuard
+from llm_pgcache.semantic.guard import Guard, LookAlikeGuard
+from llm_pgcache.semantic.judges import CrossEncoderJudge, Judge, JudgeCase, LLMJudge
 from llm_pgcache.semantic.local import SentenceTransformerEmbedder
 from llm_pgcache.semantic.search import SearchOptions
 from llm_pgcache.tiers.memory import MemoryTier
@@ -62,9 +65,11 @@ __all__ = [
     "CircuitBreaker",
     "ConfigurationError",
     "Counters",
+    "CrossEncoderJudge",
     "Embedder",
     "EmbedderError",
     "EmbeddingDimensionError",
+    "Guard",
     "HashingEmbedder",
     "InvalidEmbeddingError",
     "InvalidInputError",
@@ -72,6 +77,10 @@ __all__ = [
     "InvalidRequestError",
     "InvalidResponseError",
     "InvalidTTLError",
+    "Judge",
+    "JudgeCase",
+    "JudgeError",
+    "LLMJudge",
     "LLMPgCacheError",
     "LookAlikeGuard",
     "MemoryTier",
@@ -85,6 +94,7 @@ __all__ = [
     "SchemaError",
     "SearchOptions",
     "SentenceTransformerEmbedder",
+    "ServeThreshold",
     "Stats",
     "TableStats",
     "WarmItem",

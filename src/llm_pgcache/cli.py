@@ -18,6 +18,7 @@ from typing import TextIO
 
 from llm_pgcache import evaluation
 from llm_pgcache.cache.facade import Cache
+from llm_pgcache.cache.metrics import REFUSED
 from llm_pgcache.cache.warming import read_warm_file
 from llm_pgcache.config import (
     ENV_DSN,
@@ -77,8 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate_cmd.add_argument("--revision", default="head", help="target revision (default: head)")
 
-    stats_cmd = command("stats", "Report entries, expired rows, sizes and top models.")
+    stats_cmd = command(
+        "stats",
+        "Report entries, expired rows, sizes, top models, lookups and refusals of every "
+        "process, and the serve threshold of each judged namespace with its evidence.",
+    )
     stats_cmd.add_argument("--namespace", help="only this namespace (default: all)")
+    stats_cmd.add_argument(
+        "--max-false-hit-rate",
+        type=float,
+        default=None,
+        help="the bound the serve thresholds are computed for (default: 0.01)",
+    )
+    stats_cmd.add_argument(
+        "--similarity-threshold",
+        type=float,
+        default=None,
+        help="the lowest similarity the caches consider (default: 0.9)",
+    )
     stats_cmd.add_argument("--json", action="store_true", help="print one JSON object")
 
     reindex_cmd = command(
@@ -305,11 +322,21 @@ async def _warm(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _stats(args: argparse.Namespace, settings: Settings) -> int:
     namespace: str | None = args.namespace
-    async with Cache.connect(args.dsn, strict=True) as cache:
-        stats = await cache.stats(namespace=namespace, all_namespaces=namespace is None)
+    async with Cache.connect(
+        args.dsn, strict=True, similarity_threshold=args.similarity_threshold
+    ) as cache:
+        stats = await cache.stats(
+            namespace=namespace,
+            all_namespaces=namespace is None,
+            max_false_hit_rate=args.max_false_hit_rate,
+        )
     table = stats.table
     if args.json:
-        print(json.dumps(asdict(table)))
+        thresholds = [
+            {"namespace": ns, "embedder": embedder, **asdict(threshold)}
+            for ns, embedder, threshold in stats.serve_thresholds
+        ]
+        print(json.dumps({**asdict(table), "serve_thresholds": thresholds}))
         return EXIT_OK
     print(f"namespace:       {namespace or '(all)'}")
     print(f"entries:         {table.entries}")
@@ -321,12 +348,23 @@ async def _stats(args: argparse.Namespace, settings: Settings) -> int:
     print(f"index size:      {_size(table.index_bytes)}")
     print("top models:      " + (", ".join(f"{m} ({n})" for m, n in table.top_models) or "-"))
     lookups = {tier: (n, ms) for tier, n, ms in table.lookups_by_tier}
+    refused = {
+        tier.removeprefix(REFUSED): lookups.pop(tier)[0]
+        for tier in list(lookups)
+        if tier.startswith(REFUSED)
+    }
     misses = lookups.pop("miss", (0, 0.0))[0]
     hits = sum(n for n, _ in lookups.values())
     rate = f"{hits / (hits + misses):.1%}" if hits + misses else "-"
     print(f"lookups:         {hits} hits, {misses} misses, hit rate {rate} (all processes)")
     for tier, (n, ms) in sorted(lookups.items()):
         print(f"  {tier + ':':<16}{n} hits, {ms / n if n else 0.0:.2f} ms average")
+    print(
+        "semantic refused: "
+        + (", ".join(f"{reason} {n}" for reason, n in sorted(refused.items())) or "-")
+    )
+    for ns, embedder, threshold in stats.serve_thresholds:
+        print(f"serve threshold: {ns} / {embedder}: {threshold.summary()}")
     tokens = sum(p + c for _, _, p, c in table.saved_by_model)
     money = sum(cost(m, p, c, DEFAULT_PRICES) or 0.0 for m, _, p, c in table.saved_by_model)
     print(f"saved by hits:   {tokens} tokens, ${money:.4f} at list prices (rows present)")

@@ -70,7 +70,10 @@ class CacheHit:
         stale: the entry expired, within the cache's `stale_grace`: serve it, and
             refresh it (the openai wrapper does, in the background).
         accepted_by: what let it be served: "exact" (the same request), "threshold"
-            (a semantic candidate similar enough, which the look-alike guard passed).
+            (a semantic candidate similar enough, which the look-alike guard passed),
+            "judge" (such a candidate, which the judge accepted inline) or "alias" (a
+            request the background judge accepted earlier as answered by this entry:
+            served by its own key, at the similarity it was judged at).
     """
 
     response: dict[str, Any]
@@ -116,6 +119,9 @@ class CacheHit:
         similarity: float = 1.0,
         accepted_by: AcceptedBy = "exact",
     ) -> CacheHit:
+        judged = record.get("judged_similarity")
+        if judged is not None:  # an alias row: a judge accepted it at that similarity
+            similarity, accepted_by = judged, "alias"
         return cls(
             response=load_response(record["response"]),
             tier=tier,

@@ -92,6 +92,11 @@ class EmbedderError(BackendError):
     """
 
 
+class JudgeError(BackendError):
+    """A judge gave no usable verdict (it failed, answered something other than yes or
+    no, or returned a non-bool). The candidate is not served."""
+
+
 class InvalidEmbeddingError(InvalidInputError):
     """An embedding is not usable: wrong shape, NaN or infinite values, or all zeros."""
 

@@ -43,6 +43,13 @@ def check_threshold(threshold: object) -> float:
     return float(threshold)
 
 
+def check_rate(name: str, rate: object) -> float:
+    """A share: a number in [0, 1]."""
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
+        raise InvalidInputError(f"{name} must be a number from 0 to 1, got {rate!r}")
+    return float(rate)
+
+
 def check_timeout(name: str, seconds: object) -> float | None:
     """A timeout in seconds: a positive finite number, or None for no limit."""
     if seconds is None:

@@ -137,6 +137,9 @@ class Cache(Reads, Writes, Maintenance):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
                 await self._tiers.close()
+        await self._verdicts.close()
+        if self._thresholds is not None:
+            await self._thresholds.close()
         await self._health.close()
         if self._semantic is not None:
             await self._semantic.close()

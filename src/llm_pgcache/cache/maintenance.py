@@ -17,6 +17,7 @@ from llm_pgcache.postgres.purge import (
     purge_forever,
 )
 from llm_pgcache.postgres.reindex import ReindexReport, reindex
+from llm_pgcache.semantic.bound import DEFAULT_BOUND, MAX_JUDGMENTS, serve_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,30 @@ class Maintenance(CacheState):
         in this process since `connect`."""
         return self._metrics.snapshot()
 
-    async def stats(self, *, namespace: str | None = None, all_namespaces: bool = False) -> Stats:
-        """This process's counters and the table's counts (of the namespace, or all)."""
+    async def stats(
+        self,
+        *,
+        namespace: str | None = None,
+        all_namespaces: bool = False,
+        max_false_hit_rate: float | None = None,
+    ) -> Stats:
+        """This process's counters, the table's counts, and the serve threshold of every
+        judged (namespace, embedder) with its evidence (of the namespace, or all), under
+        `max_false_hit_rate` (default: the cache's bound, else 0.01)."""
         ns = None if all_namespaces else (namespace or self.namespace)
-        return Stats(counters=self.counters, table=await self._store.table_stats(ns))
+        bound = max_false_hit_rate
+        if bound is None:
+            bound = DEFAULT_BOUND if self._thresholds is None else self._thresholds.bound
+        judgments = self._store.judgments
+        thresholds = []
+        for scope_ns, embedder, _ in await judgments.scopes(ns):
+            rows = await judgments.of(
+                scope_ns, embedder, floor=self.similarity_threshold, limit=MAX_JUDGMENTS
+            )
+            threshold = serve_threshold(rows, bound=bound, floor=self.similarity_threshold)
+            thresholds.append((scope_ns, embedder, threshold))
+        return Stats(
+            counters=self.counters,
+            table=await self._store.table_stats(ns),
+            serve_thresholds=tuple(thresholds),
+        )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.postgres.store import TableStats
 from llm_pgcache.pricing import Price, cost
+from llm_pgcache.semantic.bound import ServeThreshold
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,8 +31,13 @@ class Counters:
     backend_errors: int
     by_model: dict[str, ModelSavings] = field(default_factory=dict)
     hit_ms_by_tier: dict[str, float] = field(default_factory=dict)  # total lookup time
-    # semantic candidates refused, by reason: "below_threshold", "guard:<reason>"
+    # semantic candidates not served, by reason: "below_threshold", "guard:<reason>",
+    # "judge", "judge_timeout", "judge_error" (inline), "below_serve_threshold" (under a
+    # false-hit bound; with a background judge, the candidate is judged later)
     refused_by_reason: dict[str, int] = field(default_factory=dict)
+    # verdicts by when they were asked and what came of them: "inline:accepted",
+    # "background:refused", "audit:judge_timeout", "background:dropped" (too many pending)
+    judgments: dict[str, int] = field(default_factory=dict)
 
     def avg_hit_ms(self, tier: str) -> float | None:
         """Average lookup time of the hits of `tier`, in milliseconds."""
@@ -59,10 +65,15 @@ class Counters:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stats:
-    """`Counters` of this process and `TableStats` of the database."""
+    """`Counters` of this process, `TableStats` of the database, and the serve
+    threshold of each judged (namespace, embedder)."""
 
     counters: Counters
     table: TableStats
+    serve_thresholds: tuple[tuple[str, str, ServeThreshold], ...] = ()
+
+
+REFUSED = "refused:"  # the shared counters' tier of refused semantic candidates
 
 
 class Metrics:
@@ -74,6 +85,7 @@ class Metrics:
         self._hits: dict[str, int] = {}
         self._hit_ms: dict[str, float] = {}
         self._refused: dict[str, int] = {}
+        self._judgments: dict[str, int] = {}
         self._misses = 0
         self._backend_errors = 0
         # model -> [hits, prompt tokens, completion tokens, milliseconds saved]
@@ -114,9 +126,17 @@ class Metrics:
     def backend_error(self) -> None:
         self._backend_errors += 1
 
-    def refused(self, reason: str) -> None:
-        """A semantic candidate was not served, for `reason`."""
+    def refused(self, namespace: str, reason: str) -> None:
+        """A semantic candidate was not served, for `reason` (also in the shared counters,
+        as the tier "refused:<reason>")."""
         self._refused[reason] = self._refused.get(reason, 0) + 1
+        self._count(namespace, f"{REFUSED}{reason}", 0.0)
+
+    def judged(self, when: str, verdict: bool | str) -> None:
+        """A judge's verdict (True, False) or why there was none, asked `when`."""
+        outcome = verdict if isinstance(verdict, str) else ("accepted" if verdict else "refused")
+        name = f"{when}:{outcome}"
+        self._judgments[name] = self._judgments.get(name, 0) + 1
 
     def snapshot(self) -> Counters:
         by_model = {}
@@ -135,4 +155,5 @@ class Metrics:
             by_model=by_model,
             hit_ms_by_tier=dict(self._hit_ms),
             refused_by_reason=dict(self._refused),
+            judgments=dict(self._judgments),
         )

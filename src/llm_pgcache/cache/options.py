@@ -9,9 +9,11 @@ from llm_pgcache.validation import TTL
 
 if TYPE_CHECKING:
     from llm_pgcache.breaker import CircuitBreaker
+    from llm_pgcache.cache.verification import Verify
     from llm_pgcache.pricing import Price
     from llm_pgcache.semantic.embedders import Embedder
     from llm_pgcache.semantic.guard import Guard
+    from llm_pgcache.semantic.judges import Judge
     from llm_pgcache.semantic.search import SearchOptions
     from llm_pgcache.tiers.memory import MemoryTier
     from llm_pgcache.tiers.redis import RedisTier
@@ -40,6 +42,29 @@ class CacheOptions(TypedDict, total=False):
         guard: what refuses a semantic candidate that looks like the query but asks
             something else (`LookAlikeGuard()`, the default: numbers, negation,
             antonyms, word order, names); None: the similarity threshold alone.
+        judge: decides whether a semantic candidate's stored answer answers the query
+            (`LLMJudge(client, model=...)`, `CrossEncoderJudge(model)`, or any object
+            with `async def judge(case: JudgeCase) -> bool`); None: no judge.
+        verify: when the judge is asked. "inline" (the default): a candidate that
+            passed the threshold and the guard is served only when the judge accepts it
+            within `judge_timeout`; a refusal, timeout or error is a miss. "background":
+            only candidates at or above the serve threshold (`max_false_hit_rate`) are
+            served; one below it is a miss now and is judged off the request path, and
+            an accepted one becomes an alias: the new request's key for the same
+            response, expiry and tags, going with it when it is invalidated, so the
+            repeat is an exact hit (`accepted_by="alias"`).
+        judge_timeout: seconds a verdict may take (default 2 s).
+        max_false_hit_rate: a bound on the share of semantic hits served on similarity
+            alone that answer another question. The serve threshold of each namespace
+            and embedder is then the lowest similarity (not below
+            `similarity_threshold`) at which the 95 % upper confidence bound of the
+            false-hit rate among judged candidates at or above it is within the bound:
+            judged by the background judge, audits (`audit_rate`), `report_wrong_hit`,
+            `report_good_hit` and labelled pairs (`llm-pgcache tune-threshold --load`).
+            Until there is that evidence, nothing is served on similarity alone.
+            Default: None (the threshold decides), 0.01 with `verify="background"`.
+        audit_rate: the share of hits served on similarity alone that the judge checks
+            in the background, as evidence for the bound (default 0).
         lookup_timeout: seconds an exact lookup may wait for PostgreSQL before it
             counts as a miss; None: no limit (semantic lookups: `search.timeout`).
         write_timeout: the same for `set`.
@@ -76,6 +101,11 @@ class CacheOptions(TypedDict, total=False):
     semantic: bool
     search: SearchOptions | None
     guard: Guard | None
+    judge: Judge | None
+    verify: Verify
+    judge_timeout: float
+    max_false_hit_rate: float | None
+    audit_rate: float
     lookup_timeout: float | None
     write_timeout: float | None
     embed_timeout: float | None

@@ -9,9 +9,11 @@ from typing import Any
 import asyncpg
 
 from llm_pgcache.cache.state import CacheState
-from llm_pgcache.entries import CacheHit, TierCopy
+from llm_pgcache.entries import AcceptedBy, CacheHit, TierCopy, load_response, storable_text
 from llm_pgcache.errors import BackendError
 from llm_pgcache.keys import RequestKeys
+from llm_pgcache.postgres.judgments import Alias, Judgment
+from llm_pgcache.semantic.judges import JudgeCase
 from llm_pgcache.semantic.search import SemanticSearch
 from llm_pgcache.tiers.upper import Ticket
 from llm_pgcache.validation import check_threshold, check_timeout
@@ -110,16 +112,17 @@ class Reads(CacheState):
             record = await self._nearest(semantic_search, ns, keys, embed_timeout)
             if record is None:
                 return None
-            similarity = 1.0 - record["distance"]
-            if not self._accepts(keys.text, record["prompt"], similarity, threshold):
-                return None
-            hit = CacheHit.from_record(
+            decided = await self._decide(
+                ns,
+                keys,
+                request,
                 record,
-                namespace=ns,
-                tier="postgres-semantic",
-                similarity=similarity,
-                accepted_by="threshold",
+                embedder=semantic_search.embedder.name,
+                threshold=threshold,
             )
+            if decided is None:
+                return None
+            hit = decided
         else:
             return None
         if ticket is not None and not hit.stale:  # a stale entry is served, never promoted
@@ -127,21 +130,76 @@ class Reads(CacheState):
             await self._tiers.promote(copy, ticket=ticket)
         return hit
 
-    def _accepts(
-        self, query: str, candidate: str | None, similarity: float, threshold: float | None
-    ) -> bool:
-        """The one decision on the nearest candidate: similar enough, and not a look-alike
-        (the guard needs the stored prompt: without one, the threshold decides alone).
-        A refusal is counted by its reason."""
+    async def _decide(
+        self,
+        ns: str,
+        keys: RequestKeys,
+        request: Mapping[str, Any],
+        record: asyncpg.Record,
+        *,
+        embedder: str,
+        threshold: float | None,
+    ) -> CacheHit | None:
+        """The one decision on the nearest candidate: similar enough (`threshold`, this
+        call's, else the cache's), not a look-alike (the guard needs the stored prompt:
+        without one, it passes), then the judge inline, or the serve threshold of a
+        false-hit bound (a candidate under it goes to the background judge). A refusal is
+        counted by its reason; a hit says what accepted it."""
+        similarity = 1.0 - record["distance"]
+        candidate: str | None = record["prompt"]
         if similarity < (self.similarity_threshold if threshold is None else threshold):
-            self._metrics.refused("below_threshold")
-            return False
+            self._metrics.refused(ns, "below_threshold")
+            return None
         if self.guard is not None and candidate is not None:
-            reason = self.guard.check(query, candidate)
+            reason = self.guard.check(keys.text, candidate)
             if reason is not None:
-                self._metrics.refused(f"guard:{reason}")
-                return False
-        return True
+                self._metrics.refused(ns, f"guard:{reason}")
+                return None
+        verdicts = self._verdicts
+
+        def case() -> JudgeCase:
+            return JudgeCase(
+                query=keys.text,
+                candidate=candidate or "",
+                response=load_response(record["response"]),
+                similarity=similarity,
+                request=request,
+            )
+
+        accepted_by: AcceptedBy = "threshold"
+        if verdicts.judge is not None and self.verify == "inline":
+            verdict = await verdicts.verdict(case())
+            self._metrics.judged("inline", verdict)
+            if verdict is not True:
+                self._metrics.refused(ns, "judge" if verdict is False else str(verdict))
+                return None
+            verdicts.record(Judgment(ns, embedder, similarity, True, "judge"))
+            accepted_by = "judge"
+        elif threshold is None and self._thresholds is not None:
+            serving = self._thresholds.current(ns, embedder)
+            if serving is None or not serving.serves(similarity):
+                if verdicts.judge is not None:
+                    alias = Alias(
+                        namespace=ns,
+                        cache_key=keys.exact_key,
+                        scope_key=keys.scope_key,
+                        prompt=storable_text(keys.text) if self.rules.store_prompts else None,
+                        alias_of=record["cache_key"],
+                        similarity=similarity,
+                    )
+                    verdicts.later(case(), embedder, alias)
+                self._metrics.refused(ns, "below_serve_threshold")
+                return None
+            verdicts.maybe_audit(case, ns, embedder)
+        else:
+            verdicts.maybe_audit(case, ns, embedder)
+        return CacheHit.from_record(
+            record,
+            namespace=ns,
+            tier="postgres-semantic",
+            similarity=similarity,
+            accepted_by=accepted_by,
+        )
 
     async def _nearest(
         self,

@@ -17,6 +17,14 @@ from llm_pgcache.cache.health import BackendHealth
 from llm_pgcache.cache.metrics import Metrics
 from llm_pgcache.cache.options import CacheOptions
 from llm_pgcache.cache.rules import DEFAULT_MAX_ENTRY_BYTES, EntryRules
+from llm_pgcache.cache.verification import (
+    DEFAULT_JUDGE_TIMEOUT,
+    THRESHOLD_REFRESH,
+    VERIFY_MODES,
+    ServeThresholds,
+    Verdicts,
+    Verify,
+)
 from llm_pgcache.cache.write_behind import WriteBehind
 from llm_pgcache.errors import (
     BackendError,
@@ -28,14 +36,16 @@ from llm_pgcache.keys import RequestKeys
 from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.pricing import DEFAULT_PRICES
 from llm_pgcache.semantic.batches import Vector
+from llm_pgcache.semantic.bound import DEFAULT_BOUND
 from llm_pgcache.semantic.guard import Guard, LookAlikeGuard
+from llm_pgcache.semantic.judges import Judge
 from llm_pgcache.semantic.search import (
     DEFAULT_SIMILARITY_THRESHOLD,
     SearchOptions,
     SemanticSearch,
 )
 from llm_pgcache.tiers.upper import UpperTiers
-from llm_pgcache.validation import check_threshold, check_timeout, ttl_seconds
+from llm_pgcache.validation import check_rate, check_threshold, check_timeout, ttl_seconds
 
 DEFAULT_LOOKUP_TIMEOUT = 0.05  # seconds a lookup may wait for PostgreSQL before it is a miss
 DEFAULT_WRITE_TIMEOUT = 1.0
@@ -49,12 +59,15 @@ class CacheState:
     semantic: bool
     similarity_threshold: float
     guard: Guard | None
+    verify: Verify
     lookup_timeout: float | None
     write_timeout: float | None
     embed_timeout: float | None
     stale_grace: float
     _store: PostgresStore
     _semantic: SemanticSearch | None
+    _verdicts: Verdicts
+    _thresholds: ServeThresholds | None  # under a false-hit bound
     _metrics: Metrics
     _health: BackendHealth  # exact lookups and writes: PostgreSQL
     _semantic_health: BackendHealth  # semantic queries: PostgreSQL, accounted apart
@@ -109,6 +122,7 @@ class CacheState:
             "write_timeout", options.get("write_timeout", DEFAULT_WRITE_TIMEOUT)
         )
         self._metrics = Metrics(options.get("prices", DEFAULT_PRICES))
+        self._verdicts, self._thresholds = self._judging(options)
         self.embed_timeout = check_timeout(
             "embed_timeout", options.get("embed_timeout", DEFAULT_EMBED_TIMEOUT)
         )
@@ -138,6 +152,47 @@ class CacheState:
         )
         self.stale_grace = ttl_seconds(options.get("stale_grace")) or 0.0
         self._purging = None
+
+    def _judging(self, options: CacheOptions) -> tuple[Verdicts, ServeThresholds | None]:
+        """The judge and the false-hit bound of `options`, checked."""
+        judge: Judge | None = options.get("judge")
+        if judge is not None and not callable(getattr(judge, "judge", None)):
+            raise InvalidInputError(
+                f"judge must have an async judge(case) method, got {type(judge).__name__}"
+            )
+        verify = options.get("verify", "inline")
+        if verify not in VERIFY_MODES:
+            raise InvalidInputError(f"verify must be 'inline' or 'background', got {verify!r}")
+        if verify == "background" and judge is None:
+            raise InvalidInputError("verify='background' needs a judge")
+        self.verify = verify
+        bound = options.get("max_false_hit_rate", DEFAULT_BOUND if verify == "background" else None)
+        if bound is not None:
+            check_rate("max_false_hit_rate", bound)
+            if bound <= 0:
+                raise InvalidInputError("max_false_hit_rate must be above 0")
+        audit_rate = check_rate("audit_rate", options.get("audit_rate", 0.0))
+        judge_timeout = check_timeout(
+            "judge_timeout", options.get("judge_timeout", DEFAULT_JUDGE_TIMEOUT)
+        )
+        if judge_timeout is None:  # a judge that hangs must not hold a lookup
+            raise InvalidInputError("judge_timeout must be a number of seconds")
+        verdicts = Verdicts(
+            judge,
+            timeout=judge_timeout,
+            judgments=self._store.judgments,
+            metrics=self._metrics,
+            audit_rate=audit_rate,
+        )
+        thresholds = None
+        if bound is not None:
+            thresholds = ServeThresholds(
+                self._store.judgments,
+                bound=bound,
+                floor=self.similarity_threshold,
+                refresh=THRESHOLD_REFRESH,
+            )
+        return verdicts, thresholds
 
     @property
     def namespace(self) -> str:

@@ -12,11 +12,12 @@ from llm_pgcache.cache.warming import WarmItem, batches
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import BackendError, InvalidInputError
 from llm_pgcache.invalidation import Change
+from llm_pgcache.postgres.judgments import Judgment
 from llm_pgcache.validation import TTL, check_model, check_tags, check_timeout
 
 
 class Writes(CacheState):
-    """`Cache.set`, `load`, `invalidate` and `report_wrong_hit`."""
+    """`Cache.set`, `load`, `invalidate`, `report_wrong_hit` and `report_good_hit`."""
 
     async def set(
         self,
@@ -163,12 +164,37 @@ class Writes(CacheState):
         return await self._delete(change)
 
     async def report_wrong_hit(self, hit: CacheHit) -> bool:
-        """Remove the entry that answered `hit`, so a known-bad answer is not served again.
+        """Remove the entry that answered `hit` (and its aliases), so a known-bad answer
+        is not served again; a semantic hit's report is also a judgment against its
+        similarity, evidence for `max_false_hit_rate`.
 
         Use it when a semantic hit answered a question it should not have. Returns whether
         the entry was still there.
+
+        Raises:
+            BackendError: the database failed (a report never fails open).
         """
+        await self._report(hit, verdict=False)
         return await self._delete(Change(hit.namespace, key=hit.key)) > 0
+
+    async def report_good_hit(self, hit: CacheHit) -> bool:
+        """Record that semantic `hit` answered its question: a judgment for its
+        similarity, evidence for `max_false_hit_rate`. Returns whether it was recorded
+        (exact hits carry no evidence).
+
+        Raises:
+            BackendError: the database failed.
+        """
+        return await self._report(hit, verdict=True)
+
+    async def _report(self, hit: CacheHit, *, verdict: bool) -> bool:
+        if hit.accepted_by == "exact" or self._semantic is None:
+            return False
+        judgment = Judgment(
+            hit.namespace, self._semantic.embedder.name, hit.similarity, verdict, "report"
+        )
+        await self._store.judgments.add([judgment])
+        return True
 
     async def _delete(self, change: Change) -> int:
         try:

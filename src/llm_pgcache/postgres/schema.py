@@ -1,10 +1,9 @@
 """The `llm_cache` table, defined once, in SQLAlchemy Core.
 
-The migrations create exactly these tables, `llm_cache`, `llm_cache_index_builds` and
-`llm_cache_counters` (a
-test builds one database from this metadata and one from `alembic upgrade head` and
-compares their catalogs). The hot path does not use SQLAlchemy: its SQL lives in
-`llm_pgcache.postgres.sql`.
+The migrations create exactly these tables, `llm_cache`, `llm_cache_index_builds`,
+`llm_cache_counters` and `llm_cache_judgments` (a test builds one database from this
+metadata and one from `alembic upgrade head` and compares their catalogs). The hot path
+does not use SQLAlchemy: its SQL lives in `llm_pgcache.postgres.sql`.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ from __future__ import annotations
 from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -33,6 +34,8 @@ from llm_pgcache.postgres.index_sql import INDEX_NAMES
 TABLE_NAME = "llm_cache"
 INDEX_BUILDS_TABLE = "llm_cache_index_builds"
 COUNTERS_TABLE = "llm_cache_counters"
+JUDGMENTS_TABLE = "llm_cache_judgments"
+JUDGMENT_SOURCES = ("judge", "audit", "report", "label")
 VERSION_TABLE = "llm_pgcache_alembic_version"  # not alembic_version: the host app may use it
 # The ANN index over `embedding`: the migrations create an ivfflat one; `llm-pgcache
 # reindex` rebuilds it, or replaces it with an HNSW one (`--method hnsw`) and back.
@@ -74,6 +77,10 @@ def build_metadata(
         Column("last_hit_at", DateTime(timezone=True), nullable=True),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
         Column("expires_at", DateTime(timezone=True), nullable=True),
+        # An alias: a request a judge accepted as answered by the row `alias_of` (of the
+        # same namespace), at `judged_similarity`; it copies that row and goes with it.
+        Column("alias_of", LargeBinary, nullable=True),
+        Column("judged_similarity", Float, nullable=True),
         UniqueConstraint("namespace", "cache_key", name="llm_cache_namespace_cache_key_key"),
         Index("llm_cache_expires_at_idx", "expires_at"),
         Index("llm_cache_tags_idx", "tags", postgresql_using="gin"),
@@ -81,6 +88,12 @@ def build_metadata(
         # alternative to the ivfflat index when a scope holds few rows. scope_key leads, so
         # that exact lookups by (namespace, cache_key) never mistake it for theirs.
         Index("llm_cache_scope_idx", "scope_key", "namespace", "embedder"),
+        Index(
+            "llm_cache_alias_of_idx",
+            "namespace",
+            "alias_of",
+            postgresql_where=text("alias_of IS NOT NULL"),
+        ),
         Index(
             IVFFLAT_INDEX,
             "embedding",
@@ -113,6 +126,22 @@ def build_metadata(
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
         comment="Lookups answered per namespace and tier ('miss' for misses), added up by "
         "every cache process every few seconds.",
+    )
+    sources = ", ".join(f"'{source}'" for source in JUDGMENT_SOURCES)
+    Table(
+        JUDGMENTS_TABLE,
+        metadata,
+        Column("id", BigInteger, Identity(always=True), primary_key=True),
+        Column("namespace", Text, nullable=False),
+        Column("embedder", Text, nullable=False),
+        Column("similarity", Float, nullable=False),
+        Column("verdict", Boolean, nullable=False),
+        Column("source", Text, nullable=False),
+        Column("judged_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+        CheckConstraint(f"source IN ({sources})", name="llm_cache_judgments_source"),
+        Index("llm_cache_judgments_scope_idx", "namespace", "embedder", "similarity"),
+        comment="Verdicts on semantic candidates (true: the stored answer answers the "
+        "query), by source; each namespace's serve threshold is computed from its own.",
     )
     return metadata
 

@@ -12,8 +12,11 @@ from typing import Final, LiteralString
 # Every read filters on expiry: an expired row is never returned, whether or not the purge
 # job has deleted it yet. The one exception is a cache's stale-while-revalidate grace
 # (seconds, 0 without): a row expired less than that long ago comes back marked stale.
-_EXACT_COLUMNS: Final[LiteralString] = """id, cache_key, model, response, tags,
-       prompt_tokens, completion_tokens, upstream_ms, created_at, expires_at,
+# An alias row answers as the row it copies: its `cache_key` is that row's, so that the
+# copies above PostgreSQL go with it; `judged_similarity` tells it apart.
+_EXACT_COLUMNS: Final[LiteralString] = """id, coalesce(alias_of, cache_key) AS cache_key,
+       model, response, tags, prompt_tokens, completion_tokens, upstream_ms, created_at,
+       expires_at, judged_similarity,
        extract(epoch FROM expires_at - now())::float8 AS ttl_left,
        coalesce(expires_at <= now(), false) AS stale"""
 
@@ -63,14 +66,18 @@ _REPLACE_ROW: Final[LiteralString] = """ON CONFLICT (namespace, cache_key) DO UP
     hit_count = 0,
     last_hit_at = NULL,
     created_at = now(),
-    expires_at = EXCLUDED.expires_at
+    expires_at = EXCLUDED.expires_at,
+    alias_of = NULL,
+    judged_similarity = NULL
 """
 
 # $10 is the ttl in seconds; NULL means no expiry (NULL * interval is NULL). $14 is the
-# invalidation notice sent to other processes' memory tiers, on commit.
+# invalidation notice sent to other processes' memory tiers, on commit. The aliases of
+# the row replaced go with its old response.
 PUT: Final[LiteralString] = (
     """
-WITH stored AS (
+WITH unaliased AS (DELETE FROM llm_cache WHERE namespace = $1 AND alias_of = $2),
+stored AS (
 INSERT INTO llm_cache AS c (
     namespace, cache_key, scope_key, model, prompt, response, tags,
     prompt_tokens, completion_tokens, expires_at, embedding, embedder, upstream_ms
@@ -79,7 +86,7 @@ VALUES (
     $1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, now() + $10::float8 * interval '1 second',
     $11, $12, $13
 )
-"""
+"""  # noqa: S608 - constant fragments only, no values
     + _REPLACE_ROW
     + """RETURNING 1
 )
@@ -110,7 +117,10 @@ CROSS JOIN LATERAL (
 # $2 for a whole namespace), on commit. Those of many rows delete at most $4 ($3) rows a
 # statement, and run again while a statement deletes that many (`store.delete`).
 DELETE_BY_KEY: Final[LiteralString] = """
-WITH gone AS (DELETE FROM llm_cache WHERE namespace = $1 AND cache_key = $2 RETURNING 1)
+WITH gone AS (
+    DELETE FROM llm_cache WHERE namespace = $1 AND (cache_key = $2 OR alias_of = $2)
+    RETURNING 1
+)
 SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $3)
 """
 
@@ -280,6 +290,66 @@ ORDER BY namespace, cache_key, seq DESC
     + _REPLACE_ROW
 )
 
+# The aliases of the rows a bulk load replaces go with their old responses.
+DROP_WARM_ALIASES: Final[LiteralString] = """
+DELETE FROM llm_cache AS a USING llm_cache_warm AS w
+WHERE a.namespace = w.namespace AND a.alias_of = w.cache_key
+"""
+
+# An alias ($2, scope $3, prompt $4, judged at similarity $5) of the live row $6 of
+# namespace $1: a copy of its response, expiry and tags under the new key; nothing when
+# that row is gone, is itself an alias, or the new key has a row of its own.
+PUT_ALIAS: Final[LiteralString] = """
+INSERT INTO llm_cache (
+    namespace, cache_key, scope_key, model, prompt, response, tags, prompt_tokens,
+    completion_tokens, upstream_ms, created_at, expires_at, alias_of, judged_similarity
+)
+SELECT namespace, $2, $3, model, $4, response, tags, prompt_tokens, completion_tokens,
+       upstream_ms, created_at, expires_at, cache_key, $5
+FROM llm_cache
+WHERE namespace = $1 AND cache_key = $6 AND alias_of IS NULL
+  AND (expires_at IS NULL OR expires_at > now())
+ON CONFLICT (namespace, cache_key) DO NOTHING
+RETURNING id
+"""
+
+# Run after PUT_ALIAS commits: the alias goes when the row it copies was invalidated or
+# replaced meanwhile (an invalidation that started first did not see the new alias).
+DROP_ORPHAN_ALIAS: Final[LiteralString] = """
+DELETE FROM llm_cache AS a
+WHERE a.id = $1 AND NOT EXISTS (
+    SELECT 1 FROM llm_cache AS o
+    WHERE o.namespace = a.namespace AND o.cache_key = a.alias_of
+      AND o.created_at = a.created_at
+)
+"""
+
+# Verdicts on semantic candidates: arrays of (namespace, embedder, similarity, verdict,
+# source).
+ADD_JUDGMENTS: Final[LiteralString] = """
+INSERT INTO llm_cache_judgments (namespace, embedder, similarity, verdict, source)
+SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::bool[], $5::text[])
+"""
+
+# The evidence behind a serve threshold: the $4 judgments of (namespace, embedder) with
+# the highest similarities from $3 up, highest first.
+JUDGMENTS_OF: Final[LiteralString] = """
+SELECT similarity, verdict
+FROM llm_cache_judgments
+WHERE namespace = $1 AND embedder = $2 AND similarity >= $3
+ORDER BY similarity DESC
+LIMIT $4
+"""
+
+# Which (namespace, embedder) have judgments ($1 NULL: every namespace).
+JUDGED_SCOPES: Final[LiteralString] = """
+SELECT namespace, embedder, count(*) AS judgments
+FROM llm_cache_judgments
+WHERE $1::text IS NULL OR namespace = $1
+GROUP BY namespace, embedder
+ORDER BY namespace, embedder
+"""
+
 # Lookups counted in memory, added to the shared counters every few seconds.
 ADD_COUNTERS: Final[LiteralString] = """
 INSERT INTO llm_cache_counters AS c (namespace, tier, lookups, lookup_ms)
@@ -323,6 +393,11 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "add_counters": ADD_COUNTERS,
     "counters_by_tier": COUNTERS_BY_TIER,
     "delete_by_key": DELETE_BY_KEY,
+    "put_alias": PUT_ALIAS,
+    "drop_orphan_alias": DROP_ORPHAN_ALIAS,
+    "add_judgments": ADD_JUDGMENTS,
+    "judgments_of": JUDGMENTS_OF,
+    "judged_scopes": JUDGED_SCOPES,
     "delete_by_tag": DELETE_BY_TAG,
     "delete_by_model": DELETE_BY_MODEL,
     "delete_namespace": DELETE_NAMESPACE,
@@ -338,4 +413,5 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
 MAINTENANCE_STATEMENTS: Final[dict[str, LiteralString]] = {
     "create_warm_table": CREATE_WARM_TABLE,
     "upsert_warm_rows": UPSERT_WARM_ROWS,  # reads the temporary table
+    "drop_warm_aliases": DROP_WARM_ALIASES,
 }

@@ -31,6 +31,7 @@ from llm_pgcache.postgres.driver import (
     keep_session,
     translate_error,
 )
+from llm_pgcache.postgres.judgments import Judgments
 from llm_pgcache.postgres.lookups import ExactLookups
 from llm_pgcache.postgres.pool import DEFAULT_STATEMENT_TIMEOUT, Connections
 from llm_pgcache.postgres.sessions import Listener, PurgeSession
@@ -76,6 +77,7 @@ class PostgresStore:
         self.embedding_type = schema.embedding_type  # "vector" or "halfvec"
         self.listen_dsn = asyncpg_dsn(listen_dsn) if listen_dsn else None  # None: pooled
         self._exact = ExactLookups(self._db)
+        self.judgments = Judgments(self._db)
 
     @classmethod
     async def open(
@@ -356,6 +358,7 @@ class PostgresStore:
             await connection.copy_records_to_table(
                 "llm_cache_warm", records=records, timeout=timeout
             )
+            await connection.execute(sql.DROP_WARM_ALIASES, timeout=timeout)
             status: str = await connection.execute(sql.UPSERT_WARM_ROWS, timeout=timeout)
             for change in notices:
                 await connection.execute(sql.NOTIFY, change)

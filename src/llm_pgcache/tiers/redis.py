@@ -178,6 +178,7 @@ class RedisTier:
             tags=tuple(item["t"]),
             similarity=item["s"],
             matched_prompt=item["p"],
+            accepted_by=item.get("a", "exact"),
         )
         left = None
         if hit.expires_at is not None:
@@ -203,6 +204,7 @@ class RedisTier:
             "t": list(hit.tags),
             "s": hit.similarity,
             "p": hit.matched_prompt,
+            "a": hit.accepted_by,
         }
         data_key = self._data_key(namespace, key)
         indexes = [
