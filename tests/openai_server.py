@@ -6,9 +6,11 @@ to fail or to be slow, and answers deterministically:
 - POST /v1/embeddings: bag-of-words vectors (each word a fixed pseudo-random direction,
   seeded by its CRC32), so texts sharing most words are close; `dimensions` is honoured.
 - POST /v1/chat/completions: echoes the last user turn ("answer: ..."), with usage, as
-  JSON or as an SSE stream; "[tool]", "[refuse]", "[length]", "[filter]" in the question
-  ask for a tool call, a refusal, a truncated or a filtered answer, and "[break]" for a
-  stream that breaks off midway (a 500 when not streaming).
+  JSON or as an SSE stream; a judge's question ("Stored question: ... New question: ...")
+  is answered "yes" when both questions have the same words (in any order, fillers
+  aside), else "no" (or `judge_reply`, when set); "[tool]", "[refuse]", "[length]",
+  "[filter]" in the question ask for a tool call, a refusal, a truncated or a filtered
+  answer, and "[break]" for a stream that breaks off midway (a 500 when not streaming).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class ServerState:
     wrong_dimensions: int | None = None  # return vectors of this size instead
     hold: asyncio.Event | None = None  # streams pause after their first word until set
     chat_bodies: list[dict[str, Any]] = field(default_factory=list)  # as received
+    judge_reply: str | None = None  # what judges are told instead of yes or no
 
     def reset(self) -> None:
         self.calls.clear()
@@ -56,6 +59,7 @@ class ServerState:
         self.wrong_dimensions = None
         self.hold = None
         self.chat_bodies.clear()
+        self.judge_reply = None
 
 
 def embed_text(text: str, dim: int) -> list[float]:
@@ -68,12 +72,29 @@ def embed_text(text: str, dim: int) -> list[float]:
     return [float(x) for x in vector]
 
 
-def answer(body: dict[str, Any], number: int) -> dict[str, Any]:
+STORED_QUESTION = re.compile(r"^Stored question: (.*)$", re.MULTILINE)
+NEW_QUESTION = re.compile(r"^New question: (.*)$", re.MULTILINE)
+
+
+def words(text: str) -> Counter[str]:
+    return Counter(w for w in WORD.findall(text.lower()) if w not in FILLER)
+
+
+def verdict(question: str) -> str | None:
+    """A judge's answer: whether the stored and the new question have the same words."""
+    stored, new = STORED_QUESTION.search(question), NEW_QUESTION.search(question)
+    if stored is None or new is None:
+        return None
+    return "yes" if words(stored.group(1)) == words(new.group(1)) else "no"
+
+
+def answer(body: dict[str, Any], number: int, judge_reply: str | None = None) -> dict[str, Any]:
     """The completion for a request; directives in the question pick its kind."""
     question: str = body["messages"][-1]["content"]
+    judged = verdict(question)
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": f"answer: {question}",
+        "content": f"answer: {question}" if judged is None else (judge_reply or judged),
         "refusal": None,
     }
     finish_reason = "stop"
@@ -197,7 +218,7 @@ def build_app(state: ServerState) -> Starlette:
             return failure
         body: dict[str, Any] = await request.json()
         state.chat_bodies.append(body)
-        completion = answer(body, state.calls["chat"])
+        completion = answer(body, state.calls["chat"], state.judge_reply)
         if not body.get("stream"):
             if "[break]" in body["messages"][-1]["content"]:
                 return JSONResponse({"error": {"message": "broken"}}, status_code=500)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
@@ -27,6 +28,8 @@ Verify = Literal["inline", "background"]
 VERIFY_MODES: tuple[Verify, ...] = ("inline", "background")
 DEFAULT_JUDGE_TIMEOUT = 2.0  # seconds an inline verdict may take
 MAX_PENDING = 256  # background verdicts and writes in flight; more are dropped, counted
+REFUSAL_MEMORY = 600.0  # seconds a refused (lookup, candidate) is not judged again
+MAX_REFUSALS_KEPT = 10_000
 THRESHOLD_REFRESH = 30.0  # seconds a serve threshold is used before it is computed again
 
 
@@ -50,6 +53,9 @@ class Verdicts:
         self._metrics = metrics
         self._pending: set[asyncio.Task[None]] = set()
         self._judging: set[tuple[str, bytes]] = set()  # (namespace, key) judged in background
+        # (namespace, key, candidate key) the background judge refused, until when: the
+        # same lookup is not put to the judge again meanwhile
+        self._refused: OrderedDict[tuple[str, bytes, bytes], float] = OrderedDict()
         self._failing = False  # a judge outage, logged once
 
     async def verdict(self, case: JudgeCase) -> bool | str:
@@ -95,7 +101,8 @@ class Verdicts:
     def later(self, case: JudgeCase, embedder: str, alias: Alias) -> None:
         """Judge `case` in the background; an accepted one becomes `alias`."""
         slot = (alias.namespace, alias.cache_key)
-        if slot in self._judging:
+        refused_until = self._refused.get((*slot, alias.alias_of))
+        if slot in self._judging or (refused_until and refused_until > time.monotonic()):
             return
         if self._spawn(self._background(case, embedder, alias)):
             self._judging.add(slot)
@@ -108,6 +115,12 @@ class Verdicts:
                 return
             if verdict:
                 await self._judgments.put_alias(alias)
+            else:
+                self._refused[(alias.namespace, alias.cache_key, alias.alias_of)] = (
+                    time.monotonic() + REFUSAL_MEMORY
+                )
+                while len(self._refused) > MAX_REFUSALS_KEPT:
+                    self._refused.popitem(last=False)
             await self._judgments.add(
                 [Judgment(alias.namespace, embedder, case.similarity, verdict, "judge")]
             )

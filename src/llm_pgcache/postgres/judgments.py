@@ -59,8 +59,7 @@ class Judgments:
 
     async def put_alias(self, alias: Alias) -> bool:
         """Store `alias`; returns whether it was (not when its row is gone, or the key
-        has a row of its own). An alias whose row was invalidated or replaced while it
-        was written is removed again."""
+        has a row of its own)."""
         alias_id = await self._db.fetchval(
             sql.PUT_ALIAS,
             alias.namespace,
@@ -70,7 +69,4 @@ class Judgments:
             alias.similarity,
             alias.alias_of,
         )
-        if alias_id is None:
-            return False
-        status = await self._db.execute(sql.DROP_ORPHAN_ALIAS, alias_id)
-        return status == "DELETE 0"
+        return alias_id is not None

@@ -20,6 +20,15 @@ _EXACT_COLUMNS: Final[LiteralString] = """id, coalesce(alias_of, cache_key) AS c
        extract(epoch FROM expires_at - now())::float8 AS ttl_left,
        coalesce(expires_at <= now(), false) AS stale"""
 
+# An alias is served only while the row it copies is there, unchanged since it was
+# copied (a replaced row has a new created_at): whatever raced with its making. A scalar
+# subquery, run only for an alias: one unique-index probe (an EXISTS may be planned as a
+# hashed scan of the whole table).
+_ALIAS_LIVE: Final[LiteralString] = """(llm_cache.alias_of IS NULL OR llm_cache.created_at = (
+        SELECT o.created_at FROM llm_cache AS o
+        WHERE o.namespace = llm_cache.namespace AND o.cache_key = llm_cache.alias_of
+    ))"""
+
 GET_EXACT: Final[LiteralString] = (
     "SELECT "
     + _EXACT_COLUMNS
@@ -27,7 +36,8 @@ GET_EXACT: Final[LiteralString] = (
 FROM llm_cache
 WHERE namespace = $1 AND cache_key = $2
   AND (expires_at IS NULL OR expires_at > now() - $3::float8 * interval '1 second')
-"""
+  AND """
+    + _ALIAS_LIVE
 )
 
 # Lookups that overlap, in one round: arrays of (namespace, key, grace), one row back per
@@ -45,6 +55,9 @@ CROSS JOIN LATERAL (
     FROM llm_cache
     WHERE namespace = k.ns AND cache_key = k.key
       AND (expires_at IS NULL OR expires_at > now() - k.grace * interval '1 second')
+      AND """
+    + _ALIAS_LIVE
+    + """
     LIMIT 1
 ) AS c
 """
@@ -298,7 +311,9 @@ WHERE a.namespace = w.namespace AND a.alias_of = w.cache_key
 
 # An alias ($2, scope $3, prompt $4, judged at similarity $5) of the live row $6 of
 # namespace $1: a copy of its response, expiry and tags under the new key; nothing when
-# that row is gone, is itself an alias, or the new key has a row of its own.
+# that row is gone, is itself an alias, or the new key has a row of its own. The row is
+# locked until the alias commits: an invalidation or a replacement running meanwhile
+# waits (and one already running makes this find no row).
 PUT_ALIAS: Final[LiteralString] = """
 INSERT INTO llm_cache (
     namespace, cache_key, scope_key, model, prompt, response, tags, prompt_tokens,
@@ -306,18 +321,22 @@ INSERT INTO llm_cache (
 )
 SELECT namespace, $2, $3, model, $4, response, tags, prompt_tokens, completion_tokens,
        upstream_ms, created_at, expires_at, cache_key, $5
-FROM llm_cache
-WHERE namespace = $1 AND cache_key = $6 AND alias_of IS NULL
-  AND (expires_at IS NULL OR expires_at > now())
+FROM (
+    SELECT * FROM llm_cache
+    WHERE namespace = $1 AND cache_key = $6 AND alias_of IS NULL
+      AND (expires_at IS NULL OR expires_at > now())
+    FOR SHARE
+) AS original
 ON CONFLICT (namespace, cache_key) DO NOTHING
 RETURNING id
 """
 
-# Run after PUT_ALIAS commits: the alias goes when the row it copies was invalidated or
-# replaced meanwhile (an invalidation that started first did not see the new alias).
-DROP_ORPHAN_ALIAS: Final[LiteralString] = """
+# After an invalidation of namespace $1: the aliases whose row is gone or was replaced
+# (never served: `_ALIAS_LIVE`), deleted; an invalidation that started before an alias
+# was made does not see it.
+DROP_ORPHAN_ALIASES: Final[LiteralString] = """
 DELETE FROM llm_cache AS a
-WHERE a.id = $1 AND NOT EXISTS (
+WHERE a.namespace = $1 AND a.alias_of IS NOT NULL AND NOT EXISTS (
     SELECT 1 FROM llm_cache AS o
     WHERE o.namespace = a.namespace AND o.cache_key = a.alias_of
       AND o.created_at = a.created_at
@@ -394,7 +413,7 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "counters_by_tier": COUNTERS_BY_TIER,
     "delete_by_key": DELETE_BY_KEY,
     "put_alias": PUT_ALIAS,
-    "drop_orphan_alias": DROP_ORPHAN_ALIAS,
+    "drop_orphan_aliases": DROP_ORPHAN_ALIASES,
     "add_judgments": ADD_JUDGMENTS,
     "judgments_of": JUDGMENTS_OF,
     "judged_scopes": JUDGED_SCOPES,

@@ -311,7 +311,13 @@ class PostgresStore:
     async def delete(self, change: Change, notice: str) -> int:
         """Delete the rows `change` names; returns the count. `notice` is sent to the
         listeners of other processes as each statement commits. Many rows go in
-        statements of at most `DELETE_CHUNK` rows, each within the statement timeout."""
+        statements of at most `DELETE_CHUNK` rows, each within the statement timeout; then
+        the namespace's aliases whose row is gone go too."""
+        deleted = await self._delete(change, notice)
+        await self._db.execute(sql.DROP_ORPHAN_ALIASES, change.namespace)
+        return deleted
+
+    async def _delete(self, change: Change, notice: str) -> int:
         namespace = change.namespace
         if change.key is not None:
             one: int = await self._db.fetchval(sql.DELETE_BY_KEY, namespace, change.key, notice)
