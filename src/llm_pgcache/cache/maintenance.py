@@ -17,13 +17,19 @@ from llm_pgcache.postgres.purge import (
     purge_forever,
 )
 from llm_pgcache.postgres.reindex import ReindexReport, reindex
-from llm_pgcache.semantic.bound import DEFAULT_BOUND, MAX_JUDGMENTS, serve_threshold
+from llm_pgcache.semantic.bound import (
+    DEFAULT_BOUND,
+    MAX_JUDGMENTS,
+    ServeThreshold,
+    serve_threshold,
+)
 
 logger = logging.getLogger(__name__)
 
 
 class Maintenance(CacheState):
-    """`Cache.reindex`, `purge`, `start_purging`, `counters` and `stats`."""
+    """`Cache.reindex`, `purge`, `start_purging`, `counters`, `stats` and
+    `refresh_serve_threshold`."""
 
     async def reindex(
         self,
@@ -96,6 +102,23 @@ class Maintenance(CacheState):
         """Hits per tier, misses, and what the hits saved (tokens, money, time) per model,
         in this process since `connect`."""
         return self._metrics.snapshot()
+
+    async def drain(self) -> None:
+        """Wait for the background verdicts, audits and judgment writes in flight."""
+        await self._verdicts.settle()
+
+    async def refresh_serve_threshold(self, *, namespace: str | None = None) -> ServeThreshold:
+        """Compute the serve threshold of `namespace` (default: the cache's) for the
+        cache's embedder now, from the judgments recorded so far, and use it (it is
+        otherwise recomputed every 30 s, in the background).
+
+        Raises:
+            InvalidInputError: the cache has no embedder or no `max_false_hit_rate`.
+        """
+        if self._semantic is None or self._thresholds is None:
+            raise InvalidInputError("a serve threshold needs an embedder and max_false_hit_rate")
+        ns = self.rules.namespace_of(namespace)
+        return await self._thresholds.compute(ns, self._semantic.embedder.name)
 
     async def stats(
         self,

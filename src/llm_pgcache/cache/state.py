@@ -200,6 +200,11 @@ class CacheState:
         return self.rules.namespace
 
     @property
+    def max_false_hit_rate(self) -> float | None:
+        """The false-hit bound of hits served on similarity alone, or None."""
+        return None if self._thresholds is None else self._thresholds.bound
+
+    @property
     def strict(self) -> bool:
         """Whether backend failures raise instead of being misses."""
         return self._health.strict

