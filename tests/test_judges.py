@@ -13,6 +13,7 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 from openai import AsyncOpenAI
+from prometheus_client import CollectorRegistry, generate_latest
 
 from llm_pgcache import (
     Cache,
@@ -26,6 +27,7 @@ from llm_pgcache import (
     request_keys,
 )
 from llm_pgcache.errors import InvalidInputError
+from llm_pgcache.integrations.prometheus import CacheCollector
 from llm_pgcache.semantic.judges import parse_verdict
 
 from .conftest import connect_cache
@@ -122,6 +124,11 @@ async def test_inline_a_candidate_is_served_only_when_the_judge_accepts_it(
         counters = cache.counters
         assert counters.refused_by_reason == {"judge": 1}
         assert counters.judgments == {"inline:refused": 1, "inline:accepted": 1}
+        registry = CollectorRegistry()
+        registry.register(CacheCollector(cache))
+        exposed = generate_latest(registry).decode()
+        assert 'llm_pgcache_semantic_refused_total{reason="judge"} 1.0' in exposed
+        assert 'llm_pgcache_judgments_total{outcome="accepted",when="inline"} 1.0' in exposed
         assert judge.calls == 2
         exact = await cache.get(make_request(STORED))  # exact hits never ask the judge
         assert exact is not None

@@ -49,6 +49,14 @@ class CacheCollector:
         for reason, count in sorted(counters.refused_by_reason.items()):
             refused.add_metric([reason], count)
         yield refused
+        judgments = CounterMetricFamily(
+            f"{self._prefix}_judgments",
+            "Judge verdicts, by when they were asked (inline, background, audit) and outcome",
+            labels=["when", "outcome"],
+        )
+        for name, count in sorted(counters.judgments.items()):
+            judgments.add_metric(name.split(":", 1), count)
+        yield judgments
         yield CounterMetricFamily(
             f"{self._prefix}_backend_errors",
             "Backend failures served as misses",
