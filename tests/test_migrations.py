@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from llm_pgcache import Cache, SchemaError
 from llm_pgcache.config import asyncpg_dsn, sqlalchemy_url
 from llm_pgcache.postgres import migrate
 from llm_pgcache.postgres.driver import SCHEMA_REVISION
@@ -171,3 +175,67 @@ async def test_alembic_without_a_dsn_says_so(repo_root: Path) -> None:
     code, stderr = await run_alembic(repo_root, clean_env(), "upgrade", "head")
     assert code != 0
     assert "LLM_PGCACHE_DSN" in stderr
+
+
+NEXT_REVISION = '''"""A migration after head, written by the rolling-deploy test."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "9999"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("llm_cache", sa.Column("next_feature", sa.Text(), nullable=True))
+    {contract}
+
+
+def downgrade() -> None:
+    op.drop_column("llm_cache", "next_feature")
+'''
+
+
+@pytest.mark.parametrize("contracts", [False, True])
+async def test_code_runs_on_a_later_revision_that_declares_it_compatible(
+    create_database: FreshDatabase,
+    tmp_path: Path,
+    contracts: bool,
+    make_request: Callable[..., dict[str, object]],
+    make_response: Callable[..., dict[str, object]],
+) -> None:
+    """A rolling deploy that migrates first: the running code keeps working on an
+    expand-only head+1, and refuses, saying why, one that raises the oldest compatible
+    code revision. An older schema is refused too, naming the command to run."""
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrate.script_location(), scripts)
+    contract = (
+        "op.execute(\"UPDATE llm_pgcache_schema SET oldest_code_revision = '9999'\")"
+        if contracts
+        else "pass"
+    )
+    (scripts / "versions" / "9999_next.py").write_text(
+        NEXT_REVISION.format(head=SCHEMA_REVISION, contract=contract)
+    )
+    dsn = await create_database()
+    config = migrate.alembic_config(dsn)
+    config.set_main_option("script_location", str(scripts))
+    await asyncio.to_thread(command.upgrade, config, "head")
+    if contracts:
+        with pytest.raises(SchemaError, match=r"revision 9999, which needs llm-pgcache code of"):
+            await Cache.connect(dsn)
+        return
+    async with Cache.connect(dsn, lookup_timeout=1.0) as cache:
+        await cache.set(make_request("rolling"), make_response("deploy"))
+        assert await cache.get(make_request("rolling")) is not None
+
+
+async def test_an_older_schema_is_refused_naming_the_command(
+    create_database: FreshDatabase,
+) -> None:
+    dsn = await create_database()
+    await migrate.upgrade(dsn, revision="0005")
+    with pytest.raises(SchemaError, match=r"revision 0005, older than .*llm-pgcache migrate"):
+        await Cache.connect(dsn)

@@ -7,6 +7,11 @@ and goes with it when the row is invalidated or replaced. `llm_cache_judgments` 
 every verdict on a semantic candidate (judge, audit, feedback, labelled pairs) with its
 similarity, from which each namespace's serve threshold is computed.
 
+It also starts `llm_pgcache_schema`, whose one row says the oldest code revision that
+runs against this schema: a later migration that only expands the schema (new tables,
+nullable columns, indexes) leaves it, so code deployed before it keeps running during a
+rolling deploy; one that contracts (drops or renames what older code uses) raises it.
+
 Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-01
@@ -24,6 +29,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "llm_pgcache_schema",
+        sa.Column("oldest_code_revision", sa.Text(), nullable=False),
+        comment="The oldest llm-pgcache schema revision whose code runs against this "
+        "schema: expand-only migrations keep it, contracting ones raise it.",
+    )
+    op.execute("INSERT INTO llm_pgcache_schema (oldest_code_revision) VALUES ('0006')")
     op.add_column("llm_cache", sa.Column("alias_of", sa.LargeBinary(), nullable=True))
     op.add_column("llm_cache", sa.Column("judged_similarity", sa.Float(), nullable=True))
     op.create_index(
@@ -60,6 +72,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("llm_pgcache_schema")
     op.drop_table("llm_cache_judgments")
     op.drop_index("llm_cache_alias_of_idx", table_name="llm_cache")
     op.drop_column("llm_cache", "judged_similarity")

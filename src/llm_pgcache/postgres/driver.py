@@ -68,11 +68,23 @@ class Schema(NamedTuple):
 
 
 async def check_schema(connection: asyncpg.Connection) -> Schema:
-    """Verify the schema is migrated to `SCHEMA_REVISION`; returns its embedding column."""
+    """Verify the schema runs with this code: migrated to `SCHEMA_REVISION`, or to a
+    later revision that declares this code compatible (`llm_pgcache_schema`: a rolling
+    deploy that migrates first). Returns its embedding column.
+
+    Raises:
+        SchemaError: not migrated, migrated to an older revision, or to a later one
+            that needs newer code; the message says which and what to run.
+    """
     try:
         state = await connection.fetchrow(sql.SCHEMA_STATE)
         revision = (
             await connection.fetchval(sql.SCHEMA_REVISION) if state["has_version_table"] else None
+        )
+        oldest = (
+            await connection.fetchval(sql.OLDEST_CODE_REVISION)
+            if state["has_compatibility_table"]
+            else None
         )
     except DRIVER_ERRORS as exc:
         raise translate_error(exc) from exc
@@ -82,8 +94,32 @@ async def check_schema(connection: asyncpg.Connection) -> Schema:
             "(or `alembic upgrade head`) against this database"
         )
     if revision != SCHEMA_REVISION:
-        raise SchemaError(
-            f"the database schema is at revision {revision}, this llm-pgcache expects "
-            f"{SCHEMA_REVISION}: run `llm-pgcache migrate`, or upgrade llm-pgcache"
-        )
+        check_revision(revision, oldest)
     return Schema(state["embedding_dim"], state["embedding_type"])
+
+
+def check_revision(revision: str, oldest_code_revision: str | None) -> None:
+    """Whether this code (at `SCHEMA_REVISION`) runs on a schema at `revision` that runs
+    code from `oldest_code_revision` on.
+
+    Raises:
+        SchemaError: the schema is older than the code, or newer and not compatible.
+    """
+    if _order(revision) < _order(SCHEMA_REVISION):
+        raise SchemaError(
+            f"the database schema is at revision {revision}, older than this llm-pgcache "
+            f"(revision {SCHEMA_REVISION}): run `llm-pgcache migrate` against it"
+        )
+    if oldest_code_revision is None or _order(oldest_code_revision) > _order(SCHEMA_REVISION):
+        since = oldest_code_revision or "unknown"
+        raise SchemaError(
+            f"the database schema is at revision {revision}, which needs llm-pgcache code "
+            f"of revision {since} or later; this llm-pgcache is at {SCHEMA_REVISION}: "
+            "upgrade llm-pgcache"
+        )
+
+
+def _order(revision: str) -> tuple[int, str]:
+    """Revisions sort by their number ("0006"); one without a number sorts last."""
+    digits = revision.split("_", 1)[0]
+    return (int(digits), revision) if digits.isdigit() else (1 << 30, revision)

@@ -1,9 +1,10 @@
 """The `llm_cache` table, defined once, in SQLAlchemy Core.
 
 The migrations create exactly these tables, `llm_cache`, `llm_cache_index_builds`,
-`llm_cache_counters` and `llm_cache_judgments` (a test builds one database from this
-metadata and one from `alembic upgrade head` and compares their catalogs). The hot path
-does not use SQLAlchemy: its SQL lives in `llm_pgcache.postgres.sql`.
+`llm_cache_counters`, `llm_cache_judgments` and `llm_pgcache_schema` (a test builds one
+database from this metadata and one from `alembic upgrade head` and compares their
+catalogs). The hot path does not use SQLAlchemy: its SQL lives in
+`llm_pgcache.postgres.sql`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ INDEX_BUILDS_TABLE = "llm_cache_index_builds"
 COUNTERS_TABLE = "llm_cache_counters"
 JUDGMENTS_TABLE = "llm_cache_judgments"
 JUDGMENT_SOURCES = ("judge", "audit", "report", "label")
+COMPATIBILITY_TABLE = "llm_pgcache_schema"
 VERSION_TABLE = "llm_pgcache_alembic_version"  # not alembic_version: the host app may use it
 # The ANN index over `embedding`: the migrations create an ivfflat one; `llm-pgcache
 # reindex` rebuilds it, or replaces it with an HNSW one (`--method hnsw`) and back.
@@ -126,6 +128,13 @@ def build_metadata(
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
         comment="Lookups answered per namespace and tier ('miss' for misses), added up by "
         "every cache process every few seconds.",
+    )
+    Table(
+        COMPATIBILITY_TABLE,
+        metadata,
+        Column("oldest_code_revision", Text, nullable=False),
+        comment="The oldest llm-pgcache schema revision whose code runs against this "
+        "schema: expand-only migrations keep it, contracting ones raise it.",
     )
     sources = ", ".join(f"'{source}'" for source in JUDGMENT_SOURCES)
     Table(

@@ -212,6 +212,7 @@ SCHEMA_STATE: Final[LiteralString] = """
 SELECT
     to_regclass('llm_cache') IS NOT NULL AS has_table,
     to_regclass('llm_pgcache_alembic_version') IS NOT NULL AS has_version_table,
+    to_regclass('llm_pgcache_schema') IS NOT NULL AS has_compatibility_table,
     (SELECT a.atttypmod FROM pg_attribute a
      WHERE a.attrelid = to_regclass('llm_cache') AND a.attname = 'embedding'
        AND NOT a.attisdropped) AS embedding_dim,
@@ -222,6 +223,11 @@ SELECT
 
 SCHEMA_REVISION: Final[LiteralString] = """
 SELECT version_num FROM llm_pgcache_alembic_version
+"""
+
+# The oldest code revision the schema runs with (its table: migration 0006 on).
+OLDEST_CODE_REVISION: Final[LiteralString] = """
+SELECT max(oldest_code_revision) FROM llm_pgcache_schema
 """
 
 # The purge deletes in short batches (one statement, one transaction each) so that it
@@ -426,6 +432,7 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "table_sizes": TABLE_SIZES,
     "schema_state": SCHEMA_STATE,
     "schema_revision": SCHEMA_REVISION,
+    "oldest_code_revision": OLDEST_CODE_REVISION,
 }
 
 
