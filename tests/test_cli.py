@@ -243,3 +243,27 @@ async def test_eval_with_a_judge_inline_and_in_the_background(
     assert "--verify background needs --judge and --stream" in capsys.readouterr().err
     assert await cli(["eval", str(LOOKALIKES), "--judge", "oracle"]) == 1
     assert "--judge takes" in capsys.readouterr().err
+
+
+async def test_the_command_line_defers_its_heavy_imports(repo_root: Path) -> None:
+    """`--help` loads no database driver, numpy, alembic or openai; `purge` and
+    `healthcheck` load no alembic, SQLAlchemy or openai (benchmarks/cli_start.py times
+    them)."""
+    probe = (
+        "import sys\n"
+        "from llm_pgcache.cli import build_parser\n"
+        "build_parser().format_help()\n"
+        "help_loaded = set(sys.modules)\n"
+        "import llm_pgcache.commands\n"
+        "print(' '.join(sorted(help_loaded)))\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", probe, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    help_line, commands_line = out.decode().splitlines()
+    roots = [{name.split(".")[0] for name in line.split()} for line in (help_line, commands_line)]
+    assert not roots[0] & {"asyncpg", "numpy", "alembic", "sqlalchemy", "openai", "redis"}
+    assert not roots[1] & {"alembic", "sqlalchemy", "openai"}

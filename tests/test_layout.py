@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cache",),
     ("integrations",),
     ("server",),
-    ("cli", "demo", "evaluation"),
+    ("cli", "commands", "demo", "evaluation"),
 )
 
 

@@ -7,19 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import importlib
 import logging
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
 
-from llm_pgcache import evaluation
-from llm_pgcache.cache.facade import Cache
-from llm_pgcache.cache.metrics import REFUSED
-from llm_pgcache.cache.warming import read_warm_file
 from llm_pgcache.config import (
     ENV_DSN,
     ENV_DSN_FALLBACK,
@@ -29,16 +22,9 @@ from llm_pgcache.config import (
     Settings,
     parse_embedding_dim,
     parse_embedding_type,
-    redact_dsn,
 )
-from llm_pgcache.demo import DEMO_DATABASE, choose_upstream, demo_wants_local_model, run_demo
-from llm_pgcache.errors import EXIT_ERROR, EXIT_OK, LLMPgCacheError
-from llm_pgcache.postgres import embedded, migrate
-from llm_pgcache.postgres.driver import SCHEMA_REVISION
+from llm_pgcache.errors import EXIT_ERROR, LLMPgCacheError
 from llm_pgcache.postgres.purge import DEFAULT_BATCH_SIZE
-from llm_pgcache.pricing import DEFAULT_PRICES, cost
-from llm_pgcache.semantic.embedders import BUNDLED_LOCAL_DIM, default_embedder
-from llm_pgcache.semantic.search import SearchOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,11 +145,27 @@ def build_parser() -> argparse.ArgumentParser:
         "OPENAI_API_KEY or OPENAI_BASE_URL is set, else the offline one)",
     )
 
-    evaluation.add_commands(command)
+    add_evaluation_commands(command)
 
     command("healthcheck", "Exit 0 when the database answers and its schema is current.")
     command("demo", "Run a short scripted session through the cache and print what answered.")
     return parser
+
+
+Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+
+# Each subcommand's implementation, imported only to run it.
+COMMANDS: dict[str, str] = {
+    "migrate": "llm_pgcache.commands:run_migrate",
+    "stats": "llm_pgcache.commands:run_stats",
+    "healthcheck": "llm_pgcache.commands:run_healthcheck",
+    "reindex": "llm_pgcache.commands:run_reindex",
+    "tune-threshold": "llm_pgcache.evaluation:tune",
+    "eval": "llm_pgcache.evaluation:evaluate_pairs",
+    "purge": "llm_pgcache.commands:run_purge",
+    "warm": "llm_pgcache.commands:run_warm",
+    "demo": "llm_pgcache.commands:run_demo_command",
+}
 
 
 async def cli(argv: Sequence[str] | None = None) -> int:
@@ -172,115 +174,13 @@ async def cli(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env()
     args.dsn = args.dsn or settings.dsn
     try:
-        return await COMMANDS[args.command](args, settings)
+        module, _, function = COMMANDS[args.command].partition(":")
+        run: Command = getattr(importlib.import_module(module), function)
+        return await run(args, settings)
     except LLMPgCacheError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"llm-pgcache {args.command}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
-
-
-async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    dsn = args.dsn or await embedded.start()
-    await migrate.upgrade(
-        dsn,
-        revision=args.revision,
-        embedding_dim=args.embedding_dim,
-        embedding_type=args.embedding_type,
-    )
-    print(f"migrated {redact_dsn(dsn)} to {args.revision}")
-    return EXIT_OK
-
-
-async def _healthcheck(args: argparse.Namespace, settings: Settings) -> int:
-    async with Cache.connect(args.dsn, strict=True):
-        print(f"ok: schema at revision {SCHEMA_REVISION}")
-    return EXIT_OK
-
-
-async def _reindex(args: argparse.Namespace, settings: Settings) -> int:
-    async with Cache.connect(args.dsn, strict=True) as cache:
-        report = await cache.reindex(
-            if_needed=args.if_needed,
-            method=args.method,
-            lists=args.lists,
-            m=args.m,
-            ef_construction=args.ef_construction,
-            maintenance_work_mem=args.maintenance_work_mem,
-        )
-    print(report.summary())
-    return EXIT_OK
-
-
-async def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    dsn = args.dsn or settings.dsn
-    if dsn is None and demo_wants_local_model():
-        # The local model's vectors have 384 dimensions, the default table 1536: the demo
-        # gets a database of its own on the embedded server.
-        dsn = await embedded.start_database(DEMO_DATABASE, embedding_dim=BUNDLED_LOCAL_DIM)
-    async with Cache.connect(dsn, strict=True) as cache:
-        embedding_dim = cache.embedding_dim  # the embedder must match the table
-    embedder = default_embedder(embedding_dim)
-    # Strict, so that a failure shows; with budgets of seconds, not 50 / 250 ms: a cold
-    # embedded server on a busy machine is slow at first (a new database's first
-    # semantic lookup plans and compiles its function), and a demo is not a hot path.
-    async with Cache.connect(
-        dsn,
-        strict=True,
-        embedder=embedder,
-        lookup_timeout=1.0,
-        search=SearchOptions(timeout=5.0),
-    ) as cache:
-        label, upstream = choose_upstream()
-        await run_demo(cache, upstream, f"{label}\nembedder: {embedder.name}", sys.stdout)
-    return EXIT_OK
-
-
-async def _purge(args: argparse.Namespace, settings: Settings) -> int:
-    async with Cache.connect(args.dsn, strict=True) as cache:
-        while True:
-            bar = ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.dry_run else None
-            report = await cache.purge(
-                batch_size=args.batch_size,
-                max_rows=args.max_rows,
-                max_bytes=args.max_bytes,
-                dry_run=args.dry_run,
-                progress=bar.update if bar else None,
-            )
-            if bar is not None:
-                bar.finish()
-            print(report.summary(), flush=True)
-            if args.every is None:
-                return EXIT_OK
-            await asyncio.sleep(args.every)
-
-
-class ProgressBar:
-    """A one-line progress bar, redrawn in place on a terminal."""
-
-    def __init__(self, out: TextIO, width: int = 30) -> None:
-        self._out = out
-        self._width = width
-        self._drawn = False
-
-    def update(self, done: int, total: int) -> None:
-        filled = self._width * done // total if total else self._width
-        bar = "#" * filled + "-" * (self._width - filled)
-        self._out.write(f"\r[{bar}] {done}/{total} rows")
-        self._out.flush()
-        self._drawn = True
-
-    def finish(self) -> None:
-        if self._drawn:
-            self._out.write("\n")
-
-
-def _count_lines(path: Path) -> int:
-    """Non-empty lines of a file (for a progress bar's total); 0 if it cannot be read."""
-    try:
-        with path.open("rb") as lines:
-            return sum(1 for line in lines if line.strip())
-    except OSError:
-        return 0
 
 
 def parse_size(text: str) -> int:
@@ -295,103 +195,81 @@ def parse_size(text: str) -> int:
     return int(value * factor)
 
 
-async def _warm(args: argparse.Namespace, settings: Settings) -> int:
-    embedder = None
-    if args.embed:
-        async with Cache.connect(args.dsn, strict=True) as probe:
-            embedder = default_embedder(probe.embedding_dim)
-    async with Cache.connect(
-        args.dsn, strict=True, namespace=args.namespace, embedder=embedder
-    ) as cache:
-        bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
-        total = _count_lines(args.file) if bar is not None else 0
-        started = time.monotonic()
-        written = await cache.load(
-            read_warm_file(args.file),
-            batch_size=args.batch_size,
-            embed=args.embed,
-            progress=(lambda done: bar.update(done, total)) if bar is not None else None,
-        )
-        if bar is not None:
-            bar.finish()
-        seconds = time.monotonic() - started
-    rate = written / seconds if seconds else 0.0
-    print(f"loaded {written} rows in {seconds:.1f} s ({rate:.0f} rows/s)")
-    return EXIT_OK
-
-
-async def _stats(args: argparse.Namespace, settings: Settings) -> int:
-    namespace: str | None = args.namespace
-    async with Cache.connect(
-        args.dsn, strict=True, similarity_threshold=args.similarity_threshold
-    ) as cache:
-        stats = await cache.stats(
-            namespace=namespace,
-            all_namespaces=namespace is None,
-            max_false_hit_rate=args.max_false_hit_rate,
-        )
-    table = stats.table
-    if args.json:
-        thresholds = [
-            {"namespace": ns, "embedder": embedder, **asdict(threshold)}
-            for ns, embedder, threshold in stats.serve_thresholds
-        ]
-        print(json.dumps({**asdict(table), "serve_thresholds": thresholds}))
-        return EXIT_OK
-    print(f"namespace:       {namespace or '(all)'}")
-    print(f"entries:         {table.entries}")
-    print(f"expired:         {table.expired} (not yet purged)")
-    print(f"embedded:        {table.embedded} (semantic candidates)")
-    print(f"hits recorded:   {table.hits}")
-    print(f"stored tokens:   {table.stored_tokens}")
-    print(f"table size:      {_size(table.table_bytes)}")
-    print(f"index size:      {_size(table.index_bytes)}")
-    print("top models:      " + (", ".join(f"{m} ({n})" for m, n in table.top_models) or "-"))
-    lookups = {tier: (n, ms) for tier, n, ms in table.lookups_by_tier}
-    refused = {
-        tier.removeprefix(REFUSED): lookups.pop(tier)[0]
-        for tier in list(lookups)
-        if tier.startswith(REFUSED)
-    }
-    misses = lookups.pop("miss", (0, 0.0))[0]
-    hits = sum(n for n, _ in lookups.values())
-    rate = f"{hits / (hits + misses):.1%}" if hits + misses else "-"
-    print(f"lookups:         {hits} hits, {misses} misses, hit rate {rate} (all processes)")
-    for tier, (n, ms) in sorted(lookups.items()):
-        print(f"  {tier + ':':<16}{n} hits, {ms / n if n else 0.0:.2f} ms average")
-    print(
-        "semantic refused: "
-        + (", ".join(f"{reason} {n}" for reason, n in sorted(refused.items())) or "-")
+def add_evaluation_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """The `eval` and `tune-threshold` subcommands, made with the CLI's `command`."""
+    eval_cmd = command(
+        "eval",
+        "Measure the cache's semantic decisions (threshold, look-alike guard, judge) on "
+        "labelled pairs: false hits, recall and precision with 95-percent intervals, per kind.",
     )
-    for ns, embedder, threshold in stats.serve_thresholds:
-        print(f"serve threshold: {ns} / {embedder}: {threshold.summary()}")
-    tokens = sum(p + c for _, _, p, c in table.saved_by_model)
-    money = sum(cost(m, p, c, DEFAULT_PRICES) or 0.0 for m, _, p, c in table.saved_by_model)
-    print(f"saved by hits:   {tokens} tokens, ${money:.4f} at list prices (rows present)")
-    return EXIT_OK
+    eval_cmd.add_argument(
+        "pairs",
+        type=Path,
+        help='JSONL of {"a", "b", "match"} or {"text_a", "text_b", "label", "kind"} lines',
+    )
+    eval_cmd.add_argument(
+        "--threshold", type=float, help="similarity threshold (default: the embedder's)"
+    )
+    eval_cmd.add_argument("--no-guard", action="store_true", help="the threshold alone")
+    eval_cmd.add_argument(
+        "--stream",
+        action="store_true",
+        help="store every a in a scratch namespace and look every b up through the cache "
+        "(a wrong neighbour can win), instead of each pair alone",
+    )
+    add_embedder_argument(eval_cmd)
+    eval_cmd.add_argument(
+        "--judge",
+        help="labels[:ACCURACY] (the set's labels, right with that probability), llm:MODEL "
+        "(OPENAI_BASE_URL's server) or cross-encoder:PATH",
+    )
+    eval_cmd.add_argument(
+        "--verify",
+        choices=("inline", "background"),
+        default="inline",
+        help="when the judge is asked (background: stream mode only)",
+    )
+    eval_cmd.add_argument(
+        "--max-false-hit-rate",
+        type=float,
+        help="stream mode: serve on similarity alone only under this bound, from the "
+        "verdicts so far (default with --verify background: 0.01)",
+    )
+    eval_cmd.add_argument("--limit", type=int, help="the first N pairs only")
+    eval_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+
+    tune_cmd = command(
+        "tune-threshold",
+        "Print precision, recall, F1 and false-hit rate per similarity threshold for "
+        "labelled pairs, embedded with the configured embedder; --load records them as "
+        "judgments, the evidence of a cache's max_false_hit_rate.",
+    )
+    tune_cmd.add_argument(
+        "pairs", type=Path, help='JSONL file of {"a": text, "b": text, "match": bool} lines'
+    )
+    tune_cmd.add_argument(
+        "--precision",
+        type=float,
+        default=0.95,
+        help="report the lowest threshold reaching this precision (default: 0.95)",
+    )
+    add_embedder_argument(tune_cmd)
+    tune_cmd.add_argument(
+        "--load",
+        action="store_true",
+        help="record every pair (its similarity and label) as a judgment of --namespace",
+    )
+    tune_cmd.add_argument(
+        "--namespace", default="default", help="the namespace --load records for (default)"
+    )
 
 
-def _size(n_bytes: int) -> str:
-    if n_bytes < 1024:
-        return f"{n_bytes} B"
-    if n_bytes < 1024**2:
-        return f"{n_bytes / 1024:.1f} KiB"
-    if n_bytes < 1024**3:
-        return f"{n_bytes / 1024**2:.1f} MiB"
-    return f"{n_bytes / 1024**3:.1f} GiB"
-
-
-COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = {
-    "migrate": _migrate,
-    "stats": _stats,
-    "healthcheck": _healthcheck,
-    "reindex": _reindex,
-    "tune-threshold": evaluation.tune,
-    "eval": evaluation.evaluate_pairs,
-    "purge": _purge,
-    "warm": _warm,
-    "demo": _demo,
-}
+def add_embedder_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--embedder",
+        help="hashing, local (all-MiniLM-L6-v2), openai[:MODEL] or a model directory "
+        "(default: the configured one)",
+    )
 
 
 def main() -> None:

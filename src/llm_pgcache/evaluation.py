@@ -10,9 +10,8 @@ import argparse
 import json
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from llm_pgcache.cache.facade import Cache
@@ -80,83 +79,6 @@ def judge_named(spec: str | None, pairs: Sequence[Pair]) -> Judge | None:
         return CrossEncoderJudge(arg)
     raise InvalidInputError(
         f"--judge takes labels[:ACCURACY], llm:MODEL or cross-encoder:PATH, got {spec!r}"
-    )
-
-
-def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    """The `eval` and `tune-threshold` subcommands, made with the CLI's `command`."""
-    eval_cmd = command(
-        "eval",
-        "Measure the cache's semantic decisions (threshold, look-alike guard, judge) on "
-        "labelled pairs: false hits, recall and precision with 95-percent intervals, per kind.",
-    )
-    eval_cmd.add_argument(
-        "pairs",
-        type=Path,
-        help='JSONL of {"a", "b", "match"} or {"text_a", "text_b", "label", "kind"} lines',
-    )
-    eval_cmd.add_argument(
-        "--threshold", type=float, help="similarity threshold (default: the embedder's)"
-    )
-    eval_cmd.add_argument("--no-guard", action="store_true", help="the threshold alone")
-    eval_cmd.add_argument(
-        "--stream",
-        action="store_true",
-        help="store every a in a scratch namespace and look every b up through the cache "
-        "(a wrong neighbour can win), instead of each pair alone",
-    )
-    add_embedder_argument(eval_cmd)
-    eval_cmd.add_argument(
-        "--judge",
-        help="labels[:ACCURACY] (the set's labels, right with that probability), llm:MODEL "
-        "(OPENAI_BASE_URL's server) or cross-encoder:PATH",
-    )
-    eval_cmd.add_argument(
-        "--verify",
-        choices=("inline", "background"),
-        default="inline",
-        help="when the judge is asked (background: stream mode only)",
-    )
-    eval_cmd.add_argument(
-        "--max-false-hit-rate",
-        type=float,
-        help="stream mode: serve on similarity alone only under this bound, from the "
-        "verdicts so far (default with --verify background: 0.01)",
-    )
-    eval_cmd.add_argument("--limit", type=int, help="the first N pairs only")
-    eval_cmd.add_argument("--json", action="store_true", help="print one JSON object")
-
-    tune_cmd = command(
-        "tune-threshold",
-        "Print precision, recall, F1 and false-hit rate per similarity threshold for "
-        "labelled pairs, embedded with the configured embedder; --load records them as "
-        "judgments, the evidence of a cache's max_false_hit_rate.",
-    )
-    tune_cmd.add_argument(
-        "pairs", type=Path, help='JSONL file of {"a": text, "b": text, "match": bool} lines'
-    )
-    tune_cmd.add_argument(
-        "--precision",
-        type=float,
-        default=0.95,
-        help="report the lowest threshold reaching this precision (default: 0.95)",
-    )
-    add_embedder_argument(tune_cmd)
-    tune_cmd.add_argument(
-        "--load",
-        action="store_true",
-        help="record every pair (its similarity and label) as a judgment of --namespace",
-    )
-    tune_cmd.add_argument(
-        "--namespace", default="default", help="the namespace --load records for (default)"
-    )
-
-
-def add_embedder_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--embedder",
-        help="hashing, local (all-MiniLM-L6-v2), openai[:MODEL] or a model directory "
-        "(default: the configured one)",
     )
 
 

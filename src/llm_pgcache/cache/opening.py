@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 from llm_pgcache.errors import SchemaError
-from llm_pgcache.postgres import embedded, migrate
+from llm_pgcache.postgres import embedded
 from llm_pgcache.postgres.store import PostgresStore
 
 
@@ -69,5 +69,7 @@ async def open_store(
     try:
         return await on(dsn)
     except SchemaError:  # a new embedded server: migrate it, as `llm-pgcache migrate` does
+        from llm_pgcache.postgres import migrate  # noqa: PLC0415 - alembic only when needed
+
         await migrate.upgrade(dsn)
         return await on(dsn)

@@ -12,8 +12,7 @@ from llm_pgcache.cache.warming import WarmItem, batches
 from llm_pgcache.entries import CacheHit
 from llm_pgcache.errors import BackendError, InvalidInputError
 from llm_pgcache.invalidation import Change
-from llm_pgcache.postgres.judgments import Judgment
-from llm_pgcache.postgres.schema import JUDGMENT_SOURCES
+from llm_pgcache.postgres.judgments import JUDGMENT_SOURCES, Judgment
 from llm_pgcache.validation import TTL, check_model, check_tags, check_timeout
 
 

@@ -9,6 +9,8 @@ from typing import NamedTuple
 from llm_pgcache.postgres import sql
 from llm_pgcache.postgres.pool import Connections
 
+JUDGMENT_SOURCES = ("judge", "audit", "report", "label")  # the table's check constraint
+
 
 class Judgment(NamedTuple):
     """A verdict on a semantic candidate: `verdict` true when the stored answer answers

@@ -12,11 +12,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from llm_pgcache.errors import InvalidInputError
-from llm_pgcache.postgres.sessions import PurgeSession
-from llm_pgcache.postgres.store import PostgresStore
+
+if TYPE_CHECKING:
+    from llm_pgcache.postgres.sessions import PurgeSession
+    from llm_pgcache.postgres.store import PostgresStore
 
 Progress = Callable[[int, int], None]  # (rows done, rows to do)
 

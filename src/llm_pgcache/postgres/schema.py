@@ -31,12 +31,12 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from llm_pgcache.config import DEFAULT_EMBEDDING_DIM, DEFAULT_EMBEDDING_TYPE
 from llm_pgcache.postgres.index_sql import INDEX_NAMES
+from llm_pgcache.postgres.judgments import JUDGMENT_SOURCES
 
 TABLE_NAME = "llm_cache"
 INDEX_BUILDS_TABLE = "llm_cache_index_builds"
 COUNTERS_TABLE = "llm_cache_counters"
 JUDGMENTS_TABLE = "llm_cache_judgments"
-JUDGMENT_SOURCES = ("judge", "audit", "report", "label")
 COMPATIBILITY_TABLE = "llm_pgcache_schema"
 VERSION_TABLE = "llm_pgcache_alembic_version"  # not alembic_version: the host app may use it
 # The ANN index over `embedding`: the migrations create an ivfflat one; `llm-pgcache
