@@ -121,14 +121,20 @@ async def test_semantic_candidates_are_re_ranked_strictly(
     assert lines[scan - 1].startswith("Sort"), plan
 
 
-async def test_the_reindex_lock_key_is_the_one_every_version_takes(
+async def test_the_reindex_lease_name_is_the_one_every_version_takes(
     db: asyncpg.Connection, dsn: str
 ) -> None:
-    """Processes of two versions run at once during a deploy: a reindex must find the lock
-    an older version holds (its key, 'llm_pgcache.reindex', never changes)."""
-    assert await db.fetchval("SELECT pg_try_advisory_lock(hashtext('llm_pgcache.reindex'))")
+    """Processes of two versions run at once during a deploy: a reindex must find the lease
+    another process holds (its name, 'reindex', never changes), and take it once expired."""
+    await db.execute(
+        "INSERT INTO llm_pgcache_leases "
+        "VALUES ('reindex', 'another process', now() + interval '1 min')"
+    )
     try:
         async with connect_cache(dsn) as cache:
             assert (await cache.reindex()).action == "locked"
+            await db.execute("UPDATE llm_pgcache_leases SET expires_at = now() - interval '1 s'")
+            assert (await cache.reindex()).action != "locked"
+        assert await db.fetchval("SELECT count(*) FROM llm_pgcache_leases") == 0  # given back
     finally:
-        await db.execute("SELECT pg_advisory_unlock(hashtext('llm_pgcache.reindex'))")
+        await db.execute("DELETE FROM llm_pgcache_leases WHERE name = 'reindex'")

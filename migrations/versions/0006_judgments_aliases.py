@@ -11,6 +11,8 @@ It also starts `llm_pgcache_schema`, whose one row says the oldest code revision
 runs against this schema: a later migration that only expands the schema (new tables,
 nullable columns, indexes) leaves it, so code deployed before it keeps running during a
 rolling deploy; one that contracts (drops or renames what older code uses) raises it.
+And `llm_pgcache_leases`: who runs the purge or a reindex, in place of session advisory
+locks, which a transaction-mode pooler cannot hold.
 
 Revision ID: 0006
 Revises: 0005
@@ -36,6 +38,14 @@ def upgrade() -> None:
         "schema: expand-only migrations keep it, contracting ones raise it.",
     )
     op.execute("INSERT INTO llm_pgcache_schema (oldest_code_revision) VALUES ('0006')")
+    op.create_table(
+        "llm_pgcache_leases",
+        sa.Column("name", sa.Text(), primary_key=True),
+        sa.Column("holder", sa.Text(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        comment="Who runs the purge or a reindex, until when (renewed while it runs): no "
+        "session lock, so that they work through a transaction-mode pooler.",
+    )
     op.add_column("llm_cache", sa.Column("alias_of", sa.LargeBinary(), nullable=True))
     op.add_column("llm_cache", sa.Column("judged_similarity", sa.Float(), nullable=True))
     op.create_index(
@@ -72,6 +82,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("llm_pgcache_leases")
     op.drop_table("llm_pgcache_schema")
     op.drop_table("llm_cache_judgments")
     op.drop_index("llm_cache_alias_of_idx", table_name="llm_cache")

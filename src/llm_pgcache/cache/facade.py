@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import Any, Literal, Self, Unpack
 
 import asyncpg
 
@@ -49,6 +49,7 @@ class Cache(Reads, Writes, Maintenance):
         embedded_dir: str | None = None,
         statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
         listen_dsn: str | None = None,
+        pooler: Literal["session", "transaction"] | None = None,
         **options: Unpack[CacheOptions],
     ) -> Opening[Self]:
         """Open a cache: `cache = await Cache.connect(...)` or `async with Cache.connect(...)`.
@@ -71,6 +72,12 @@ class Cache(Reads, Writes, Maintenance):
                 wait for the server to confirm.
             listen_dsn: where the memory tier's LISTEN connection goes (a direct
                 connection past a transaction-mode pooler); default: a pooled connection.
+            pooler: what is between the cache and PostgreSQL: "transaction" for a
+                transaction-mode pooler (PgBouncer's `pool_mode = transaction`): no
+                named prepared statements, each use of a connection one transaction, no
+                session state; the memory tier then needs `listen_dsn`. "session" (or
+                None: no pooler) needs nothing. Default: the DSN's `?pooler=`, else
+                LLM_PGCACHE_POOLER.
             **options: how the cache behaves; see `CacheOptions` (namespace, default_ttl,
                 embedder, memory, redis, lookup_timeout, ...).
 
@@ -82,7 +89,7 @@ class Cache(Reads, Writes, Maintenance):
         """
         if pool is not None:
             opening = PostgresStore.from_pool(
-                pool, statement_timeout=statement_timeout, listen_dsn=listen_dsn
+                pool, statement_timeout=statement_timeout, listen_dsn=listen_dsn, pooler=pooler
             )
         else:
             opening = open_store(
@@ -92,6 +99,7 @@ class Cache(Reads, Writes, Maintenance):
                 embedded_dir=embedded_dir,
                 statement_timeout=statement_timeout,
                 listen_dsn=listen_dsn,
+                pooler=pooler,
             )
         return Opening(cls._open(opening, options))
 

@@ -51,6 +51,7 @@ async def open_store(
     embedded_dir: str | None,
     statement_timeout: float,
     listen_dsn: str | None,
+    pooler: str | None,
 ) -> PostgresStore:
     """A store on `dsn`; without one, on the embedded server (migrated on first use)."""
 
@@ -61,6 +62,7 @@ async def open_store(
             max_size=max_size,
             statement_timeout=statement_timeout,
             listen_dsn=listen_dsn,
+            pooler=pooler,
         )
 
     if dsn is not None:

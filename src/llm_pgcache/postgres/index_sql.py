@@ -28,16 +28,6 @@ SET_MAINTENANCE_WORK_MEM: Final[LiteralString] = """
 SELECT set_config('maintenance_work_mem', $1, false)
 """
 
-# Reindex runs alone: a second run finds the lock taken and exits. The key is shared by
-# every version that may run at once (a deploy's old and new processes): never change it.
-TRY_REINDEX_LOCK: Final[LiteralString] = """
-SELECT pg_try_advisory_lock(hashtext('llm_pgcache.reindex'))
-"""
-
-RELEASE_REINDEX_LOCK: Final[LiteralString] = """
-SELECT pg_advisory_unlock(hashtext('llm_pgcache.reindex'))
-"""
-
 # DDL takes no bind parameters, and CREATE INDEX CONCURRENTLY cannot run in a function
 # or a transaction, so the rebuild statements are composed here, from fixed identifiers
 # and checked integers only: nothing a caller passes reaches them as text.
@@ -78,8 +68,6 @@ INDEX_QUERIES: Final[dict[str, LiteralString]] = {
     "record_index_build": RECORD_INDEX_BUILD,
     "count_embedded": COUNT_EMBEDDED,
     "set_maintenance_work_mem": SET_MAINTENANCE_WORK_MEM,
-    "try_reindex_lock": TRY_REINDEX_LOCK,
-    "release_reindex_lock": RELEASE_REINDEX_LOCK,
 }
 
 INDEX_DDL: Final[dict[str, LiteralString]] = {

@@ -1,9 +1,11 @@
 """The expiry purge: delete expired rows, and enforce an optional size cap.
 
 Reads never return expired rows, so the purge only reclaims space. It deletes in short
-batches (one statement and transaction each, skipping locked rows), holds an advisory lock
-so that overlapping runs do not collide (a second run reports "locked" and does nothing),
-and can be killed at any point: every batch is atomic, and the next run carries on.
+batches (one statement and transaction each, skipping locked rows), holds a lease
+(`postgres.leases`: no session lock, so it works through a transaction-mode pooler) so
+that overlapping runs do not collide (a second run reports "locked" and does nothing),
+and can be killed at any point: every batch is atomic, and the next run carries on once
+the killed run's lease expires (a minute after its last renewal).
 """
 
 from __future__ import annotations

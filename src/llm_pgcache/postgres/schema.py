@@ -1,10 +1,10 @@
 """The `llm_cache` table, defined once, in SQLAlchemy Core.
 
 The migrations create exactly these tables, `llm_cache`, `llm_cache_index_builds`,
-`llm_cache_counters`, `llm_cache_judgments` and `llm_pgcache_schema` (a test builds one
-database from this metadata and one from `alembic upgrade head` and compares their
-catalogs). The hot path does not use SQLAlchemy: its SQL lives in
-`llm_pgcache.postgres.sql`.
+`llm_cache_counters`, `llm_cache_judgments`, `llm_pgcache_schema` and
+`llm_pgcache_leases` (a test builds one database from this metadata and one from
+`alembic upgrade head` and compares their catalogs). The hot path does not use
+SQLAlchemy: its SQL lives in `llm_pgcache.postgres.sql`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ INDEX_BUILDS_TABLE = "llm_cache_index_builds"
 COUNTERS_TABLE = "llm_cache_counters"
 JUDGMENTS_TABLE = "llm_cache_judgments"
 COMPATIBILITY_TABLE = "llm_pgcache_schema"
+LEASES_TABLE = "llm_pgcache_leases"
 VERSION_TABLE = "llm_pgcache_alembic_version"  # not alembic_version: the host app may use it
 # The ANN index over `embedding`: the migrations create an ivfflat one; `llm-pgcache
 # reindex` rebuilds it, or replaces it with an HNSW one (`--method hnsw`) and back.
@@ -135,6 +136,15 @@ def build_metadata(
         Column("oldest_code_revision", Text, nullable=False),
         comment="The oldest llm-pgcache schema revision whose code runs against this "
         "schema: expand-only migrations keep it, contracting ones raise it.",
+    )
+    Table(
+        LEASES_TABLE,
+        metadata,
+        Column("name", Text, primary_key=True),
+        Column("holder", Text, nullable=False),
+        Column("expires_at", DateTime(timezone=True), nullable=False),
+        comment="Who runs the purge or a reindex, until when (renewed while it runs): no "
+        "session lock, so that they work through a transaction-mode pooler.",
     )
     sources = ", ".join(f"'{source}'" for source in JUDGMENT_SOURCES)
     Table(

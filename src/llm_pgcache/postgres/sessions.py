@@ -12,25 +12,25 @@ import asyncpg
 from llm_pgcache.errors import BackendError
 from llm_pgcache.postgres import sql
 from llm_pgcache.postgres.driver import DRIVER_ERRORS, translate_error
+from llm_pgcache.postgres.leases import Lease
 from llm_pgcache.postgres.pool import Connections
 
 
 class PurgeSession:
-    """The statements of one purge run, on the connection that holds the purge lock."""
+    """The statements of one purge run, while it holds the purge lease: each batch is a
+    statement and a transaction of its own, on any pooled connection."""
 
-    def __init__(self, connection: asyncpg.Connection, statement_timeout: float) -> None:
-        self._connection = connection
-        self._timeout = statement_timeout  # per batch
+    def __init__(self, db: Connections, lease: Lease) -> None:
+        self._db = db
+        self._lease = lease
 
     async def count_expired(self) -> int:
-        return await self._value(sql.COUNT_EXPIRED)
+        value: int = await self._db.fetchval(sql.COUNT_EXPIRED)
+        return value
 
     async def volume(self) -> tuple[int, int]:
         """(rows, total bytes of table and indexes)."""
-        try:
-            record = await self._connection.fetchrow(sql.TABLE_VOLUME, timeout=self._timeout)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        record = await self._db.fetchrow(sql.TABLE_VOLUME)
         return record["rows"], record["bytes"]
 
     async def delete_expired(self, batch: int) -> int:
@@ -41,18 +41,10 @@ class PurgeSession:
         """Delete up to `batch` rows, least recently hit first; returns how many."""
         return await self._deleted(sql.EVICT_LEAST_RECENT_BATCH, batch)
 
-    async def _value(self, query: str) -> int:
-        try:
-            value: int = await self._connection.fetchval(query, timeout=self._timeout)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
-        return value
-
     async def _deleted(self, query: str, batch: int) -> int:
-        try:
-            status: str = await self._connection.execute(query, batch, timeout=self._timeout)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+        if not self._lease.held:  # lost: another run may hold it now, stop between batches
+            return 0
+        status: str = await self._db.execute(query, batch)
         return int(status.rsplit(" ", 1)[-1])
 
 

@@ -267,12 +267,18 @@ FROM llm_cache
 
 # Lock keys are shared by every version that may run at once (old and new processes of
 # a deploy): never change them.
-TRY_PURGE_LOCK: Final[LiteralString] = """
-SELECT pg_try_advisory_lock(hashtext('llm_pgcache.purge'))
+# A lease ($1, e.g. "purge") taken or renewed by holder $2 for $3 seconds: a row back
+# when it is $2's (it was free, expired, or already $2's).
+TAKE_LEASE: Final[LiteralString] = """
+INSERT INTO llm_pgcache_leases AS l (name, holder, expires_at)
+VALUES ($1, $2, now() + $3::float8 * interval '1 second')
+ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
+RETURNING holder
 """
 
-RELEASE_PURGE_LOCK: Final[LiteralString] = """
-SELECT pg_advisory_unlock(hashtext('llm_pgcache.purge'))
+DROP_LEASE: Final[LiteralString] = """
+DELETE FROM llm_pgcache_leases WHERE name = $1 AND holder = $2
 """
 
 # Hits counted in memory and written behind, many rows per statement.
@@ -410,8 +416,8 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "count_expired": COUNT_EXPIRED,
     "evict_least_recent_batch": EVICT_LEAST_RECENT_BATCH,
     "table_volume": TABLE_VOLUME,
-    "try_purge_lock": TRY_PURGE_LOCK,
-    "release_purge_lock": RELEASE_PURGE_LOCK,
+    "take_lease": TAKE_LEASE,
+    "drop_lease": DROP_LEASE,
     "record_hits": RECORD_HITS,
     "notify": NOTIFY,
     "notify_channel": NOTIFY_CHANNEL,

@@ -17,7 +17,7 @@ from typing import Any, Self
 import asyncpg
 from pgvector import Vector
 
-from llm_pgcache.config import asyncpg_dsn, redact_dsn
+from llm_pgcache.config import asyncpg_dsn, pooler_of, redact_dsn
 from llm_pgcache.entries import StoredEntry
 from llm_pgcache.errors import BackendError
 from llm_pgcache.invalidation import Change
@@ -28,10 +28,12 @@ from llm_pgcache.postgres.driver import (
     Schema,
     check_schema,
     init_connection,
+    init_pooled_connection,
     keep_session,
     translate_error,
 )
 from llm_pgcache.postgres.judgments import Judgments
+from llm_pgcache.postgres.leases import leased
 from llm_pgcache.postgres.lookups import ExactLookups
 from llm_pgcache.postgres.pool import DEFAULT_STATEMENT_TIMEOUT, Connections
 from llm_pgcache.postgres.sessions import Listener, PurgeSession
@@ -70,8 +72,12 @@ class PostgresStore:
         schema: Schema,
         statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
         listen_dsn: str | None = None,
+        pooler: str | None = None,
     ) -> None:
-        self._db = Connections(pool, statement_timeout=statement_timeout)
+        self.pooler = pooler  # "transaction": behind a transaction-mode pooler
+        self._db = Connections(
+            pool, statement_timeout=statement_timeout, pooled_transactions=pooler == "transaction"
+        )
         self._owns_pool = owns_pool
         self.embedding_dim = schema.embedding_dim
         self.embedding_type = schema.embedding_type  # "vector" or "halfvec"
@@ -89,24 +95,36 @@ class PostgresStore:
         connect_timeout: float = 10.0,
         statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
         listen_dsn: str | None = None,
+        pooler: str | None = None,
     ) -> Self:
-        """Check the schema, then open a pool on `dsn`.
+        """Check the schema, then open a pool on `dsn`; behind a transaction-mode pooler
+        (`pooler`, else the DSN's `?pooler=`, else LLM_PGCACHE_POOLER), without named
+        prepared statements.
 
         Raises:
             BackendError: the server cannot be reached.
             SchemaError: the schema is missing or at an unknown revision.
         """
+        pooler = pooler_of(dsn, pooler)
+        pooled = pooler == "transaction"
         dsn = asyncpg_dsn(dsn)
+        statement_cache_size = 0 if pooled else 100  # 100: asyncpg's default
         try:
             connection = await asyncpg.connect(
-                dsn, timeout=connect_timeout, command_timeout=connect_timeout
+                dsn,
+                timeout=connect_timeout,
+                command_timeout=connect_timeout,
+                statement_cache_size=statement_cache_size,
             )
         except DRIVER_ERRORS as exc:
             raise BackendError(
                 f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc or type(exc).__name__}"
             ) from exc
         try:
-            schema = await check_schema(connection)
+            async with connection.transaction():  # one server connection, behind a pooler
+                schema = await check_schema(connection)
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
         finally:
             connection.terminate()
         try:
@@ -114,10 +132,11 @@ class PostgresStore:
                 dsn,
                 min_size=min_size,
                 max_size=max_size,
-                init=init_connection,
+                init=init_pooled_connection if pooled else init_connection,
                 reset=keep_session,
                 timeout=connect_timeout,
                 command_timeout=statement_timeout,  # also bounds a cancellation
+                statement_cache_size=statement_cache_size,
             )
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
@@ -127,6 +146,7 @@ class PostgresStore:
             schema=schema,
             statement_timeout=statement_timeout,
             listen_dsn=listen_dsn,
+            pooler=pooler,
         )
 
     @classmethod
@@ -136,9 +156,15 @@ class PostgresStore:
         *,
         statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
         listen_dsn: str | None = None,
+        pooler: str | None = None,
     ) -> Self:
-        """Use a pool the caller owns (created with `init=init_connection`); not closed by us."""
-        db = Connections(pool, statement_timeout=statement_timeout)
+        """Use a pool the caller owns (created with `init=init_connection`; behind a
+        transaction-mode pooler, with `statement_cache_size=0` and
+        `init=init_pooled_connection`, and say `pooler="transaction"`); not closed by us."""
+        pooler = pooler_of(None, pooler)
+        db = Connections(
+            pool, statement_timeout=statement_timeout, pooled_transactions=pooler == "transaction"
+        )
         async with db.connection() as connection:
             schema = await check_schema(connection)
         return cls(
@@ -147,6 +173,7 @@ class PostgresStore:
             schema=schema,
             statement_timeout=statement_timeout,
             listen_dsn=listen_dsn,
+            pooler=pooler,
         )
 
     async def close(self, grace: float = 2.0) -> None:
@@ -257,43 +284,45 @@ class PostgresStore:
             m=spec.m,
             ef_construction=spec.ef_construction,
         )
-        async with self._db.connection() as connection:
-            if not await connection.fetchval(index_sql.TRY_REINDEX_LOCK):
+        pooled = self._db.pooled_transactions
+        async with leased(self._db, "reindex") as lease:
+            if lease is None:
                 return False
-            try:
-                await connection.execute(index_sql.SET_MAINTENANCE_WORK_MEM, maintenance_work_mem)
-                for drop in index_sql.DROP_NEW_INDEXES:  # left by a killed run
-                    await connection.execute(drop, timeout=BUILD_TIMEOUT)
-                await connection.execute(create, timeout=BUILD_TIMEOUT)
-                for drop in index_sql.DROP_INDEXES.values():  # the old one, of either method
-                    await connection.execute(drop, timeout=BUILD_TIMEOUT)
-                await connection.execute(index_sql.RENAME_NEW_INDEXES[spec.method])
-                await connection.execute(index_sql.ANALYZE_TABLE, timeout=BUILD_TIMEOUT)
-                await connection.execute(
-                    index_sql.RECORD_INDEX_BUILD,
-                    index_sql.INDEX_NAMES[spec.method],
-                    spec.method,
-                    spec.lists,
-                    spec.m,
-                    spec.ef_construction,
-                    rows,
-                )
-            finally:
-                await connection.execute(index_sql.RESET_MAINTENANCE_WORK_MEM)
-                await connection.fetchval(index_sql.RELEASE_REINDEX_LOCK)
+            # CREATE INDEX CONCURRENTLY runs alone, never in a transaction; behind a
+            # transaction-mode pooler the session setting would outlive this use of the
+            # connection, so the build gets the server's maintenance_work_mem there.
+            async with self._db.connection(transaction=False) as connection:
+                if not pooled:
+                    await connection.execute(
+                        index_sql.SET_MAINTENANCE_WORK_MEM, maintenance_work_mem
+                    )
+                try:
+                    for drop in index_sql.DROP_NEW_INDEXES:  # left by a killed run
+                        await connection.execute(drop, timeout=BUILD_TIMEOUT)
+                    await connection.execute(create, timeout=BUILD_TIMEOUT)
+                    for drop in index_sql.DROP_INDEXES.values():  # the old one, either method
+                        await connection.execute(drop, timeout=BUILD_TIMEOUT)
+                    await connection.execute(index_sql.RENAME_NEW_INDEXES[spec.method])
+                    await connection.execute(index_sql.ANALYZE_TABLE, timeout=BUILD_TIMEOUT)
+                finally:
+                    if not pooled:
+                        await connection.execute(index_sql.RESET_MAINTENANCE_WORK_MEM)
+            await self._db.execute(
+                index_sql.RECORD_INDEX_BUILD,
+                index_sql.INDEX_NAMES[spec.method],
+                spec.method,
+                spec.lists,
+                spec.m,
+                spec.ef_construction,
+                rows,
+            )
         return True
 
     @contextlib.asynccontextmanager
     async def purge_session(self) -> AsyncIterator[PurgeSession | None]:
-        """A `PurgeSession` holding the purge lock; None while another purge holds it."""
-        async with self._db.connection() as connection:
-            if not await connection.fetchval(sql.TRY_PURGE_LOCK):
-                yield None
-                return
-            try:
-                yield PurgeSession(connection, self._db.statement_timeout)
-            finally:
-                await connection.fetchval(sql.RELEASE_PURGE_LOCK)
+        """A `PurgeSession` holding the purge lease; None while another purge holds it."""
+        async with leased(self._db, "purge") as lease:
+            yield None if lease is None else PurgeSession(self._db, lease)
 
     async def record_hits(self, hits: Sequence[tuple[str, bytes, int, datetime]]) -> None:
         """Add hit counts and last-hit times to their rows, in one statement."""

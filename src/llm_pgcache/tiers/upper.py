@@ -23,7 +23,7 @@ import logging
 from typing import NamedTuple
 
 from llm_pgcache.entries import CacheHit, TierCopy
-from llm_pgcache.errors import BackendError
+from llm_pgcache.errors import BackendError, ConfigurationError
 from llm_pgcache.invalidation import Change, read_notice
 from llm_pgcache.postgres.sessions import Listener
 from llm_pgcache.postgres.store import PostgresStore
@@ -79,6 +79,14 @@ class UpperTiers:
         memory = self._memory
         if memory is None:
             return
+        if self._store.pooler == "transaction" and self._store.listen_dsn is None:
+            # LISTEN lasts for a session; a transaction-mode pooler hands the session to
+            # others after each transaction, and the notices would never come.
+            raise ConfigurationError(
+                "the memory tier needs LISTEN on a direct connection behind a "
+                "transaction-mode pooler: pass listen_dsn= (the server itself, not the "
+                "pooler), or leave the memory tier out"
+            )
 
         def on_notice(payload: str) -> None:
             try:
