@@ -9,6 +9,8 @@ database and is isolated by namespace.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from llm_pgcache.cache.opening import Opening
 from llm_pgcache.config import asyncpg_dsn
 from llm_pgcache.postgres import embedded, migrate
 
+from . import pgbouncer
 from .openai_server import OpenAIServer
 
 
@@ -31,13 +34,17 @@ def connect_cache(
     *,
     pool: asyncpg.Pool | None = None,
     listen_dsn: str | None = None,
+    min_size: int = 10,
+    max_size: int = 10,
     **options: Unpack[CacheOptions],
 ) -> Opening[Cache]:
     """`Cache.connect` for tests: lookups get a budget of a second unless the test sets
     one. Budgets have tests of their own; elsewhere a CI machine that stalls for 50 ms
     must not turn a lookup into a miss."""
     options.setdefault("lookup_timeout", 1.0)
-    return Cache.connect(dsn, pool=pool, listen_dsn=listen_dsn, **options)
+    return Cache.connect(
+        dsn, pool=pool, listen_dsn=listen_dsn, min_size=min_size, max_size=max_size, **options
+    )
 
 
 class FreshDatabase(Protocol):
@@ -219,3 +226,23 @@ async def openai_client(openai_api: OpenAIServer) -> AsyncIterator[AsyncOpenAI]:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def pgbouncers(server_dsn: str) -> Iterator[dict[str, pgbouncer.PgBouncer]]:
+    """A real PgBouncer in session mode and one in transaction mode, in front of the test
+    server. Skipped without Debian's pgbouncer, unless LLM_PGCACHE_PGBOUNCER=required (CI)."""
+    if not pgbouncer.available():
+        if os.environ.get("LLM_PGCACHE_PGBOUNCER") == "required":
+            pytest.fail("pgbouncer is required (LLM_PGCACHE_PGBOUNCER) but not installed")
+        pytest.skip("pgbouncer is not installed (Debian's pgbouncer package)")
+    started: dict[str, pgbouncer.PgBouncer] = {}
+    try:
+        for mode in ("session", "transaction"):
+            workdir = Path(tempfile.mkdtemp(prefix=f"llm-pgcache-pgbouncer-{mode}-"))
+            started[mode] = pgbouncer.start(server_dsn, mode, workdir)
+        yield started
+    finally:
+        for bouncer in started.values():
+            bouncer.stop()
+            shutil.rmtree(bouncer.workdir, ignore_errors=True)

@@ -37,12 +37,6 @@ async def keep_session(connection: asyncpg.Connection) -> None:
         await connection.execute("ROLLBACK")
 
 
-async def init_pooled_connection(connection: asyncpg.Connection) -> None:
-    """`init_connection` behind a transaction-mode pooler: in one transaction."""
-    async with connection.transaction():
-        await register_vector(connection)
-
-
 # Everything the driver raises for a failed statement or connection.
 DRIVER_ERRORS = (
     OSError,
@@ -57,6 +51,14 @@ def translate_error(exc: Exception) -> LLMPgCacheError:
     """The llm-pgcache error for a driver error; raise it `from exc`."""
     if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError):
         return SchemaError(f"{SchemaError.__doc__}\n({exc})")
+    if isinstance(
+        exc, asyncpg.InvalidSQLStatementNameError | asyncpg.DuplicatePreparedStatementError
+    ):  # a prepared statement lost between server connections: fails open as any other
+        return BackendError(
+            f"PostgreSQL lost a prepared statement ({exc}): behind a transaction-mode "
+            "pooler such as PgBouncer, say so with pooler='transaction' (or ?pooler="
+            "transaction in the DSN, or LLM_PGCACHE_POOLER=transaction)"
+        )
     if isinstance(
         exc,
         asyncpg.CharacterNotInRepertoireError

@@ -26,41 +26,24 @@ RELEASE_TIMEOUT = 1.0  # seconds a cancelled statement's connection may take to 
 
 
 class Connections:
-    """An asyncpg pool whose every acquire, statement and release has a deadline.
+    """An asyncpg pool whose every acquire, statement and release has a deadline."""
 
-    Behind a transaction-mode pooler (`pooled_transactions`), what runs on one acquired
-    connection runs in one transaction: the pooler keeps a server connection for a
-    transaction only, and asyncpg's extended protocol (parse, then bind and execute)
-    spans two of its messages, which outside a transaction may reach two servers."""
-
-    def __init__(
-        self, pool: asyncpg.Pool, *, statement_timeout: float, pooled_transactions: bool = False
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, statement_timeout: float) -> None:
         self.pool = pool
         self.statement_timeout = statement_timeout
-        self.pooled_transactions = pooled_transactions
         self._releasing: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
-    async def connection(
-        self, budget: float | None = None, *, transaction: bool = True
-    ) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self, budget: float | None = None) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection, acquired within `budget` seconds (default: the statement
-        timeout); in one transaction behind a transaction-mode pooler, unless not
-        `transaction` (statements that cannot run in one, sent alone). Driver errors
-        inside become our errors."""
+        timeout). Driver errors inside become our errors."""
         try:
             connection = await self.pool.acquire(timeout=budget or self.statement_timeout)
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
-        pinned = self.pooled_transactions and transaction
         try:
-            if pinned:
-                await connection.execute("BEGIN", timeout=budget or self.statement_timeout)
             yield connection
-            if pinned:
-                await connection.execute("COMMIT", timeout=budget or self.statement_timeout)
-        except BaseException as exc:  # released in the background, rolled back
+        except BaseException as exc:
             self._release_later(connection)
             if isinstance(exc, DRIVER_ERRORS):
                 raise translate_error(exc) from exc

@@ -28,7 +28,6 @@ from llm_pgcache.postgres.driver import (
     Schema,
     check_schema,
     init_connection,
-    init_pooled_connection,
     keep_session,
     translate_error,
 )
@@ -75,9 +74,7 @@ class PostgresStore:
         pooler: str | None = None,
     ) -> None:
         self.pooler = pooler  # "transaction": behind a transaction-mode pooler
-        self._db = Connections(
-            pool, statement_timeout=statement_timeout, pooled_transactions=pooler == "transaction"
-        )
+        self._db = Connections(pool, statement_timeout=statement_timeout)
         self._owns_pool = owns_pool
         self.embedding_dim = schema.embedding_dim
         self.embedding_type = schema.embedding_type  # "vector" or "halfvec"
@@ -99,7 +96,8 @@ class PostgresStore:
     ) -> Self:
         """Check the schema, then open a pool on `dsn`; behind a transaction-mode pooler
         (`pooler`, else the DSN's `?pooler=`, else LLM_PGCACHE_POOLER), without named
-        prepared statements.
+        prepared statements (asyncpg then parses each statement again in the message
+        sequence that runs it, which a pooler keeps on one server connection).
 
         Raises:
             BackendError: the server cannot be reached.
@@ -121,10 +119,7 @@ class PostgresStore:
                 f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc or type(exc).__name__}"
             ) from exc
         try:
-            async with connection.transaction():  # one server connection, behind a pooler
-                schema = await check_schema(connection)
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+            schema = await check_schema(connection)
         finally:
             connection.terminate()
         try:
@@ -132,7 +127,7 @@ class PostgresStore:
                 dsn,
                 min_size=min_size,
                 max_size=max_size,
-                init=init_pooled_connection if pooled else init_connection,
+                init=init_connection,
                 reset=keep_session,
                 timeout=connect_timeout,
                 command_timeout=statement_timeout,  # also bounds a cancellation
@@ -159,12 +154,10 @@ class PostgresStore:
         pooler: str | None = None,
     ) -> Self:
         """Use a pool the caller owns (created with `init=init_connection`; behind a
-        transaction-mode pooler, with `statement_cache_size=0` and
-        `init=init_pooled_connection`, and say `pooler="transaction"`); not closed by us."""
+        transaction-mode pooler, with `statement_cache_size=0`, and say
+        `pooler="transaction"`); not closed by us."""
         pooler = pooler_of(None, pooler)
-        db = Connections(
-            pool, statement_timeout=statement_timeout, pooled_transactions=pooler == "transaction"
-        )
+        db = Connections(pool, statement_timeout=statement_timeout)
         async with db.connection() as connection:
             schema = await check_schema(connection)
         return cls(
@@ -284,14 +277,14 @@ class PostgresStore:
             m=spec.m,
             ef_construction=spec.ef_construction,
         )
-        pooled = self._db.pooled_transactions
+        pooled = self.pooler == "transaction"
         async with leased(self._db, "reindex") as lease:
             if lease is None:
                 return False
             # CREATE INDEX CONCURRENTLY runs alone, never in a transaction; behind a
             # transaction-mode pooler the session setting would outlive this use of the
             # connection, so the build gets the server's maintenance_work_mem there.
-            async with self._db.connection(transaction=False) as connection:
+            async with self._db.connection() as connection:
                 if not pooled:
                     await connection.execute(
                         index_sql.SET_MAINTENANCE_WORK_MEM, maintenance_work_mem
