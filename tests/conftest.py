@@ -26,6 +26,7 @@ from llm_pgcache.config import asyncpg_dsn
 from llm_pgcache.postgres import embedded, migrate
 
 from . import pgbouncer
+from . import replica as replica_server
 from .openai_server import OpenAIServer
 
 
@@ -36,6 +37,7 @@ def connect_cache(
     listen_dsn: str | None = None,
     min_size: int = 10,
     max_size: int = 10,
+    read_dsn: str | None = None,
     **options: Unpack[CacheOptions],
 ) -> Opening[Cache]:
     """`Cache.connect` for tests: lookups get a budget of a second unless the test sets
@@ -43,7 +45,13 @@ def connect_cache(
     must not turn a lookup into a miss."""
     options.setdefault("lookup_timeout", 1.0)
     return Cache.connect(
-        dsn, pool=pool, listen_dsn=listen_dsn, min_size=min_size, max_size=max_size, **options
+        dsn,
+        pool=pool,
+        listen_dsn=listen_dsn,
+        min_size=min_size,
+        max_size=max_size,
+        read_dsn=read_dsn,
+        **options,
     )
 
 
@@ -246,3 +254,18 @@ def pgbouncers(server_dsn: str) -> Iterator[dict[str, pgbouncer.PgBouncer]]:
         for bouncer in started.values():
             bouncer.stop()
             shutil.rmtree(bouncer.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def replica(server_dsn: str) -> Iterator[replica_server.Replica]:
+    """A streaming replica of the embedded test server (pg_basebackup, then a hot standby
+    on its own socket). Skipped against LLM_PGCACHE_TEST_DSN, whose server is not ours."""
+    if os.environ.get("LLM_PGCACHE_TEST_DSN") or replica_server.binaries() is None:
+        pytest.skip("a replica is made from the embedded server only")
+    workdir = Path(tempfile.mkdtemp(prefix="llm-pgcache-replica-"))
+    standby = replica_server.start(server_dsn, workdir)
+    try:
+        yield standby
+    finally:
+        standby.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

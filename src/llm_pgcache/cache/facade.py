@@ -18,6 +18,7 @@ from llm_pgcache.cache.reads import Reads
 from llm_pgcache.cache.warming import WarmReport, precompute
 from llm_pgcache.cache.writes import Writes
 from llm_pgcache.config import Settings
+from llm_pgcache.errors import ConfigurationError
 from llm_pgcache.postgres.pool import DEFAULT_STATEMENT_TIMEOUT
 from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.validation import TTL
@@ -50,6 +51,7 @@ class Cache(Reads, Writes, Maintenance):
         statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
         listen_dsn: str | None = None,
         pooler: Literal["session", "transaction"] | None = None,
+        read_dsn: str | None = None,
         **options: Unpack[CacheOptions],
     ) -> Opening[Self]:
         """Open a cache: `cache = await Cache.connect(...)` or `async with Cache.connect(...)`.
@@ -78,6 +80,13 @@ class Cache(Reads, Writes, Maintenance):
                 session state; the memory tier then needs `listen_dsn`. "session" (or
                 None: no pooler) needs nothing. Default: the DSN's `?pooler=`, else
                 LLM_PGCACHE_POOLER.
+            read_dsn: a streaming replica of `dsn`'s server: lookups read it, every
+                write, LISTEN, purge and reindex go to `dsn`. A lookup in a namespace
+                this process wrote to, or heard an invalidation of, reads the primary
+                until the replica has replayed that far (read-your-writes; an
+                invalidation is never undone by lag). Hits read from the replica enter
+                the memory and Redis tiers only in a process that listens (one with a
+                memory tier), which hears of every invalidation.
             **options: how the cache behaves; see `CacheOptions` (namespace, default_ttl,
                 embedder, memory, redis, lookup_timeout, ...).
 
@@ -87,6 +96,8 @@ class Cache(Reads, Writes, Maintenance):
             ConfigurationError: a bad DSN, or no DSN and the `embedded` extra is missing.
             EmbeddingDimensionError: the embedder's dimension differs from the table's.
         """
+        if pool is not None and read_dsn is not None:
+            raise ConfigurationError("read_dsn needs a dsn: it does not go with pool=")
         if pool is not None:
             opening = PostgresStore.from_pool(
                 pool, statement_timeout=statement_timeout, listen_dsn=listen_dsn, pooler=pooler
@@ -100,6 +111,7 @@ class Cache(Reads, Writes, Maintenance):
                 statement_timeout=statement_timeout,
                 listen_dsn=listen_dsn,
                 pooler=pooler,
+                read_dsn=read_dsn,
             )
         return Opening(cls._open(opening, options))
 

@@ -52,6 +52,7 @@ async def open_store(
     statement_timeout: float,
     listen_dsn: str | None,
     pooler: str | None,
+    read_dsn: str | None,
 ) -> PostgresStore:
     """A store on `dsn`; without one, on the embedded server (migrated on first use)."""
 
@@ -63,6 +64,7 @@ async def open_store(
             statement_timeout=statement_timeout,
             listen_dsn=listen_dsn,
             pooler=pooler,
+            read_dsn=read_dsn,
         )
 
     if dsn is not None:

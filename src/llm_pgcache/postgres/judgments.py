@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -39,8 +39,9 @@ class Alias:
 class Judgments:
     """The `llm_cache_judgments` table, and alias rows in `llm_cache`."""
 
-    def __init__(self, db: Connections) -> None:
+    def __init__(self, db: Connections, *, wrote: Callable[[str], None]) -> None:
         self._db = db
+        self._wrote = wrote  # an alias was stored in that namespace
 
     async def add(self, judgments: Sequence[Judgment]) -> None:
         if judgments:
@@ -71,4 +72,7 @@ class Judgments:
             alias.similarity,
             alias.alias_of,
         )
-        return alias_id is not None
+        if alias_id is None:
+            return False
+        self._wrote(alias.namespace)
+        return True

@@ -35,6 +35,7 @@ from llm_pgcache.postgres.judgments import Judgments
 from llm_pgcache.postgres.leases import leased
 from llm_pgcache.postgres.lookups import ExactLookups
 from llm_pgcache.postgres.pool import DEFAULT_STATEMENT_TIMEOUT, Connections
+from llm_pgcache.postgres.replica import ReplicaReads
 from llm_pgcache.postgres.sessions import Listener, PurgeSession
 
 BUILD_TIMEOUT = 24 * 3600.0  # seconds an index build may take
@@ -72,6 +73,7 @@ class PostgresStore:
         statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
         listen_dsn: str | None = None,
         pooler: str | None = None,
+        read_pool: asyncpg.Pool | None = None,
     ) -> None:
         self.pooler = pooler  # "transaction": behind a transaction-mode pooler
         self._db = Connections(pool, statement_timeout=statement_timeout)
@@ -80,7 +82,25 @@ class PostgresStore:
         self.embedding_type = schema.embedding_type  # "vector" or "halfvec"
         self.listen_dsn = asyncpg_dsn(listen_dsn) if listen_dsn else None  # None: pooled
         self._exact = ExactLookups(self._db)
-        self.judgments = Judgments(self._db)
+        self.judgments = Judgments(self._db, wrote=self._wrote)
+        # Lookups on a read replica (`read_dsn`), routed by `replica` (None: no replica).
+        self.replica: ReplicaReads | None = None
+        self._replica_exact: ExactLookups | None = None
+        if read_pool is not None:
+            self.replica = ReplicaReads(
+                self._db, Connections(read_pool, statement_timeout=statement_timeout)
+            )
+            self._replica_exact = ExactLookups(self.replica.db)
+
+    def _wrote(self, namespace: str) -> None:
+        if self.replica is not None:
+            self.replica.wrote(namespace)
+
+    def _reads(self, namespace: str) -> Connections:
+        """Where a lookup in `namespace` reads: the replica unless it is behind."""
+        if self.replica is not None and self.replica.readable(namespace):
+            return self.replica.db
+        return self._db
 
     @classmethod
     async def open(
@@ -93,8 +113,10 @@ class PostgresStore:
         statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
         listen_dsn: str | None = None,
         pooler: str | None = None,
+        read_dsn: str | None = None,
     ) -> Self:
-        """Check the schema, then open a pool on `dsn`; behind a transaction-mode pooler
+        """Check the schema, then open a pool on `dsn` (and one on the replica of
+        `read_dsn`, for lookups); behind a transaction-mode pooler
         (`pooler`, else the DSN's `?pooler=`, else LLM_PGCACHE_POOLER), without named
         prepared statements (asyncpg then parses each statement again in the message
         sequence that runs it, which a pooler keeps on one server connection).
@@ -122,19 +144,28 @@ class PostgresStore:
             schema = await check_schema(connection)
         finally:
             connection.terminate()
+
+        async def pool_on(target: str) -> asyncpg.Pool:
+            try:
+                return await asyncpg.create_pool(
+                    target,
+                    min_size=min_size,
+                    max_size=max_size,
+                    init=init_connection,
+                    reset=keep_session,
+                    timeout=connect_timeout,
+                    command_timeout=statement_timeout,  # also bounds a cancellation
+                    statement_cache_size=statement_cache_size,
+                )
+            except DRIVER_ERRORS as exc:
+                raise translate_error(exc) from exc
+
+        pool = await pool_on(dsn)
         try:
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=min_size,
-                max_size=max_size,
-                init=init_connection,
-                reset=keep_session,
-                timeout=connect_timeout,
-                command_timeout=statement_timeout,  # also bounds a cancellation
-                statement_cache_size=statement_cache_size,
-            )
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc) from exc
+            read_pool = await pool_on(asyncpg_dsn(read_dsn)) if read_dsn else None
+        except BaseException:
+            await pool.close()
+            raise
         return cls(
             pool,
             owns_pool=True,
@@ -142,6 +173,7 @@ class PostgresStore:
             statement_timeout=statement_timeout,
             listen_dsn=listen_dsn,
             pooler=pooler,
+            read_pool=read_pool,
         )
 
     @classmethod
@@ -170,9 +202,13 @@ class PostgresStore:
         )
 
     async def close(self, grace: float = 2.0) -> None:
-        """Stop the lookups in flight, then close our pool; connections still busy after
+        """Stop the lookups in flight, then close our pools; connections still busy after
         `grace` seconds are terminated."""
         await self._exact.close()
+        if self.replica is not None and self._replica_exact is not None:
+            await self._replica_exact.close()
+            await self.replica.close()
+            await self.replica.db.close(owned=True, grace=grace)
         await self._db.close(owned=self._owns_pool, grace=grace)
 
     async def get(
@@ -184,8 +220,12 @@ class PostgresStore:
     ) -> asyncpg.Record | None:
         """The live row of `cache_key` in `namespace` (or one expired less than
         `stale_grace` seconds ago, with `stale` true), or None. Concurrent lookups share
-        queries (`postgres.lookups`); `budget` (seconds) bounds such a shared query."""
-        return await self._exact.get(namespace, cache_key, stale_grace, budget)
+        queries (`postgres.lookups`); `budget` (seconds) bounds such a shared query.
+        Reads the replica when there is one and it is not behind (`replica`)."""
+        lookups = self._exact
+        if self._replica_exact is not None and self._reads(namespace) is not self._db:
+            lookups = self._replica_exact
+        return await lookups.get(namespace, cache_key, stale_grace, budget)
 
     async def put(self, entry: StoredEntry, notice: str) -> None:
         """Insert or replace the row of (namespace, cache_key); `notice` goes to listeners."""
@@ -206,6 +246,7 @@ class PostgresStore:
             entry.upstream_ms,
             notice,
         )
+        self._wrote(entry.namespace)
 
     async def nearest_round(
         self, queries: list[NearestQuery], budget: float | None = None
@@ -218,8 +259,11 @@ class PostgresStore:
         groups: dict[tuple[str, bytes, str, SearchSettings], list[int]] = {}
         for slot, q in enumerate(queries):
             groups.setdefault((q.namespace, q.scope_key, q.embedder, q.settings), []).append(slot)
-        timeout = budget or self._db.statement_timeout
-        async with self._db.connection(budget) as connection:
+        reads = self._db
+        if all(self._reads(q.namespace) is not self._db for q in queries):
+            reads = self._reads(queries[0].namespace)
+        timeout = budget or reads.statement_timeout
+        async with reads.connection(budget) as connection:
             for (namespace, scope_key, embedder, settings), slots in groups.items():
                 rows = await connection.fetch(
                     sql.SEMANTIC_NEAREST_ROUND,
@@ -335,8 +379,11 @@ class PostgresStore:
         listeners of other processes as each statement commits. Many rows go in
         statements of at most `DELETE_CHUNK` rows, each within the statement timeout; then
         the namespace's aliases whose row is gone go too."""
-        deleted = await self._delete(change, notice)
-        await self._db.execute(sql.DROP_ORPHAN_ALIASES, change.namespace)
+        try:
+            deleted = await self._delete(change, notice)
+            await self._db.execute(sql.DROP_ORPHAN_ALIASES, change.namespace)
+        finally:  # also when it failed: some statements may have committed
+            self._wrote(change.namespace)
         return deleted
 
     async def _delete(self, change: Change, notice: str) -> int:
@@ -390,6 +437,8 @@ class PostgresStore:
             status: str = await connection.execute(sql.UPSERT_WARM_ROWS, timeout=timeout)
             for change in notices:
                 await connection.execute(sql.NOTIFY, change)
+        for namespace in {entry.namespace for entry in entries}:
+            self._wrote(namespace)
         return int(status.rsplit(" ", 1)[-1])
 
     async def notify(self, notice: str) -> None:
@@ -401,9 +450,18 @@ class PostgresStore:
     ) -> Listener:
         """Hold a connection that hands every invalidation notice to `on_notice`, and proves
         every `heartbeat` seconds that notices still arrive (`sessions.Listener`)."""
-        listener = Listener(
-            self._db, on_notice, on_lost, heartbeat=heartbeat, listen_dsn=self.listen_dsn
-        )
+
+        def heard(payload: str) -> None:
+            if self.replica is not None:  # lookups read the primary until the replica has it
+                self.replica.heard()
+            on_notice(payload)
+
+        def lost() -> None:  # lost, or back: anything may have changed meanwhile
+            if self.replica is not None:
+                self.replica.heard()
+            on_lost()
+
+        listener = Listener(self._db, heard, lost, heartbeat=heartbeat, listen_dsn=self.listen_dsn)
         await listener.start()
         return listener
 

@@ -120,7 +120,12 @@ class UpperTiers:
 
     async def promote(self, copy: TierCopy, *, ticket: Ticket) -> None:
         """Copy a live hit from PostgreSQL into the tiers above, where nothing was
-        invalidated since `ticket` was read."""
+        invalidated since `ticket` was read. With a read replica, only in a process that
+        listens: it hears of every invalidation, and reads the primary until the replica
+        has it (`postgres.replica`); another might copy what a lagging replica still
+        holds after an invalidation, and keep it."""
+        if self._store.replica is not None and not self.listening:
+            return
         if self._redis is not None:
             await self._redis.put(copy, epoch=ticket.epoch)
         memory = self._usable_memory()
@@ -183,8 +188,11 @@ class UpperTiers:
             return now.row == seen.row
         return now.rows == seen.rows  # semantic: any row of the namespace
 
+    @property
+    def listening(self) -> bool:
+        """Whether invalidation notices reach this process now."""
+        return self._listener is not None and self._listener.connected
+
     def _usable_memory(self) -> MemoryTier | None:
         """The memory tier, while invalidation notices reach it."""
-        if self._memory is None or self._listener is None or not self._listener.connected:
-            return None
-        return self._memory
+        return self._memory if self.listening else None
