@@ -11,7 +11,15 @@ import asyncpg
 import pytest
 from openai import AsyncOpenAI
 
-from llm_pgcache import Cache, HashingEmbedder, InvalidRequestError, cached_openai
+from llm_pgcache import (
+    Cache,
+    EmbeddingDimensionError,
+    HashingEmbedder,
+    InvalidEmbeddingError,
+    InvalidInputError,
+    InvalidRequestError,
+    cached_openai,
+)
 from llm_pgcache.cache.warming import WarmItem
 from llm_pgcache.cli import cli
 
@@ -88,6 +96,52 @@ async def test_load_with_embeddings_serves_semantic_hits(
         assert hit.tier == "postgres-semantic"
         with pytest.raises(InvalidRequestError):
             await cache.load([WarmItem(request={"model": "m"}, response={})])
+
+
+async def test_load_takes_precomputed_embeddings_and_refuses_bad_ones(
+    dsn: str, namespace: str, db: asyncpg.Connection, make_response: Factory
+) -> None:
+    """Embeddings made elsewhere (by the same embedder) are stored as given: no embedder
+    call; a vector of the wrong size or with a NaN fails its batch, whose rows are not
+    written, while the batches before it are."""
+    embedder = HashingEmbedder(1536)
+    texts = [f"Who painted picture number {n}?" for n in range(30)]
+    vectors = await embedder.embed(texts)
+
+    def item(n: int, vector: list[float]) -> WarmItem:
+        request = {"model": "m", "messages": [{"role": "user", "content": texts[n]}]}
+        return WarmItem(request=request, response=make_response(texts[n]), embedding=vector)
+
+    async with connect_cache(dsn, namespace=namespace, embedder=embedder) as cache:
+        loaded = await cache.load([item(n, vectors[n].tolist()) for n in range(20)], batch_size=7)
+        assert loaded == 20
+        hit = await cache.get(
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "who painted picture number 3"}],
+            }
+        )
+        assert hit is not None
+        assert hit.tier == "postgres-semantic"
+        assert hit.matched_prompt == texts[3]
+        stored = await db.fetch(
+            "SELECT embedder, embedding IS NOT NULL AS embedded FROM llm_cache "
+            "WHERE namespace = $1",
+            namespace,
+        )
+        assert {(r["embedder"], r["embedded"]) for r in stored} == {(embedder.name, True)}
+
+        bad = [item(20 + n, vectors[20 + n].tolist()) for n in range(5)]
+        bad.append(item(25, [0.1] * 384))
+        with pytest.raises(EmbeddingDimensionError):
+            await cache.load(bad, batch_size=5)  # the first batch of 5 is written
+        nan = [item(26, [float("nan")] * 1536)]
+        with pytest.raises(InvalidEmbeddingError):
+            await cache.load(nan)
+    assert await db.fetchval("SELECT count(*) FROM llm_cache WHERE namespace = $1", namespace) == 25
+    async with connect_cache(dsn, namespace=namespace) as plain:
+        with pytest.raises(InvalidInputError, match="embedder"):
+            await plain.load([item(27, vectors[27].tolist())])
 
 
 async def test_warm_precomputes_through_the_llm(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +15,15 @@ from llm_pgcache.validation import TTL
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WarmItem:
-    """One request/response pair to load."""
+    """One request/response pair to load; `embedding`: its last user turn's vector, made
+    by the cache's embedder elsewhere (it is stored as that embedder's)."""
 
     request: Mapping[str, Any]
     response: object
     ttl: TTL | None = None
     tags: tuple[str, ...] = ()
     namespace: str | None = None
+    embedding: Sequence[float] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,7 +51,7 @@ def batches(items: Iterable[WarmItem], size: int) -> Iterator[list[WarmItem]]:
 
 def read_warm_file(path: Path) -> Iterator[WarmItem]:
     """Items from a JSONL file of {"request": {...}, "response": {...}, "ttl"?: seconds,
-    "tags"?: [...], "namespace"?: "..."} lines.
+    "tags"?: [...], "namespace"?: "...", "embedding"?: [...]} lines.
 
     Raises:
         InvalidInputError: the file cannot be read, or a line is not such an object.
@@ -70,6 +72,7 @@ def read_warm_file(path: Path) -> Iterator[WarmItem]:
                     ttl=item.get("ttl"),
                     tags=tuple(item.get("tags") or ()),
                     namespace=item.get("namespace"),
+                    embedding=item.get("embedding"),
                 )
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise InvalidInputError(f"{path}:{number}: not a warm line: {exc}") from exc

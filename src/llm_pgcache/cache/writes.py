@@ -3,16 +3,19 @@ to other processes in the same statement, then drops the copies above it (`tiers
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from llm_pgcache.cache.state import CacheState
 from llm_pgcache.cache.warming import WarmItem, batches
-from llm_pgcache.entries import CacheHit
+from llm_pgcache.entries import CacheHit, StoredEntry
 from llm_pgcache.errors import BackendError, InvalidInputError
 from llm_pgcache.invalidation import Change
 from llm_pgcache.postgres.judgments import JUDGMENT_SOURCES, Judgment
+from llm_pgcache.semantic.embedders import check_vectors
 from llm_pgcache.validation import TTL, check_model, check_tags, check_timeout
 
 
@@ -89,38 +92,75 @@ class Writes(CacheState):
         """Bulk-load request/response pairs (COPY, in batches); returns the rows written.
 
         Every item is checked as by `set`; a bad one raises before its batch is written.
-        With `embed`, the cache's embedder embeds each batch (one call per batch).
+        An item's own `embedding` is stored as the cache's embedder's; with `embed`, the
+        embedder embeds the others, one call per batch. Each batch is checked and built
+        while the one before is written.
 
         Raises:
+            InvalidInputError, InvalidEmbeddingError, EmbeddingDimensionError: a bad item.
             BackendError: always (a bulk load does not fail open).
         """
         if embed and self._semantic is None:
             raise InvalidInputError("embedding needs a cache opened with an embedder")
         written = 0
-        for batch in batches(items, batch_size):
-            built = [
-                self.rules.entry(
-                    item.request,
-                    item.response,
-                    ttl=item.ttl,
-                    tags=item.tags,
-                    namespace=item.namespace,
-                    upstream_ms=None,
-                )
-                for item in batch
-            ]
-            if self._semantic is not None and embed:
-                entries = await self._semantic.with_embeddings(built)
-            else:
-                entries = [entry for _, entry in built]
-            changes = [Change(ns) for ns in sorted({entry.namespace for entry in entries})]
-            written += await self._store.bulk_put(
-                entries, [change.notice(self._origin) for change in changes]
+        writing: asyncio.Task[int] | None = None
+        try:
+            for batch in batches(items, batch_size):
+                entries = await self._entries(batch, embed=embed)
+                if writing is not None:
+                    written += await writing
+                    if progress is not None:
+                        progress(written)
+                writing = asyncio.get_running_loop().create_task(self._write_batch(entries))
+            if writing is not None:
+                written += await writing
+                writing = None
+                if progress is not None:
+                    progress(written)
+        finally:
+            if writing is not None:  # a bad batch after it: the one in flight still lands
+                with contextlib.suppress(Exception):
+                    await writing
+        return written
+
+    async def _entries(self, batch: list[WarmItem], *, embed: bool) -> list[StoredEntry]:
+        """The rows of `batch`: checked, keyed, with their embeddings."""
+        built = [
+            self.rules.entry(
+                item.request,
+                item.response,
+                ttl=item.ttl,
+                tags=item.tags,
+                namespace=item.namespace,
+                upstream_ms=None,
             )
-            for change in changes:  # rows were replaced: no copy is known good
-                await self._tiers.drop(change)
-            if progress is not None:
-                progress(written)
+            for item in batch
+        ]
+        given = [i for i, item in enumerate(batch) if item.embedding is not None]
+        entries = [entry for _, entry in built]
+        if given:
+            if self._semantic is None:
+                raise InvalidInputError("items with an embedding need a cache with an embedder")
+            name = self._semantic.embedder.name
+            vectors = check_vectors(
+                [batch[i].embedding for i in given], count=len(given), dim=self._store.embedding_dim
+            )
+            for i, vector in zip(given, vectors, strict=True):
+                entries[i] = replace(entries[i], embedding=vector, embedder=name)
+        if self._semantic is not None and embed:
+            missing = [i for i, item in enumerate(batch) if item.embedding is None]
+            embedded = await self._semantic.with_embeddings([built[i] for i in missing])
+            for i, entry in zip(missing, embedded, strict=True):
+                entries[i] = entry
+        return entries
+
+    async def _write_batch(self, entries: list[StoredEntry]) -> int:
+        changes = [Change(ns) for ns in sorted({entry.namespace for entry in entries})]
+        written = await self._store.bulk_put(
+            entries, [change.notice(self._origin) for change in changes]
+        )
+        for change in changes:  # rows were replaced: no copy is known good
+            await self._tiers.drop(change)
         return written
 
     async def invalidate(
