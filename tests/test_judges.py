@@ -211,6 +211,12 @@ async def test_a_judge_that_fails_lies_or_hangs_is_a_miss_counted_and_logged_onc
 
 async def test_judge_options_are_checked(dsn: str, openai_client: AsyncOpenAI) -> None:
     judge = LLMJudge(openai_client)
+    embedder = HashingEmbedder(1536)
+    async with Cache.connect(dsn, embedder=embedder, judge=judge) as judged:
+        # With a judge, candidates from 0.1 below the embedder's threshold are judged.
+        assert judged.similarity_threshold == pytest.approx(embedder.suggested_threshold - 0.1)
+    async with Cache.connect(dsn, embedder=embedder, judge=judge, similarity_threshold=0.95) as c:
+        assert c.similarity_threshold == 0.95
     for options, match in [
         ({"judge": object()}, "judge"),
         ({"judge": judge, "verify": "later"}, "verify"),

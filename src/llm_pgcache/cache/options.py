@@ -34,8 +34,9 @@ class CacheOptions(TypedDict, total=False):
         embedder: turns the last user turn into a vector for semantic lookups (e.g.
             `OpenAIEmbedder()`, or the offline `HashingEmbedder`); None: exact only.
             Its dimension must equal the table's (`LLM_PGCACHE_EMBEDDING_DIM`).
-        similarity_threshold: lowest cosine similarity served as a semantic hit;
-            default: the embedder's `suggested_threshold`, else 0.9.
+        similarity_threshold: lowest cosine similarity served as a semantic hit (with
+            a judge: put to the judge); default: the embedder's `suggested_threshold`,
+            else 0.9, and 0.1 lower with a judge.
         semantic: whether lookups fall through to semantic search (per call too).
         search: ANN search settings (`SearchOptions`: candidates, probes, ef_search,
             rounds, budget).
