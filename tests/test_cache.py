@@ -16,6 +16,7 @@ from llm_pgcache import (
     BackendError,
     Cache,
     ConfigurationError,
+    HashingEmbedder,
     InvalidInputError,
     WarmItem,
     init_connection,
@@ -282,3 +283,54 @@ async def test_an_unknown_option_is_a_clear_error(dsn: str) -> None:
     options: dict[str, Any] = {"namespac": "typo"}
     with pytest.raises(ConfigurationError, match=r"unknown cache option.*namespac"):
         await Cache.connect(dsn, **options)
+
+
+async def test_stores_that_overlap_share_statements_and_keep_every_column(
+    create_migrated: MigratedDatabase, make_request: Factory, make_response: Factory
+) -> None:
+    """200 stores at once go in rounds (one statement of arrays each): far fewer write
+    transactions than stores, and every row as a store alone would write it (response, tags, expiry,
+    embedding), the last store of a key winning."""
+    dsn = await create_migrated()
+    embedder = HashingEmbedder(1536)
+    connection = await asyncpg.connect(asyncpg_dsn(dsn))
+    try:
+        async with connect_cache(dsn, embedder=embedder, write_timeout=10.0) as cache:
+
+            async def commits() -> int:  # the next transaction id: each write takes one
+                value: int = await connection.fetchval(
+                    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+                )
+                return value
+
+            before = await commits()
+            await asyncio.gather(
+                *(
+                    cache.set(
+                        make_request(f"question {n}"),
+                        make_response(f"answer {n}"),
+                        ttl=600,
+                        tags=[f"t{n % 3}", "all"],
+                    )
+                    for n in range(200)
+                )
+            )
+            stores = await commits() - before
+            assert stores < 100, stores  # alone, each store is its own commit
+            for n in (0, 57, 199):
+                hit = await cache.get(make_request(f"question {n}"), semantic=False)
+                assert hit is not None
+                assert hit.response["choices"][0]["message"]["content"] == f"answer {n}"
+                assert set(hit.tags) == {f"t{n % 3}", "all"}
+                assert hit.expires_at is not None
+            similar = await cache.get(make_request("question 57?"))
+            assert similar is not None
+            assert similar.tier == "postgres-semantic"
+            assert await cache.invalidate(tag="t1") == 67
+            await asyncio.gather(
+                *(cache.set(make_request("same"), make_response(f"v{n}")) for n in range(20))
+            )
+            rows = await connection.fetchval("SELECT count(*) FROM llm_cache WHERE prompt = 'same'")
+            assert rows == 1
+    finally:
+        await connection.close()

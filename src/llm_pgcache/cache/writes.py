@@ -74,7 +74,7 @@ class Writes(CacheState):
         try:
             change = Change(ns, key=keys.exact_key)
             with self._health.deadline(self.write_timeout, "write"):
-                await self._store.put(entry, change.notice(self._origin))
+                await self._store.put(entry, change.notice(self._origin), self.write_timeout)
             await self._tiers.drop(change)
         except BackendError as exc:
             self._health.failed(exc)

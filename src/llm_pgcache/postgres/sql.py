@@ -107,6 +107,45 @@ SELECT pg_notify('llm_pgcache', $14) FROM stored
 """
 )
 
+# Stores that overlap, in one statement (`postgres.puts`): arrays of the columns of PUT
+# ($10 ttls, $7 tags as JSON arrays), the last of each key winning; $14 the notices.
+PUT_ROUND: Final[LiteralString] = (
+    """
+WITH input AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::text[], $6::text[],
+        $7::text[], $8::int[], $9::int[], $10::float8[], $11::vector[], $12::text[],
+        $13::int[]
+    ) WITH ORDINALITY AS i(
+        namespace, cache_key, scope_key, model, prompt, response, tags, prompt_tokens,
+        completion_tokens, ttl, embedding, embedder, upstream_ms, seq
+    )
+),
+latest AS (
+    SELECT DISTINCT ON (namespace, cache_key) * FROM input
+    ORDER BY namespace, cache_key, seq DESC
+),
+unaliased AS (
+    DELETE FROM llm_cache AS a USING latest AS l
+    WHERE a.namespace = l.namespace AND a.alias_of = l.cache_key
+),
+stored AS (
+INSERT INTO llm_cache AS c (
+    namespace, cache_key, scope_key, model, prompt, response, tags,
+    prompt_tokens, completion_tokens, expires_at, embedding, embedder, upstream_ms
+)
+SELECT namespace, cache_key, scope_key, model, prompt, response::jsonb,
+       ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)), prompt_tokens,
+       completion_tokens, now() + ttl * interval '1 second', embedding, embedder, upstream_ms
+FROM latest
+"""  # noqa: S608 - constant fragments only, no values
+    + _REPLACE_ROW
+    + """RETURNING 1
+)
+SELECT pg_notify('llm_pgcache', notice) FROM unnest($14::text[]) AS notice
+"""
+)
+
 # A round of semantic lookups that share a scope (`store.nearest_round`), in one
 # statement: llm_cache_nearest (migration 0005) sets the search ($7 probes, $8 max
 # probes, $9 ef_search, $10 index scans) for this statement's transaction and returns, per
@@ -411,6 +450,7 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "get_exact": GET_EXACT,
     "get_exact_round": GET_EXACT_ROUND,
     "put": PUT,
+    "put_round": PUT_ROUND,
     "semantic_nearest_round": SEMANTIC_NEAREST_ROUND,
     "purge_expired_batch": PURGE_EXPIRED_BATCH,
     "count_expired": COUNT_EXPIRED,

@@ -35,6 +35,7 @@ from llm_pgcache.postgres.judgments import Judgments
 from llm_pgcache.postgres.leases import leased
 from llm_pgcache.postgres.lookups import ExactLookups
 from llm_pgcache.postgres.pool import DEFAULT_STATEMENT_TIMEOUT, Connections
+from llm_pgcache.postgres.puts import Puts
 from llm_pgcache.postgres.replica import ReplicaReads
 from llm_pgcache.postgres.sessions import Listener, PurgeSession
 
@@ -82,6 +83,7 @@ class PostgresStore:
         self.embedding_type = schema.embedding_type  # "vector" or "halfvec"
         self.listen_dsn = asyncpg_dsn(listen_dsn) if listen_dsn else None  # None: pooled
         self._exact = ExactLookups(self._db)
+        self._puts = Puts(self._db)
         self.judgments = Judgments(self._db, wrote=self._wrote)
         # Lookups on a read replica (`read_dsn`), routed by `replica` (None: no replica).
         self.replica: ReplicaReads | None = None
@@ -205,6 +207,7 @@ class PostgresStore:
         """Stop the lookups in flight, then close our pools; connections still busy after
         `grace` seconds are terminated."""
         await self._exact.close()
+        await self._puts.close()
         if self.replica is not None and self._replica_exact is not None:
             await self._replica_exact.close()
             await self.replica.close()
@@ -227,25 +230,11 @@ class PostgresStore:
             lookups = self._replica_exact
         return await lookups.get(namespace, cache_key, stale_grace, budget)
 
-    async def put(self, entry: StoredEntry, notice: str) -> None:
-        """Insert or replace the row of (namespace, cache_key); `notice` goes to listeners."""
-        await self._db.execute(
-            sql.PUT,
-            entry.namespace,
-            entry.cache_key,
-            entry.scope_key,
-            entry.model,
-            entry.prompt,
-            entry.response_json,
-            list(entry.tags),
-            entry.prompt_tokens,
-            entry.completion_tokens,
-            entry.ttl_seconds,
-            entry.embedding,
-            entry.embedder,
-            entry.upstream_ms,
-            notice,
-        )
+    async def put(self, entry: StoredEntry, notice: str, budget: float | None = None) -> None:
+        """Insert or replace the row of (namespace, cache_key); `notice` goes to listeners.
+        Stores that overlap share a statement (`postgres.puts`); `budget` (seconds)
+        bounds it."""
+        await self._puts.put(entry, notice, budget)
         self._wrote(entry.namespace)
 
     async def nearest_round(
