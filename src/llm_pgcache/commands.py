@@ -12,10 +12,12 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, Unpack
 
 from llm_pgcache.cache.facade import Cache
 from llm_pgcache.cache.metrics import REFUSED
+from llm_pgcache.cache.opening import Opening
+from llm_pgcache.cache.options import CacheOptions
 from llm_pgcache.cache.warming import read_warm_file
 from llm_pgcache.config import Settings, redact_dsn
 from llm_pgcache.errors import EXIT_OK
@@ -24,6 +26,13 @@ from llm_pgcache.postgres.driver import SCHEMA_REVISION
 from llm_pgcache.pricing import DEFAULT_PRICES, cost
 from llm_pgcache.semantic.embedders import BUNDLED_LOCAL_DIM, default_embedder
 from llm_pgcache.semantic.search import SearchOptions
+
+
+def connect(dsn: str | None, **options: Unpack[CacheOptions]) -> Opening[Cache]:
+    """A strict cache for a command, which runs one thing at a time: one connection,
+    opened at once (a cache opens ten up front, for lookups that overlap)."""
+    options.setdefault("strict", True)
+    return Cache.connect(dsn, min_size=1, max_size=2, **options)
 
 
 async def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -41,13 +50,13 @@ async def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
-    async with Cache.connect(args.dsn, strict=True):
+    async with connect(args.dsn):
         print(f"ok: schema at revision {SCHEMA_REVISION}")
     return EXIT_OK
 
 
 async def run_reindex(args: argparse.Namespace, settings: Settings) -> int:
-    async with Cache.connect(args.dsn, strict=True) as cache:
+    async with connect(args.dsn) as cache:
         report = await cache.reindex(
             if_needed=args.if_needed,
             method=args.method,
@@ -73,7 +82,7 @@ async def run_demo_command(args: argparse.Namespace, settings: Settings) -> int:
         # The local model's vectors have 384 dimensions, the default table 1536: the demo
         # gets a database of its own on the embedded server.
         dsn = await embedded.start_database(DEMO_DATABASE, embedding_dim=BUNDLED_LOCAL_DIM)
-    async with Cache.connect(dsn, strict=True) as cache:
+    async with connect(dsn) as cache:
         embedding_dim = cache.embedding_dim  # the embedder must match the table
     embedder = default_embedder(embedding_dim)
     # Strict, so that a failure shows; with budgets of seconds, not 50 / 250 ms: a cold
@@ -92,7 +101,7 @@ async def run_demo_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_purge(args: argparse.Namespace, settings: Settings) -> int:
-    async with Cache.connect(args.dsn, strict=True) as cache:
+    async with connect(args.dsn) as cache:
         while True:
             bar = ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.dry_run else None
             report = await cache.purge(
@@ -142,11 +151,9 @@ def _count_lines(path: Path) -> int:
 async def run_warm(args: argparse.Namespace, settings: Settings) -> int:
     embedder = None
     if args.embed:
-        async with Cache.connect(args.dsn, strict=True) as probe:
+        async with connect(args.dsn) as probe:
             embedder = default_embedder(probe.embedding_dim)
-    async with Cache.connect(
-        args.dsn, strict=True, namespace=args.namespace, embedder=embedder
-    ) as cache:
+    async with connect(args.dsn, namespace=args.namespace, embedder=embedder) as cache:
         bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
         total = _count_lines(args.file) if bar is not None else 0
         started = time.monotonic()
@@ -166,9 +173,7 @@ async def run_warm(args: argparse.Namespace, settings: Settings) -> int:
 
 async def run_stats(args: argparse.Namespace, settings: Settings) -> int:
     namespace: str | None = args.namespace
-    async with Cache.connect(
-        args.dsn, strict=True, similarity_threshold=args.similarity_threshold
-    ) as cache:
+    async with connect(args.dsn, similarity_threshold=args.similarity_threshold) as cache:
         stats = await cache.stats(
             namespace=namespace,
             all_namespaces=namespace is None,
