@@ -43,6 +43,7 @@ from llm_pgcache.breaker import CircuitBreaker, OutageLog
 from llm_pgcache.entries import CacheHit, TierCopy, load_response
 from llm_pgcache.errors import MissingExtraError
 from llm_pgcache.invalidation import Change
+from llm_pgcache.rounds import Rounds
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -127,6 +128,9 @@ class RedisTier:
         self._answered_at: float | None = None  # first answer after that failure
         self._healing: asyncio.Task[None] | None = None
         self._promote = client.register_script(_PROMOTE)
+        self._reads: Rounds[tuple[str, bytes], tuple[TierCopy | None, Epoch]] = Rounds(
+            self._read_round, rounds=2, max_batch=64
+        )
 
     @property
     def usable(self) -> bool:
@@ -142,21 +146,46 @@ class RedisTier:
 
     async def get(self, namespace: str, key: bytes) -> tuple[TierCopy | None, Epoch]:
         """(The copy kept for `key`, or None; the namespace's epoch, for a `put` of what
-        PostgreSQL answers next)."""
+        PostgreSQL answers next). Lookups that overlap share one MGET (`rounds`)."""
         if not self.usable:
             return None, None
+        return await self._reads.join((namespace, key), None)
+
+    async def _read_round(
+        self, batch: list[tuple[str, bytes]], budget: float | None
+    ) -> list[tuple[TierCopy | None, Epoch]]:
+        """One MGET for the lookups of a round: their copies, then each namespace's epoch
+        and generation, then the generation of all."""
+        namespaces = sorted({namespace for namespace, _ in batch})
+        keys = [self._data_key(namespace, key) for namespace, key in batch]
+        for namespace in namespaces:
+            keys += [self._epoch_key(namespace), self._generation_key(namespace)]
+        keys.append(self._generation_all_key)
         try:
-            raw, epoch, generation, generation_all = await self._redis.mget(
-                self._data_key(namespace, key),
-                self._epoch_key(namespace),
-                self._generation_key(namespace),
-                self._generation_all_key,
-            )
+            values = await self._redis.mget(*keys)
         except Exception as exc:  # any redis or network error: a miss
             self._failed(exc)
-            return None, None
+            return [(None, None)] * len(batch)
         self._ok()
-        generation_all = _text(generation_all)
+        generation_all = _text(values[-1])
+        dated = {
+            namespace: (values[len(batch) + 2 * i], values[len(batch) + 2 * i + 1])
+            for i, namespace in enumerate(namespaces)
+        }
+        return [
+            self._copy(namespace, key, raw, dated[namespace], generation_all)
+            for (namespace, key), raw in zip(batch, values, strict=False)
+        ]
+
+    def _copy(
+        self,
+        namespace: str,
+        key: bytes,
+        raw: bytes | str | None,
+        dated: tuple[bytes | str | None, bytes | str | None],  # the namespace's epoch, generation
+        generation_all: str,
+    ) -> tuple[TierCopy | None, Epoch]:
+        epoch, generation = dated
         seen = f"{_text(epoch)}/{generation_all}"
         if raw is None:
             return None, seen
@@ -313,6 +342,7 @@ class RedisTier:
             self._ok()
 
     async def close(self) -> None:
+        await self._reads.close()
         if self._healing is not None:
             self._healing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
