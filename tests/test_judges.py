@@ -21,6 +21,7 @@ from llm_pgcache import (
     JudgeCase,
     JudgeError,
     LLMJudge,
+    LookAlikeGuard,
     MemoryTier,
     cache_info,
     cached_openai,
@@ -215,6 +216,9 @@ async def test_judge_options_are_checked(dsn: str, openai_client: AsyncOpenAI) -
     async with Cache.connect(dsn, embedder=embedder, judge=judge) as judged:
         # With a judge, candidates from 0.1 below the embedder's threshold are judged.
         assert judged.similarity_threshold == pytest.approx(embedder.suggested_threshold - 0.1)
+        assert judged.guard is None  # the judge reads the texts; the guard only if asked
+    async with Cache.connect(dsn, embedder=embedder, judge=judge, guard=LookAlikeGuard()) as g:
+        assert isinstance(g.guard, LookAlikeGuard)
     async with Cache.connect(dsn, embedder=embedder, judge=judge, similarity_threshold=0.95) as c:
         assert c.similarity_threshold == 0.95
     for options, match in [

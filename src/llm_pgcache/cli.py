@@ -210,7 +210,14 @@ def add_evaluation_commands(command: Callable[[str, str], argparse.ArgumentParse
     eval_cmd.add_argument(
         "--threshold", type=float, help="similarity threshold (default: the embedder's)"
     )
-    eval_cmd.add_argument("--no-guard", action="store_true", help="the threshold alone")
+    guard = eval_cmd.add_mutually_exclusive_group()
+    guard.add_argument("--no-guard", action="store_true", help="without the look-alike guard")
+    guard.add_argument(
+        "--guard",
+        action="store_true",
+        help="with the look-alike guard, also with a judge (the cache's default: the guard "
+        "without a judge, none with one)",
+    )
     eval_cmd.add_argument(
         "--stream",
         action="store_true",

@@ -85,8 +85,9 @@ def judge_named(spec: str | None, pairs: Sequence[Pair]) -> Judge | None:
 async def evaluate_pairs(args: argparse.Namespace, settings: Settings) -> int:
     """`llm-pgcache eval`."""
     pairs = read_pairs(args.pairs)[: args.limit]
-    guard = None if args.no_guard else LookAlikeGuard()
     judge = judge_named(args.judge, pairs)
+    # as the cache does: the guard on without a judge, off with one, unless told
+    guard = LookAlikeGuard() if args.guard or (judge is None and not args.no_guard) else None
     if args.verify == "background" and (judge is None or not args.stream):
         raise InvalidInputError("--verify background needs --judge and --stream")
     bound = args.max_false_hit_rate

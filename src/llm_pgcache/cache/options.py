@@ -41,8 +41,9 @@ class CacheOptions(TypedDict, total=False):
         search: ANN search settings (`SearchOptions`: candidates, probes, ef_search,
             rounds, budget).
         guard: what refuses a semantic candidate that looks like the query but asks
-            something else (`LookAlikeGuard()`, the default: numbers, negation,
-            antonyms, word order, names); None: the similarity threshold alone.
+            something else (`LookAlikeGuard()`, the default without a judge: numbers,
+            negation, antonyms, word order, names); None (the default with a judge,
+            which reads the texts themselves): the similarity threshold alone.
         judge: decides whether a semantic candidate's stored answer answers the query
             (`LLMJudge(client, model=...)`, `CrossEncoderJudge(model)`, or any object
             with `async def judge(case: JudgeCase) -> bool`); None: no judge.

@@ -114,12 +114,15 @@ class CacheState:
             self._semantic = SemanticSearch(
                 store, embedder, options.get("search") or SearchOptions()
             )
-        self.guard = options.get("guard", LookAlikeGuard())
+        # A judge reads what the guard's rules guess at: with one, the guard is off unless
+        # asked for (measured: docs/benchmarks.md, "Judges").
+        judged = options.get("judge") is not None
+        self.guard = options.get("guard", None if judged else LookAlikeGuard())
         if threshold is None:
             threshold = DEFAULT_SIMILARITY_THRESHOLD
             if embedder is not None:
                 threshold = getattr(embedder, "suggested_threshold", threshold)
-            if options.get("judge") is not None:  # the judge refuses what the threshold let by
+            if judged:  # the judge refuses what the threshold let by
                 threshold -= JUDGED_THRESHOLD_MARGIN
         self.similarity_threshold = check_threshold(threshold)
         self.lookup_timeout = check_timeout(
