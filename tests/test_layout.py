@@ -25,6 +25,7 @@ FOUNDATION = (
     "entries",
     "breaker",
     "rounds",
+    "singleflight",
 )
 LAYERS: tuple[tuple[str, ...], ...] = (
     FOUNDATION,

@@ -1,5 +1,6 @@
-"""The public `Cache`: opening, closing, and the use cases of `reads`, `writes` and
-`maintenance` over the storage tiers."""
+"""The public `Cache`: opening, closing, and the use cases of `reads`, `writes`,
+`functions` (the `cached` decorator, over reads and writes) and `maintenance` over the
+storage tiers."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from typing import Any, Literal, Self, Unpack
 
 import asyncpg
 
+from llm_pgcache.cache.functions import Functions
 from llm_pgcache.cache.maintenance import Maintenance
 from llm_pgcache.cache.opening import Opening, open_store
 from llm_pgcache.cache.options import CacheOptions
-from llm_pgcache.cache.reads import Reads
 from llm_pgcache.cache.warming import WarmReport, precompute
-from llm_pgcache.cache.writes import Writes
 from llm_pgcache.config import Settings
 from llm_pgcache.errors import ConfigurationError
 from llm_pgcache.postgres.pool import DEFAULT_STATEMENT_TIMEOUT
@@ -24,7 +24,7 @@ from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.validation import TTL
 
 
-class Cache(Reads, Writes, Maintenance):
+class Cache(Functions, Maintenance):
     """A durable, shared cache of LLM responses in PostgreSQL.
 
     Open one per process with `await Cache.connect(...)` (or `async with

@@ -42,8 +42,8 @@ from llm_pgcache.integrations.policy import (
     cacheable_request,
     storable_response,
 )
-from llm_pgcache.integrations.singleflight import Flight, Shared, SingleFlight
 from llm_pgcache.keys import exact_key
+from llm_pgcache.singleflight import Flight, Shared, SingleFlight
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI

@@ -13,8 +13,8 @@ from typing import Any, Protocol, Self
 from openai.types.chat import ChatCompletionChunk
 
 from llm_pgcache.integrations.policy import INFO_FIELD, CacheInfo
-from llm_pgcache.integrations.singleflight import AbandonedError, Flight
 from llm_pgcache.integrations.streams import ChunkAccumulator, replay_chunks
+from llm_pgcache.singleflight import AbandonedError, Flight
 
 
 class Store(Protocol):
