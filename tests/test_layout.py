@@ -19,6 +19,7 @@ FOUNDATION = (
     "errors",
     "config",
     "validation",
+    "key_schema",
     "keys",
     "invalidation",
     "pricing",

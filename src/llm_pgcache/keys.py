@@ -20,26 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_pgcache.errors import InvalidInputError, InvalidRequestError
+from llm_pgcache.key_schema import CHAT_COMPLETIONS, transport
 from llm_pgcache.validation import check_model
 
 KEY_FORMAT_VERSION = 1
 
-# Parameters that change how a request travels or is billed, never what the model says.
-TRANSPORT_PARAMS = frozenset(
-    {
-        "extra_headers",
-        "extra_query",
-        "metadata",
-        "prompt_cache_key",
-        "safety_identifier",
-        "service_tier",
-        "store",
-        "stream",
-        "stream_options",
-        "timeout",
-        "user",
-    }
-)
+# Parameters that change how a request travels or is billed, never what the model says
+# (`key_schema`: every other parameter is part of the key).
+TRANSPORT_PARAMS = transport(CHAT_COMPLETIONS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

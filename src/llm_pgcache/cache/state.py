@@ -3,7 +3,8 @@ here.
 
 `Cache` is put together from `reads.Reads` (lookups), `writes.Writes` (stores, loads,
 invalidations), `functions.Functions` (the `cached` decorator, over both) and
-`maintenance.Maintenance` (index, purge, measures), all over this state; `CacheState.__init__` builds every part from the `CacheOptions`.
+`maintenance.Maintenance` (index, purge, measures), all over this state;
+`CacheState.__init__` builds every part from the `CacheOptions`.
 """
 
 from __future__ import annotations
