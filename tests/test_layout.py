@@ -177,3 +177,18 @@ def test_public_names_stay_importable_from_the_package() -> None:
     assert {"Cache", "cached_openai", "CacheHit", "MemoryTier", "RedisTier"} <= set(
         llm_pgcache.__all__
     )
+
+
+def test_the_lazy_exports_are_the_type_checking_imports() -> None:
+    """`llm_pgcache` imports its names on first use: its table of where each lives, its
+    TYPE_CHECKING imports (what type checkers see) and `__all__` name the same things."""
+    tree = ast.parse(Path(llm_pgcache.__file__).read_text())
+    block = next(node for node in tree.body if isinstance(node, ast.If))
+    imported = {
+        alias.name: node.module
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported == llm_pgcache._EXPORTS
+    assert set(llm_pgcache.__all__) == {*imported, "__version__"}

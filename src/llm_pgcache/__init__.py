@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         cache_info,
         cached_openai,
     )
+    from llm_pgcache.integrations.sync_cache import SyncCache
     from llm_pgcache.keys import RequestKeys, request_keys
     from llm_pgcache.postgres.driver import init_connection
     from llm_pgcache.postgres.purge import PurgeReport
@@ -103,6 +104,7 @@ _EXPORTS: dict[str, str] = {
     "SentenceTransformerEmbedder": "llm_pgcache.semantic.local",
     "ServeThreshold": "llm_pgcache.semantic.bound",
     "Stats": "llm_pgcache.cache.metrics",
+    "SyncCache": "llm_pgcache.integrations.sync_cache",
     "TableStats": "llm_pgcache.postgres.store",
     "WarmItem": "llm_pgcache.cache.warming",
     "WarmReport": "llm_pgcache.cache.warming",
@@ -175,6 +177,7 @@ __all__ = [
     "SentenceTransformerEmbedder",
     "ServeThreshold",
     "Stats",
+    "SyncCache",
     "TableStats",
     "WarmItem",
     "WarmReport",
