@@ -197,6 +197,8 @@ def build_app(state: ServerState) -> Starlette:
             return failure
         body: dict[str, Any] = await request.json()
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        # token arrays: their numbers as words
+        texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in texts]
         state.embedded_texts.extend(texts)
         dim = state.wrong_dimensions or body.get("dimensions") or 1536
         data = [

@@ -32,6 +32,7 @@ from llm_pgcache.errors import (
     InvalidInputError,
     InvalidRequestError,
 )
+from llm_pgcache.integrations.openai_embeddings import CachedEmbeddings
 from llm_pgcache.integrations.openai_streams import RecordingStream, ReplayStream, give_up
 from llm_pgcache.integrations.policy import (
     INFO_FIELD,
@@ -56,7 +57,7 @@ CACHE_SIDE_ERRORS = (BackendError, InvalidEmbeddingError, EmbeddingDimensionErro
 
 
 def cached_openai(client: AsyncOpenAI, cache: Cache, **policy: Any) -> CachedOpenAI:
-    """Wrap `client` so that its chat completions go through `cache`.
+    """Wrap `client` so that its chat completions and embeddings go through `cache`.
 
     Args:
         client: an `openai.AsyncOpenAI` (any base_url).
@@ -75,7 +76,8 @@ def cached_openai(client: AsyncOpenAI, cache: Cache, **policy: Any) -> CachedOpe
 
 
 class CachedOpenAI:
-    """An `AsyncOpenAI` whose `chat.completions.create` is cached."""
+    """An `AsyncOpenAI` whose `chat.completions.create` and `embeddings.create` are
+    cached (embeddings item by item: `integrations.openai_embeddings`)."""
 
     def __init__(
         self,
@@ -92,6 +94,7 @@ class CachedOpenAI:
         self.policy = policy
         self.controls = controls
         self.chat = _Chat(client.chat, _Completions(client.chat.completions, self, flights))
+        self.embeddings = CachedEmbeddings(client.embeddings, self)
         self._flights = flights
         self.failures = failures  # of the cache, shared with the `with_cache` copies
 

@@ -1,0 +1,117 @@
+"""`embeddings.create` through the cached openai client: each input item cached on its
+own.
+
+A call with 100 texts of which 60 are cached asks the upstream once, for the other 40,
+and answers all 100 in the caller's order, with the usage of that one upstream call
+(what was spent now; cached items cost nothing). An item is keyed by the text, the
+model, `dimensions` and `encoding_format` (what the vector is); `user` and the other
+transport parameters are not part of it (`key_schema.EMBEDDINGS`). Items are exact
+entries like any other (namespace, expiry, tags, every tier), never semantic. Token
+arrays as input, and calls the cache cannot key, go to the upstream uncached; a cache
+that fails is a miss, as everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from openai.types import CreateEmbeddingResponse, Embedding
+from openai.types.create_embedding_response import Usage
+
+from llm_pgcache.errors import InvalidInputError
+from llm_pgcache.key_schema import EMBEDDINGS
+
+if TYPE_CHECKING:
+    from llm_pgcache.integrations.openai import CachedOpenAI
+
+ENDPOINT = "embeddings.create"  # in every item's key: never an answer of another call
+KEYED = tuple(name for name, role in EMBEDDINGS.items() if role == "key" and name != "model")
+
+
+class CachedEmbeddings:
+    """`client.embeddings`, with `create` answered item by item from the cache."""
+
+    def __init__(self, upstream: Any, owner: CachedOpenAI) -> None:
+        self._upstream = upstream
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._upstream, name)
+
+    async def create(self, **request: Any) -> Any:
+        """`embeddings.create`, the cached items from the cache."""
+        items = _texts(request.get("input"))
+        model = request.get("model")
+        if items is None or not isinstance(model, str) or not model:
+            return await self._upstream.create(**request)
+        owner = self._owner
+        cache, controls, policy = owner.cache, owner.controls, owner.policy
+        namespace = controls.namespace or policy.namespace
+        keys = [_item_request(request, text) for text in items]
+        found: list[Any] = [None] * len(items)
+        if not controls.no_cache:
+            hits = await asyncio.gather(
+                *(cache.get(key, namespace=namespace, semantic=False) for key in keys)
+            )
+            found = [None if hit is None else hit.response["embedding"] for hit in hits]
+        missing = [i for i, vector in enumerate(found) if vector is None]
+        usage = Usage(prompt_tokens=0, total_tokens=0)
+        if missing:
+            answer = await self._upstream.create(
+                **{**request, "input": [items[i] for i in missing]}
+            )
+            vectors = [item.embedding for item in sorted(answer.data, key=lambda d: d.index)]
+            if len(vectors) != len(missing):  # not what was asked: give it back untouched
+                return answer
+            usage = answer.usage
+            for i, vector in zip(missing, vectors, strict=True):
+                found[i] = vector
+            if not controls.no_store:
+                await asyncio.gather(*(self._store(keys[i], found[i], namespace) for i in missing))
+        return CreateEmbeddingResponse(
+            data=[
+                Embedding(embedding=vector, index=i, object="embedding")
+                for i, vector in enumerate(found)
+            ],
+            model=model,
+            object="list",
+            usage=usage,
+        )
+
+    async def _store(self, key: Mapping[str, Any], vector: Any, namespace: str | None) -> None:
+        owner = self._owner
+        ttl = owner.controls.ttl if owner.controls.ttl is not None else owner.policy.ttl
+        tags = owner.controls.tags if owner.controls.tags is not None else owner.policy.tags
+        try:
+            await owner.cache.set(
+                key,
+                {"embedding": vector},
+                ttl=ttl,
+                tags=tags or (),
+                namespace=namespace,
+                semantic=False,
+            )
+        except InvalidInputError:  # e.g. over max_entry_bytes: answered, not stored
+            return
+
+
+def _texts(value: object) -> list[str] | None:
+    """The input as texts, or None when it is not text (token arrays)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def _item_request(request: Mapping[str, Any], text: str) -> dict[str, Any]:
+    """The request an item is keyed by (through the chat key's canonical form)."""
+    keyed = {name: request[name] for name in KEYED if name in request}
+    return {
+        "model": request["model"],
+        "messages": [{"role": "user", "content": text}],
+        "endpoint": ENDPOINT,
+        **keyed,
+    }
