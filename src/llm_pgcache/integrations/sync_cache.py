@@ -15,6 +15,7 @@ async code uses `Cache`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine, Iterable, Mapping
 from types import TracebackType
@@ -62,44 +63,55 @@ class SyncCache:
             raise
         return cls(cache, loop, thread)
 
-    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+    def result_of(self, call: Coroutine[Any, Any, T]) -> T:
+        """Run `call` (a coroutine of `self.cache`) on the cache's loop and wait for it,
+        from code without a running loop (a running loop would be blocked:
+        ConfigurationError)."""
         _refuse_running_loop(call)
+        return self.submit(call).result()
+
+    def submit(self, call: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run `call` (a coroutine of `self.cache`) on the cache's loop; its future.
+
+        Raises:
+            ConfigurationError: the SyncCache is closed.
+        """
         if not self._thread.is_alive():
             call.close()
             raise ConfigurationError("this SyncCache is closed")
-        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
+        return asyncio.run_coroutine_threadsafe(call, self._loop)
 
     def get(self, request: Mapping[str, Any], **options: Any) -> CacheHit | None:
         """`Cache.get`."""
-        return self._run(self.cache.get(request, **options))
+        return self.result_of(self.cache.get(request, **options))
 
     def set(self, request: Mapping[str, Any], response: object, **options: Any) -> None:
         """`Cache.set`."""
-        self._run(self.cache.set(request, response, **options))
+        self.result_of(self.cache.set(request, response, **options))
 
     def invalidate(self, **options: Any) -> int:
         """`Cache.invalidate`."""
-        return self._run(self.cache.invalidate(**options))
+        return self.result_of(self.cache.invalidate(**options))
 
     def load(self, items: Iterable[WarmItem], **options: Any) -> int:
         """`Cache.load`."""
-        return self._run(self.cache.load(items, **options))
+        return self.result_of(self.cache.load(items, **options))
 
     def report_wrong_hit(self, hit: CacheHit) -> bool:
         """`Cache.report_wrong_hit`."""
-        return self._run(self.cache.report_wrong_hit(hit))
+        return self.result_of(self.cache.report_wrong_hit(hit))
 
     def report_good_hit(self, hit: CacheHit) -> bool:
         """`Cache.report_good_hit`."""
-        return self._run(self.cache.report_good_hit(hit))
+        return self.result_of(self.cache.report_good_hit(hit))
 
     def purge(self, **options: Any) -> PurgeReport:
         """`Cache.purge`."""
-        return self._run(self.cache.purge(**options))
+        return self.result_of(self.cache.purge(**options))
 
     def stats(self, **options: Any) -> Stats:
         """`Cache.stats`."""
-        return self._run(self.cache.stats(**options))
+        return self.result_of(self.cache.stats(**options))
 
     @property
     def counters(self) -> Counters:
@@ -110,7 +122,7 @@ class SyncCache:
         if not self._thread.is_alive():
             return
         try:
-            self._run(self.cache.close(grace=grace))
+            self.result_of(self.cache.close(grace=grace))
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
