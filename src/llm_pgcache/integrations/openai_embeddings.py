@@ -15,25 +15,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from openai.types import CreateEmbeddingResponse, Embedding
 from openai.types.create_embedding_response import Usage
 
+from llm_pgcache.cache.facade import Cache
 from llm_pgcache.errors import InvalidInputError
+from llm_pgcache.integrations.policy import CacheControls, CachePolicy
 from llm_pgcache.key_schema import EMBEDDINGS
-
-if TYPE_CHECKING:
-    from llm_pgcache.integrations.openai import CachedOpenAI
 
 ENDPOINT = "embeddings.create"  # in every item's key: never an answer of another call
 KEYED = tuple(name for name, role in EMBEDDINGS.items() if role == "key" and name != "model")
 
 
+class Owner(Protocol):
+    """What the wrapped client shares with its embeddings (`CachedOpenAI`)."""
+
+    cache: Cache
+    policy: CachePolicy
+    controls: CacheControls
+
+
 class CachedEmbeddings:
     """`client.embeddings`, with `create` answered item by item from the cache."""
 
-    def __init__(self, upstream: Any, owner: CachedOpenAI) -> None:
+    def __init__(self, upstream: Any, owner: Owner) -> None:
         self._upstream = upstream
         self._owner = owner
 
