@@ -7,13 +7,18 @@ import numpy as np
 import pytest
 from pgvector import Vector
 
-from llm_pgcache.postgres import index_sql, sql
+from llm_pgcache.postgres import index_sql, judgment_sql, sql, stats
 from llm_pgcache.postgres.driver import init_connection
 
 from .conftest import connect_cache
 from .plans import nearest_plan
 
-NAMED_QUERIES = {**sql.NAMED_QUERIES, **index_sql.INDEX_QUERIES}
+NAMED_QUERIES = {
+    **sql.NAMED_QUERIES,
+    **index_sql.INDEX_QUERIES,
+    **judgment_sql.JUDGMENT_QUERIES,
+    **stats.STATS_QUERIES,
+}
 
 
 @pytest.mark.parametrize("name", sorted(NAMED_QUERIES))

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from llm_pgcache.postgres.driver import init_connection
     from llm_pgcache.postgres.purge import PurgeReport
     from llm_pgcache.postgres.reindex import ReindexReport
-    from llm_pgcache.postgres.store import TableStats
+    from llm_pgcache.postgres.stats import TableStats
     from llm_pgcache.semantic.bound import ServeThreshold
     from llm_pgcache.semantic.embedders import (
         Embedder,
@@ -105,7 +105,7 @@ _EXPORTS: dict[str, str] = {
     "ServeThreshold": "llm_pgcache.semantic.bound",
     "Stats": "llm_pgcache.cache.metrics",
     "SyncCache": "llm_pgcache.integrations.sync_cache",
-    "TableStats": "llm_pgcache.postgres.store",
+    "TableStats": "llm_pgcache.postgres.stats",
     "WarmItem": "llm_pgcache.cache.warming",
     "WarmReport": "llm_pgcache.cache.warming",
     "cache_info": "llm_pgcache.integrations.openai",

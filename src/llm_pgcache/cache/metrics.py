@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from llm_pgcache.entries import CacheHit
-from llm_pgcache.postgres.store import TableStats
+from llm_pgcache.postgres.stats import TableStats
 from llm_pgcache.pricing import Price, cost
 from llm_pgcache.semantic.bound import ServeThreshold
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from llm_pgcache.postgres import sql
+from llm_pgcache.postgres import judgment_sql
 from llm_pgcache.postgres.pool import Connections
 
 JUDGMENT_SOURCES = ("judge", "audit", "report", "label")  # the table's check constraint
@@ -46,25 +46,27 @@ class Judgments:
     async def add(self, judgments: Sequence[Judgment]) -> None:
         if judgments:
             columns = zip(*judgments, strict=True)
-            await self._db.execute(sql.ADD_JUDGMENTS, *(list(column) for column in columns))
+            await self._db.execute(
+                judgment_sql.ADD_JUDGMENTS, *(list(column) for column in columns)
+            )
 
     async def of(
         self, namespace: str, embedder: str, *, floor: float, limit: int
     ) -> list[tuple[float, bool]]:
         """The `limit` judgments of (namespace, embedder) of highest similarity >= floor."""
-        rows = await self._db.fetch(sql.JUDGMENTS_OF, namespace, embedder, floor, limit)
+        rows = await self._db.fetch(judgment_sql.JUDGMENTS_OF, namespace, embedder, floor, limit)
         return [(row["similarity"], row["verdict"]) for row in rows]
 
     async def scopes(self, namespace: str | None) -> list[tuple[str, str, int]]:
         """(namespace, embedder, judgments) of every judged scope (of one namespace)."""
-        rows = await self._db.fetch(sql.JUDGED_SCOPES, namespace)
+        rows = await self._db.fetch(judgment_sql.JUDGED_SCOPES, namespace)
         return [(row["namespace"], row["embedder"], row["judgments"]) for row in rows]
 
     async def put_alias(self, alias: Alias) -> bool:
         """Store `alias`; returns whether it was (not when its row is gone, or the key
         has a row of its own)."""
         alias_id = await self._db.fetchval(
-            sql.PUT_ALIAS,
+            judgment_sql.PUT_ALIAS,
             alias.namespace,
             alias.cache_key,
             alias.scope_key,

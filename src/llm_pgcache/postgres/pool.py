@@ -19,7 +19,16 @@ from typing import Any
 
 import asyncpg
 
-from llm_pgcache.postgres.driver import DRIVER_ERRORS, translate_error
+from llm_pgcache.config import asyncpg_dsn, pooler_of, redact_dsn
+from llm_pgcache.errors import BackendError
+from llm_pgcache.postgres.driver import (
+    DRIVER_ERRORS,
+    Schema,
+    check_schema,
+    init_connection,
+    keep_session,
+    translate_error,
+)
 
 DEFAULT_STATEMENT_TIMEOUT = 5.0  # seconds any statement may take (lookups have less)
 RELEASE_TIMEOUT = 1.0  # seconds a cancelled statement's connection may take to come back
@@ -97,3 +106,65 @@ class Connections:
         except TimeoutError:
             if owned:
                 self.pool.terminate()
+
+
+async def open_pools(
+    dsn: str,
+    *,
+    min_size: int,
+    max_size: int,
+    connect_timeout: float,
+    statement_timeout: float,
+    pooler: str | None,
+    read_dsn: str | None,
+) -> tuple[asyncpg.Pool, asyncpg.Pool | None, Schema, str | None]:
+    """Check the schema of `dsn`, then open a pool on it and one on `read_dsn` (if
+    given): (pool, read pool, schema, pooler in force). Behind a transaction-mode
+    pooler, without named prepared statements.
+
+    Raises:
+        BackendError: the server cannot be reached.
+        SchemaError: the schema is missing or at an unknown revision.
+    """
+    pooler = pooler_of(dsn, pooler)
+    pooled = pooler == "transaction"
+    dsn = asyncpg_dsn(dsn)
+    statement_cache_size = 0 if pooled else 100  # 100: asyncpg's default
+    try:
+        connection = await asyncpg.connect(
+            dsn,
+            timeout=connect_timeout,
+            command_timeout=connect_timeout,
+            statement_cache_size=statement_cache_size,
+        )
+    except DRIVER_ERRORS as exc:
+        raise BackendError(
+            f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc or type(exc).__name__}"
+        ) from exc
+    try:
+        schema = await check_schema(connection)
+    finally:
+        connection.terminate()
+
+    async def pool_on(target: str) -> asyncpg.Pool:
+        try:
+            return await asyncpg.create_pool(
+                target,
+                min_size=min_size,
+                max_size=max_size,
+                init=init_connection,
+                reset=keep_session,
+                timeout=connect_timeout,
+                command_timeout=statement_timeout,  # also bounds a cancellation
+                statement_cache_size=statement_cache_size,
+            )
+        except DRIVER_ERRORS as exc:
+            raise translate_error(exc) from exc
+
+    pool = await pool_on(dsn)
+    try:
+        read_pool = await pool_on(asyncpg_dsn(read_dsn)) if read_dsn else None
+    except BaseException:
+        await pool.close()
+        raise
+    return pool, read_pool, schema, pooler

@@ -1,5 +1,6 @@
 """Every SQL statement the repository runs, by name, with `$n` parameters (those of the
-index rebuild are in `index_sql`).
+index rebuild are in `index_sql`, of aliases and judgments in `judgment_sql`, of stats in
+`stats`).
 
 Nothing else in the package writes SQL for the hot path; a test prepares each of these
 against a migrated database, so a renamed column fails CI rather than production.
@@ -206,47 +207,6 @@ SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $2)
 
 INVALIDATION_CHANNEL: Final = "llm_pgcache"
 
-# $1 NULL: every namespace.
-COUNT_ENTRIES: Final[LiteralString] = """
-SELECT
-    count(*) AS entries,
-    count(*) FILTER (WHERE expires_at <= now()) AS expired,
-    coalesce(sum(hit_count), 0)::bigint AS hits,
-    count(*) FILTER (WHERE embedding IS NOT NULL) AS embedded,
-    coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::bigint
-        AS stored_tokens
-FROM llm_cache
-WHERE $1::text IS NULL OR namespace = $1
-"""
-
-TOP_MODELS: Final[LiteralString] = """
-SELECT model, count(*) AS entries
-FROM llm_cache
-WHERE $1::text IS NULL OR namespace = $1
-GROUP BY model
-ORDER BY entries DESC, model
-LIMIT $2
-"""
-
-# What the recorded hits of the rows present saved, per model (hit counts are written
-# behind; rows purged take their savings with them).
-SAVED_BY_MODEL: Final[LiteralString] = """
-SELECT model,
-       sum(hit_count)::bigint AS hits,
-       sum(hit_count * coalesce(prompt_tokens, 0))::bigint AS prompt_tokens,
-       sum(hit_count * coalesce(completion_tokens, 0))::bigint AS completion_tokens
-FROM llm_cache
-WHERE ($1::text IS NULL OR namespace = $1) AND hit_count > 0
-GROUP BY model
-ORDER BY model
-"""
-
-TABLE_SIZES: Final[LiteralString] = """
-SELECT
-    pg_table_size('llm_cache'::regclass) AS table_bytes,
-    pg_indexes_size('llm_cache'::regclass) AS index_bytes
-"""
-
 SCHEMA_STATE: Final[LiteralString] = """
 SELECT
     to_regclass('llm_cache') IS NOT NULL AS has_table,
@@ -360,66 +320,6 @@ DELETE FROM llm_cache AS a USING llm_cache_warm AS w
 WHERE a.namespace = w.namespace AND a.alias_of = w.cache_key
 """
 
-# An alias ($2, scope $3, prompt $4, judged at similarity $5) of the live row $6 of
-# namespace $1: a copy of its response, expiry and tags under the new key; nothing when
-# that row is gone, is itself an alias, or the new key has a row of its own. The row is
-# locked until the alias commits: an invalidation or a replacement running meanwhile
-# waits (and one already running makes this find no row).
-PUT_ALIAS: Final[LiteralString] = """
-INSERT INTO llm_cache (
-    namespace, cache_key, scope_key, model, prompt, response, tags, prompt_tokens,
-    completion_tokens, upstream_ms, created_at, expires_at, alias_of, judged_similarity
-)
-SELECT namespace, $2, $3, model, $4, response, tags, prompt_tokens, completion_tokens,
-       upstream_ms, created_at, expires_at, cache_key, $5
-FROM (
-    SELECT * FROM llm_cache
-    WHERE namespace = $1 AND cache_key = $6 AND alias_of IS NULL
-      AND (expires_at IS NULL OR expires_at > now())
-    FOR SHARE
-) AS original
-ON CONFLICT (namespace, cache_key) DO NOTHING
-RETURNING id
-"""
-
-# After an invalidation of namespace $1: the aliases whose row is gone or was replaced
-# (never served: `_ALIAS_LIVE`), deleted; an invalidation that started before an alias
-# was made does not see it.
-DROP_ORPHAN_ALIASES: Final[LiteralString] = """
-DELETE FROM llm_cache AS a
-WHERE a.namespace = $1 AND a.alias_of IS NOT NULL AND NOT EXISTS (
-    SELECT 1 FROM llm_cache AS o
-    WHERE o.namespace = a.namespace AND o.cache_key = a.alias_of
-      AND o.created_at = a.created_at
-)
-"""
-
-# Verdicts on semantic candidates: arrays of (namespace, embedder, similarity, verdict,
-# source).
-ADD_JUDGMENTS: Final[LiteralString] = """
-INSERT INTO llm_cache_judgments (namespace, embedder, similarity, verdict, source)
-SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::bool[], $5::text[])
-"""
-
-# The evidence behind a serve threshold: the $4 judgments of (namespace, embedder) with
-# the highest similarities from $3 up, highest first.
-JUDGMENTS_OF: Final[LiteralString] = """
-SELECT similarity, verdict
-FROM llm_cache_judgments
-WHERE namespace = $1 AND embedder = $2 AND similarity >= $3
-ORDER BY similarity DESC
-LIMIT $4
-"""
-
-# Which (namespace, embedder) have judgments ($1 NULL: every namespace).
-JUDGED_SCOPES: Final[LiteralString] = """
-SELECT namespace, embedder, count(*) AS judgments
-FROM llm_cache_judgments
-WHERE $1::text IS NULL OR namespace = $1
-GROUP BY namespace, embedder
-ORDER BY namespace, embedder
-"""
-
 # Lookups counted in memory, added to the shared counters every few seconds.
 ADD_COUNTERS: Final[LiteralString] = """
 INSERT INTO llm_cache_counters AS c (namespace, tier, lookups, lookup_ms)
@@ -464,18 +364,9 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "add_counters": ADD_COUNTERS,
     "counters_by_tier": COUNTERS_BY_TIER,
     "delete_by_key": DELETE_BY_KEY,
-    "put_alias": PUT_ALIAS,
-    "drop_orphan_aliases": DROP_ORPHAN_ALIASES,
-    "add_judgments": ADD_JUDGMENTS,
-    "judgments_of": JUDGMENTS_OF,
-    "judged_scopes": JUDGED_SCOPES,
     "delete_by_tag": DELETE_BY_TAG,
     "delete_by_model": DELETE_BY_MODEL,
     "delete_namespace": DELETE_NAMESPACE,
-    "count_entries": COUNT_ENTRIES,
-    "top_models": TOP_MODELS,
-    "saved_by_model": SAVED_BY_MODEL,
-    "table_sizes": TABLE_SIZES,
     "schema_state": SCHEMA_STATE,
     "schema_revision": SCHEMA_REVISION,
     "oldest_code_revision": OLDEST_CODE_REVISION,

@@ -10,55 +10,32 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
 import asyncpg
 from pgvector import Vector
 
-from llm_pgcache.config import asyncpg_dsn, pooler_of, redact_dsn
+from llm_pgcache.config import asyncpg_dsn, pooler_of
 from llm_pgcache.entries import StoredEntry
-from llm_pgcache.errors import BackendError
 from llm_pgcache.invalidation import Change
-from llm_pgcache.postgres import index_sql, sql
+from llm_pgcache.postgres import index_sql, judgment_sql, sql
 from llm_pgcache.postgres.ann import IndexBuild, IndexSpec, NearestQuery, SearchSettings
 from llm_pgcache.postgres.driver import (
-    DRIVER_ERRORS,
     Schema,
     check_schema,
-    init_connection,
-    keep_session,
-    translate_error,
 )
 from llm_pgcache.postgres.judgments import Judgments
 from llm_pgcache.postgres.leases import leased
 from llm_pgcache.postgres.lookups import ExactLookups
-from llm_pgcache.postgres.pool import DEFAULT_STATEMENT_TIMEOUT, Connections
+from llm_pgcache.postgres.pool import DEFAULT_STATEMENT_TIMEOUT, Connections, open_pools
 from llm_pgcache.postgres.puts import Puts
 from llm_pgcache.postgres.replica import ReplicaReads
 from llm_pgcache.postgres.sessions import Listener, PurgeSession
+from llm_pgcache.postgres.stats import TableStats, table_stats
 
 BUILD_TIMEOUT = 24 * 3600.0  # seconds an index build may take
 DELETE_CHUNK = 5000  # rows per statement of an invalidation of many rows
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TableStats:
-    """What `llm-pgcache stats` reports about the table."""
-
-    entries: int
-    expired: int
-    hits: int  # recorded hits of the rows present (written behind, every few seconds)
-    embedded: int  # rows with an embedding
-    stored_tokens: int
-    table_bytes: int
-    index_bytes: int
-    top_models: tuple[tuple[str, int], ...]
-    # (model, recorded hits, prompt tokens saved, completion tokens saved)
-    saved_by_model: tuple[tuple[str, int, int, int], ...] = ()
-    # (tier or "miss", lookups, total milliseconds), as counted by every cache process
-    lookups_by_tier: tuple[tuple[str, int, float], ...] = ()
 
 
 class PostgresStore:
@@ -127,47 +104,15 @@ class PostgresStore:
             BackendError: the server cannot be reached.
             SchemaError: the schema is missing or at an unknown revision.
         """
-        pooler = pooler_of(dsn, pooler)
-        pooled = pooler == "transaction"
-        dsn = asyncpg_dsn(dsn)
-        statement_cache_size = 0 if pooled else 100  # 100: asyncpg's default
-        try:
-            connection = await asyncpg.connect(
-                dsn,
-                timeout=connect_timeout,
-                command_timeout=connect_timeout,
-                statement_cache_size=statement_cache_size,
-            )
-        except DRIVER_ERRORS as exc:
-            raise BackendError(
-                f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc or type(exc).__name__}"
-            ) from exc
-        try:
-            schema = await check_schema(connection)
-        finally:
-            connection.terminate()
-
-        async def pool_on(target: str) -> asyncpg.Pool:
-            try:
-                return await asyncpg.create_pool(
-                    target,
-                    min_size=min_size,
-                    max_size=max_size,
-                    init=init_connection,
-                    reset=keep_session,
-                    timeout=connect_timeout,
-                    command_timeout=statement_timeout,  # also bounds a cancellation
-                    statement_cache_size=statement_cache_size,
-                )
-            except DRIVER_ERRORS as exc:
-                raise translate_error(exc) from exc
-
-        pool = await pool_on(dsn)
-        try:
-            read_pool = await pool_on(asyncpg_dsn(read_dsn)) if read_dsn else None
-        except BaseException:
-            await pool.close()
-            raise
+        pool, read_pool, schema, pooler = await open_pools(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            pooler=pooler,
+            read_dsn=read_dsn,
+        )
         return cls(
             pool,
             owns_pool=True,
@@ -370,7 +315,7 @@ class PostgresStore:
         the namespace's aliases whose row is gone go too."""
         try:
             deleted = await self._delete(change, notice)
-            await self._db.execute(sql.DROP_ORPHAN_ALIASES, change.namespace)
+            await self._db.execute(judgment_sql.DROP_ORPHAN_ALIASES, change.namespace)
         finally:  # also when it failed: some statements may have committed
             self._wrote(change.namespace)
         return deleted
@@ -456,23 +401,4 @@ class PostgresStore:
 
     async def table_stats(self, namespace: str | None = None, *, top: int = 5) -> TableStats:
         """Row counts, sizes and the most cached models (of one namespace, or all)."""
-        async with self._db.connection() as connection:
-            counts = await connection.fetchrow(sql.COUNT_ENTRIES, namespace)
-            sizes = await connection.fetchrow(sql.TABLE_SIZES)
-            models = await connection.fetch(sql.TOP_MODELS, namespace, top)
-            saved = await connection.fetch(sql.SAVED_BY_MODEL, namespace)
-            tiers = await connection.fetch(sql.COUNTERS_BY_TIER, namespace)
-        return TableStats(
-            entries=counts["entries"],
-            expired=counts["expired"],
-            hits=counts["hits"],
-            embedded=counts["embedded"],
-            stored_tokens=counts["stored_tokens"],
-            table_bytes=sizes["table_bytes"],
-            index_bytes=sizes["index_bytes"],
-            top_models=tuple((row["model"], row["entries"]) for row in models),
-            saved_by_model=tuple(
-                (r["model"], r["hits"], r["prompt_tokens"], r["completion_tokens"]) for r in saved
-            ),
-            lookups_by_tier=tuple((r["tier"], r["lookups"], r["lookup_ms"]) for r in tiers),
-        )
+        return await table_stats(self._db, namespace, top=top)
