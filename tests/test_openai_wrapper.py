@@ -14,7 +14,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llm_pgcache import Cache, OpenAIEmbedder
 from llm_pgcache.integrations.openai import CachedOpenAI, cache_info, cached_openai
-from llm_pgcache.integrations.streams import ChunkAccumulator
+from llm_pgcache.integrations.openai_chunks import ChunkAccumulator
 from llm_pgcache.pricing import DEFAULT_PRICES
 
 from .conftest import connect_cache
@@ -55,7 +55,7 @@ def assembled(chunks: list[ChatCompletionChunk]) -> dict[str, Any]:
     accumulator = ChunkAccumulator()
     for chunk in chunks:
         accumulator.add(chunk.model_dump(mode="json"))
-    return accumulator.completion()
+    return accumulator.result()
 
 
 async def test_miss_then_hit_returns_chat_completions(

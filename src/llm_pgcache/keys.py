@@ -89,7 +89,7 @@ def _output_params(request: Mapping[str, Any]) -> dict[str, Any]:
     params = {
         name: int(value) if type(value) is float and value.is_integer() else value
         for name, value in request.items()
-        if name not in TRANSPORT_PARAMS and not _is_omitted(value)
+        if name not in TRANSPORT_PARAMS and not is_omitted(value)
     }
     model = params.get("model")
     try:
@@ -142,7 +142,7 @@ def _sha256(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
-def _is_omitted(value: object) -> bool:
+def is_omitted(value: object) -> bool:
     # openai's NOT_GIVEN / Omit sentinels mean "parameter absent".
     return type(value).__name__ in {"NotGiven", "Omit"}
 

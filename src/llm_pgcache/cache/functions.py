@@ -20,7 +20,7 @@ import functools
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 from llm_pgcache.cache.reads import Reads
@@ -48,7 +48,7 @@ class Functions(Reads, Writes):
         namespace: str | None = None,
         key: Callable[..., object] | None = None,
         version: str = "",
-    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Coroutine[Any, Any, R]]]:
         """Decorate an async function: calls with the same arguments return the stored
         result instead of running it again.
 
@@ -65,7 +65,7 @@ class Functions(Reads, Writes):
         """
         tag_list = tuple(tags)
 
-        def decorate(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        def decorate(function: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
             if not inspect.iscoroutinefunction(function):
                 raise InvalidInputError(
                     f"cache.cached decorates async functions; {function!r} is not one"

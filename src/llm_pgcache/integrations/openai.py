@@ -1,70 +1,87 @@
-"""Drop-in caching for `openai.AsyncOpenAI`: `cached_openai(client, cache, **policy)`.
+"""Drop-in caching for the openai client: `cached_openai(client, cache, **policy)`.
 
     client = cached_openai(AsyncOpenAI(), cache)
     reply = await client.chat.completions.create(model="gpt-4o-mini", messages=[...])
     reply.llm_pgcache  # {"tier": "postgres-exact", "similarity": 1.0, ...}
 
 `chat.completions.create` takes exactly the wrapped client's arguments and returns real
-openai types: a `ChatCompletion`, or (with `stream=True`) an async stream of
-`ChatCompletionChunk`. Everything else on the client passes through untouched.
-Per-request cache controls go through `client.with_cache(ttl=..., no_store=True, ...)`,
-which returns a wrapper for that call: nothing is added to the request itself.
+openai types: a `ChatCompletion`, or (with `stream=True`) a stream of
+`ChatCompletionChunk`. `embeddings.create` is cached item by item
+(`integrations.openai_embeddings`). Everything else on the client passes through
+untouched. Per-request cache controls go through `client.with_cache(ttl=...,
+no_store=True, ...)`, which returns a wrapper for that call: nothing is added to the
+request itself. A sync `OpenAI()` client with a `SyncCache` gives a sync wrapper that
+behaves the same (`integrations.sync_clients`).
+
+Calls the cache does not take (a streamed `n > 1`, audio output, a last message that is
+not text) pass through uncached, logged at debug level.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import Mapping
-from dataclasses import asdict, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, overload
 
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llm_pgcache.breaker import OutageLog
 from llm_pgcache.cache.facade import Cache
-from llm_pgcache.entries import CacheHit
-from llm_pgcache.errors import (
-    BackendError,
-    EmbeddingDimensionError,
-    InvalidEmbeddingError,
-    InvalidInputError,
-    InvalidRequestError,
+from llm_pgcache.integrations.calls import (
+    CACHE_SIDE_ERRORS,
+    CachedClient,
+    CachedCreate,
+    Resource,
+    logger,
 )
+from llm_pgcache.integrations.openai_chunks import ChunkAccumulator, replay_chunks
 from llm_pgcache.integrations.openai_embeddings import CachedEmbeddings
-from llm_pgcache.integrations.openai_streams import RecordingStream, ReplayStream, give_up
 from llm_pgcache.integrations.policy import (
-    INFO_FIELD,
     CacheControls,
     CacheInfo,
     CachePolicy,
     cache_info,
-    cacheable_request,
     storable_response,
 )
-from llm_pgcache.keys import exact_key
-from llm_pgcache.singleflight import Flight, Shared, SingleFlight
+from llm_pgcache.integrations.sync_cache import SyncCache
+from llm_pgcache.integrations.sync_clients import AsyncView, SyncView
+from llm_pgcache.keys import is_omitted
+from llm_pgcache.singleflight import SingleFlight
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI
-
-logger = logging.getLogger(__name__)
-
-# What fails on the cache's side, not in the caller's request: a wrapped call answers
-# from the upstream instead (unless the cache is strict). Logged once per outage.
-CACHE_SIDE_ERRORS = (BackendError, InvalidEmbeddingError, EmbeddingDimensionError)
+    from openai import AsyncOpenAI, OpenAI
 
 
-def cached_openai(client: AsyncOpenAI, cache: Cache, **policy: Any) -> CachedOpenAI:
+@overload
+def cached_openai(client: AsyncOpenAI, cache: Cache, **policy: Any) -> CachedOpenAI: ...
+
+
+@overload
+def cached_openai(client: OpenAI, cache: SyncCache, **policy: Any) -> Any: ...
+
+
+def cached_openai(client: AsyncOpenAI | OpenAI, cache: Cache | SyncCache, **policy: Any) -> Any:
     """Wrap `client` so that its chat completions and embeddings go through `cache`.
 
     Args:
-        client: an `openai.AsyncOpenAI` (any base_url).
-        cache: an opened `Cache`.
+        client: an `openai.AsyncOpenAI` with a `Cache`, or an `openai.OpenAI` with a
+            `SyncCache` (any base_url).
+        cache: an opened `Cache` (or `SyncCache`).
         **policy: the fields of `CachePolicy` (models, max_temperature, cache_tool_calls,
             cache_truncated, ttl, tags, namespace).
+
+    Returns:
+        A `CachedOpenAI` (a sync view of one, for a sync client).
     """
+    if isinstance(cache, SyncCache):
+        wrapped = CachedOpenAI(
+            AsyncView(client),
+            cache.cache,
+            CachePolicy(**policy),
+            CacheControls(),
+            flights=SingleFlight(),
+            failures=OutageLog(logger, "cache"),
+        )
+        return SyncView(wrapped, cache)
     return CachedOpenAI(
         client,
         cache,
@@ -75,222 +92,87 @@ def cached_openai(client: AsyncOpenAI, cache: Cache, **policy: Any) -> CachedOpe
     )
 
 
-class CachedOpenAI:
+class CachedOpenAI(CachedClient):
     """An `AsyncOpenAI` whose `chat.completions.create` and `embeddings.create` are
-    cached (embeddings item by item: `integrations.openai_embeddings`)."""
+    cached."""
 
-    def __init__(
-        self,
-        client: AsyncOpenAI,
-        cache: Cache,
-        policy: CachePolicy,
-        controls: CacheControls,
-        *,
-        flights: SingleFlight[dict[str, Any]],
-        failures: OutageLog,
-    ) -> None:
-        self._client = client
-        self.cache = cache
-        self.policy = policy
-        self.controls = controls
-        self.chat = _Chat(client.chat, _Completions(client.chat.completions, self, flights))
-        self.embeddings = CachedEmbeddings(client.embeddings, self)
-        self._flights = flights
-        self.failures = failures  # of the cache, shared with the `with_cache` copies
-
-    def with_cache(self, **controls: Any) -> CachedOpenAI:
-        """This client with per-request `CacheControls` (no_cache, no_store, ttl, ...)."""
-        return CachedOpenAI(
-            self._client,
-            self.cache,
-            self.policy,
-            replace(self.controls, **controls),
-            flights=self._flights,
-            failures=self.failures,
+    def __init__(self, client: Any, cache: Cache, *args: Any, **kwargs: Any) -> None:
+        super().__init__(client, cache, *args, **kwargs)
+        self.chat = Resource(
+            client.chat, completions=CachedCreate(client.chat.completions, self, CHAT)
         )
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
+        self.embeddings = CachedEmbeddings(client.embeddings, self)
 
 
-class _Chat:
-    def __init__(self, chat: Any, completions: _Completions) -> None:
-        self._chat = chat
-        self.completions = completions
+class ChatCompletions:
+    """The `Dialect` of `chat.completions.create`."""
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._chat, name)
+    def unsupported(self, call: Mapping[str, Any]) -> str | None:
+        n = call.get("n")
+        if call.get("stream") is True and isinstance(n, int) and n > 1:
+            return "a streamed call with n > 1"
+        modalities = call.get("modalities")
+        audio = call.get("audio")
+        if (audio is not None and not is_omitted(audio)) or (
+            isinstance(modalities, list | tuple) and "audio" in modalities
+        ):
+            return "audio output"
+        messages = call.get("messages")
+        if isinstance(messages, list | tuple) and messages and not _is_text(messages[-1]):
+            return "a last message that is not text"
+        return None
 
+    def cache_request(self, call: Mapping[str, Any]) -> Mapping[str, Any]:
+        return call  # the key schema's own shape
 
-class _Completions:
-    def __init__(
-        self, upstream: Any, owner: CachedOpenAI, flights: SingleFlight[dict[str, Any]]
-    ) -> None:
-        self._upstream = upstream
-        self._owner = owner
-        self._flights = flights
-        self._refreshing: set[asyncio.Task[None]] = set()  # held until done
+    def storable(self, body: Mapping[str, Any], policy: CachePolicy) -> bool:
+        return storable_response(body, policy)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._upstream, name)
+    def answer_of(self, body: Mapping[str, Any]) -> ChatCompletion:
+        return ChatCompletion.model_validate(body)
 
-    async def create(self, **request: Any) -> Any:
-        """`chat.completions.create`, answered from the cache when it can be."""
-        cache, policy, controls = self._owner.cache, self._owner.policy, self._owner.controls
-        namespace = controls.namespace or policy.namespace
-        if not cacheable_request(request, policy):
-            return await self._bypass(request)
-        started = time.perf_counter()
-        try:
-            key = (namespace or cache.namespace, exact_key(request, cache.version))
-        except InvalidRequestError:  # not keyable (the API will say why): no caching
-            return await self._bypass(request)
-        hit = None
-        if not controls.no_cache:
-            try:
-                hit = await cache.get(
-                    request,
-                    namespace=namespace,
-                    semantic=controls.semantic,
-                    threshold=controls.threshold,
-                    embed_timeout=controls.embed_timeout,
-                )
-            except InvalidRequestError:
-                return await self._bypass(request)
-            except CACHE_SIDE_ERRORS as exc:  # the LLM call goes ahead: a miss
-                if cache.strict:
-                    raise
-                self._owner.failures.failed(exc, "answering from the upstream")
-            else:
-                self._owner.failures.ok()
-        if hit is not None and not hit.stale:
-            return _from_hit(hit, request, (time.perf_counter() - started) * 1000)
-        if hit is not None:  # stale: served now, refreshed in the background
-            self._refresh_later(key, request)
-            return _from_hit(hit, request, (time.perf_counter() - started) * 1000)
-        return await self._miss(request, key, (time.perf_counter() - started) * 1000)
+    def stream_call(self, call: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        # Ask for usage (to count what hits save); hide it from a caller that did not.
+        options = call.get("stream_options") or {}
+        if options.get("include_usage"):
+            return dict(call), False
+        return {**call, "stream_options": {**options, "include_usage": True}}, True
 
-    async def _miss(
-        self, request: Mapping[str, Any], key: tuple[str, bytes], lookup_ms: float
-    ) -> Any:
-        """Ask the upstream (one call per key at a time), answer, and store."""
-        flight = await self._flights.lead_or_follow(key)
-        if isinstance(flight, Shared):
-            info = CacheInfo(tier="miss", lookup_ms=lookup_ms, shared=True)
-            return _respond(flight.result, request, info)
-        info = CacheInfo(tier="miss", lookup_ms=lookup_ms)
-        if request.get("stream") is True:
-            return await RecordingStream.open(
-                self._upstream.create, self.store, flight, request, info
-            )
-        upstream_started = time.perf_counter()
-        try:
-            completion = await self._upstream.create(**request)
-        except BaseException as exc:
-            give_up(flight, exc)
-            raise
-        body = _completion_json(completion)
-        flight.finish(body)
-        await self.store(request, body, upstream_ms=(time.perf_counter() - upstream_started) * 1000)
-        return _annotate(completion, info)
+    def added(self, event: Any) -> bool:
+        return not event.choices and event.usage is not None
 
-    async def _bypass(self, request: Mapping[str, Any]) -> Any:
-        """The upstream call, not looked up nor stored."""
-        result = await self._upstream.create(**request)
-        return _annotate(result, CacheInfo(tier="bypass"))
+    def accumulator(self) -> ChunkAccumulator:
+        return ChunkAccumulator()
 
-    def _refresh_later(self, key: tuple[str, bytes], request: Mapping[str, Any]) -> None:
-        """Replace a stale entry in the background, once for all concurrent callers."""
-        flight = self._flights.join(key)
-        if not isinstance(flight, Flight):
-            return  # a refresh (or a miss) of this key is already under way
-        upstream_request = {
-            k: v for k, v in request.items() if k not in ("stream", "stream_options")
-        }
-
-        async def refresh() -> None:
-            started = time.perf_counter()
-            try:
-                completion = await self._upstream.create(**upstream_request)
-            except Exception as exc:  # the stale entry stays; the next caller tries again
-                logger.warning("llm-pgcache could not refresh a stale entry: %s", exc)
-                flight.fail(exc)
-                return
-            body = _completion_json(completion)
-            flight.finish(body)
-            await self.store(request, body, upstream_ms=(time.perf_counter() - started) * 1000)
-
-        task = asyncio.get_running_loop().create_task(refresh())
-        self._refreshing.add(task)
-        task.add_done_callback(self._refreshing.discard)
-
-    async def store(
-        self, request: Mapping[str, Any], body: dict[str, Any], *, upstream_ms: float
-    ) -> None:
-        """Store a complete upstream answer, unless the policy or the controls say not to."""
-        cache, policy, controls = self._owner.cache, self._owner.policy, self._owner.controls
-        if controls.no_store or not storable_response(body, policy):
-            return
-        tags = controls.tags if controls.tags is not None else policy.tags
-        try:
-            await cache.set(
-                request,
-                body,
-                ttl=controls.ttl if controls.ttl is not None else policy.ttl,
-                tags=tags,
-                namespace=controls.namespace or policy.namespace,
-                semantic=controls.semantic,
-                upstream_ms=round(upstream_ms),
-                embed_timeout=controls.embed_timeout,
-            )
-        except InvalidInputError as exc:  # e.g. over max_entry_bytes: the caller still gets it
-            logger.warning("llm-pgcache did not store a response: %s", exc)
-        except CACHE_SIDE_ERRORS as exc:
-            if cache.strict:
-                raise
-            self._owner.failures.failed(exc, "not storing")
+    def replay(
+        self, body: Mapping[str, Any], call: Mapping[str, Any]
+    ) -> Iterator[ChatCompletionChunk]:
+        options = call.get("stream_options") or {}
+        for chunk in replay_chunks(body, include_usage=bool(options.get("include_usage"))):
+            yield ChatCompletionChunk.model_validate(chunk)
 
 
-def _completion_json(completion: Any) -> dict[str, Any]:
-    body: dict[str, Any] = completion.model_dump(mode="json")
-    body.pop(INFO_FIELD, None)
-    return body
+CHAT = ChatCompletions()
 
 
-def _annotate(result: Any, info: CacheInfo) -> Any:
-    setattr(result, INFO_FIELD, asdict(info))
-    return result
-
-
-def _from_hit(hit: CacheHit, request: Mapping[str, Any], lookup_ms: float) -> Any:
-    saved = None if hit.upstream_ms is None else max(0.0, hit.upstream_ms - lookup_ms)
-    info = CacheInfo(
-        tier=hit.tier,
-        similarity=hit.similarity,
-        lookup_ms=lookup_ms,
-        latency_saved_ms=saved,
-        stale=hit.stale,
-        accepted_by=hit.accepted_by,
-        matched_prompt=hit.matched_prompt if hit.tier == "postgres-semantic" else None,
+def _is_text(message: object) -> bool:
+    """A message whose content is text (a string, or text parts only)."""
+    if not isinstance(message, Mapping):
+        return True  # an SDK object: keyed as it is
+    content = message.get("content")
+    if isinstance(content, str):
+        return True
+    return isinstance(content, list | tuple) and all(
+        isinstance(part, Mapping) and part.get("type") == "text" for part in content
     )
-    return _respond(hit.response, request, info)
-
-
-def _respond(body: Mapping[str, Any], request: Mapping[str, Any], info: CacheInfo) -> Any:
-    """A stored or shared completion, in the form the request asked for."""
-    if request.get("stream") is True:
-        options = request.get("stream_options") or {}
-        return ReplayStream(body, info, include_usage=bool(options.get("include_usage")))
-    completion = ChatCompletion.model_validate({k: v for k, v in body.items() if k != INFO_FIELD})
-    return _annotate(completion, info)
 
 
 __all__ = [
+    "CACHE_SIDE_ERRORS",
     "CacheControls",
     "CacheInfo",
     "CachePolicy",
     "CachedOpenAI",
-    "ReplayStream",
     "cache_info",
     "cached_openai",
 ]

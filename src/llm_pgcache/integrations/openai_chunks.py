@@ -56,7 +56,7 @@ class ChunkAccumulator:
         """Every choice seen has finished."""
         return bool(self._choices) and all(c["finish_reason"] for c in self._choices.values())
 
-    def completion(self) -> dict[str, Any]:
+    def result(self) -> dict[str, Any]:
         """The assembled `chat.completion`, as JSON."""
         choices = []
         for index in sorted(self._choices):
