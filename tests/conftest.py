@@ -27,6 +27,7 @@ from llm_pgcache.postgres import embedded, migrate
 
 from . import pgbouncer
 from . import replica as replica_server
+from .anthropic_server import AnthropicServer
 from .openai_server import OpenAIServer
 
 
@@ -229,6 +230,22 @@ async def openai_client(openai_api: OpenAIServer) -> AsyncIterator[AsyncOpenAI]:
     client = AsyncOpenAI(base_url=openai_api.base_url, api_key="test-key", max_retries=0)
     yield client
     await client.close()
+
+
+@pytest.fixture(scope="session")
+async def anthropic_server() -> AsyncIterator[AnthropicServer]:
+    """The Anthropic-compatible test server, started once; its state is reset per test."""
+    server = AnthropicServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def anthropic_api(anthropic_server: AnthropicServer) -> Iterator[AnthropicServer]:
+    anthropic_server.state.reset()
+    yield anthropic_server
+    anthropic_server.state.reset()
 
 
 @pytest.fixture(scope="session")

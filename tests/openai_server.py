@@ -88,9 +88,17 @@ def verdict(question: str) -> str | None:
     return "yes" if words(stored.group(1)) == words(new.group(1)) else "no"
 
 
+def question_of(body: dict[str, Any]) -> str:
+    """The last turn's text (its text parts, when it has parts)."""
+    content = body["messages"][-1]["content"]
+    if isinstance(content, str):
+        return content
+    return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+
 def answer(body: dict[str, Any], number: int, judge_reply: str | None = None) -> dict[str, Any]:
     """The completion for a request; directives in the question pick its kind."""
-    question: str = body["messages"][-1]["content"]
+    question = question_of(body)
     judged = verdict(question)
     message: dict[str, Any] = {
         "role": "assistant",
@@ -222,11 +230,11 @@ def build_app(state: ServerState) -> Starlette:
         state.chat_bodies.append(body)
         completion = answer(body, state.calls["chat"], state.judge_reply)
         if not body.get("stream"):
-            if "[break]" in body["messages"][-1]["content"]:
+            if "[break]" in question_of(body):
                 return JSONResponse({"error": {"message": "broken"}}, status_code=500)
             return JSONResponse(completion)
         options = body.get("stream_options") or {}
-        breaks = "[break]" in body["messages"][-1]["content"]
+        breaks = "[break]" in question_of(body)
         return StreamingResponse(
             sse(
                 completion,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         MissingExtraError,
         SchemaError,
     )
+    from llm_pgcache.integrations.anthropic import CachedAnthropic, cached_anthropic
     from llm_pgcache.integrations.openai import (
         CacheControls,
         CachedOpenAI,
@@ -69,6 +70,7 @@ _EXPORTS: dict[str, str] = {
     "CacheInfo": "llm_pgcache.integrations.openai",
     "CacheOptions": "llm_pgcache.cache.options",
     "CachePolicy": "llm_pgcache.integrations.openai",
+    "CachedAnthropic": "llm_pgcache.integrations.anthropic",
     "CachedOpenAI": "llm_pgcache.integrations.openai",
     "CircuitBreaker": "llm_pgcache.breaker",
     "ConfigurationError": "llm_pgcache.errors",
@@ -109,6 +111,7 @@ _EXPORTS: dict[str, str] = {
     "WarmItem": "llm_pgcache.cache.warming",
     "WarmReport": "llm_pgcache.cache.warming",
     "cache_info": "llm_pgcache.integrations.openai",
+    "cached_anthropic": "llm_pgcache.integrations.anthropic",
     "cached_openai": "llm_pgcache.integrations.openai",
     "default_embedder": "llm_pgcache.semantic.embedders",
     "init_connection": "llm_pgcache.postgres.driver",
@@ -142,6 +145,7 @@ __all__ = [
     "CacheInfo",
     "CacheOptions",
     "CachePolicy",
+    "CachedAnthropic",
     "CachedOpenAI",
     "CircuitBreaker",
     "ConfigurationError",
@@ -183,6 +187,7 @@ __all__ = [
     "WarmReport",
     "__version__",
     "cache_info",
+    "cached_anthropic",
     "cached_openai",
     "default_embedder",
     "init_connection",
