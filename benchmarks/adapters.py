@@ -162,7 +162,7 @@ async def main() -> None:  # noqa: PLR0915 - one straight script of measurements
             await asyncio.to_thread(cube, 7)
             for model in models.values():
                 await model.ainvoke(prompt)
-            llm_string = models["pgcache"]._get_llm_string()  # noqa: SLF001 - its cache key
+            llm_string = models["pgcache"]._get_llm_string()
 
             def sync_round() -> None:
                 record("sync/SyncCache.get", timed_sync(lambda: sync.get(CHAT), args.ops))
@@ -241,7 +241,28 @@ async def main() -> None:  # noqa: PLR0915 - one straight script of measurements
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "adapters.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(table)
     print(json.dumps(report, indent=2))
+
+
+def plot(table: dict[str, dict[str, float]]) -> None:
+    import matplotlib  # noqa: PLC0415 - only for the report
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    names = list(table)
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(names) + 1))
+    ys = range(len(names))
+    ax.barh(ys, [table[n]["p50_us"] for n in names], label="p50")
+    ax.scatter([table[n]["p99_us"] for n in names], ys, color="black", marker="|", label="p99")
+    ax.set_yticks(list(ys), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("exact hit, microseconds (1 in flight)")
+    ax.set_title("Hits through each adapter, same server and run")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "adapters.png", dpi=110)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ other, tagged "langchain", of the model `langchain:<model name>` (read from the
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import warnings
 from collections.abc import Coroutine, Sequence
@@ -147,12 +148,10 @@ class PgCache(BaseCache):
         )
         if hit is None:
             return None
-        with warnings.catch_warnings():  # `loads` is marked beta; its format is LangChain's
-            warnings.simplefilter("ignore", LangChainBetaWarning)
-            generations: Sequence[Any] = loads(
-                hit.response["generations"], allowed_objects=GENERATION_CLASSES
-            )
-        return list(generations)
+        # Copies: LangChain changes what a hit returns (it zeroes the cost on the message).
+        return [
+            generation.model_copy(deep=True) for generation in revived(hit.response["generations"])
+        ]
 
     async def _update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         await self._cache.set(
@@ -184,6 +183,16 @@ class PgCache(BaseCache):
                 "aclear): use PgCache.connect(...) for the sync ones"
             )
         return self._sync.result_of(call)
+
+
+@functools.lru_cache(maxsize=256)
+def revived(text: str) -> tuple[Any, ...]:
+    """The generations a stored text spells, revived once per text (`loads` spends most
+    of a hit building its allow-list; a deep copy costs a seventh of that)."""
+    with warnings.catch_warnings():  # `loads` is marked beta; its format is LangChain's
+        warnings.simplefilter("ignore", LangChainBetaWarning)
+        generations: Sequence[Any] = loads(text, allowed_objects=GENERATION_CLASSES)
+    return tuple(generations)
 
 
 def _request(prompt: str, llm_string: str) -> dict[str, Any]:

@@ -14,9 +14,11 @@ that fails is a miss, as everywhere.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 from openai.types import CreateEmbeddingResponse, Embedding
 from openai.types.create_embedding_response import Usage
 
@@ -62,7 +64,7 @@ class CachedEmbeddings:
             hits = await asyncio.gather(
                 *(cache.get(key, namespace=namespace, semantic=False) for key in keys)
             )
-            found = [None if hit is None else hit.response["embedding"] for hit in hits]
+            found = [None if hit is None else _vector_of(hit.response) for hit in hits]
         missing = [i for i, vector in enumerate(found) if vector is None]
         usage = Usage(prompt_tokens=0, total_tokens=0)
         if missing:
@@ -94,7 +96,7 @@ class CachedEmbeddings:
         try:
             await owner.cache.set(
                 key,
-                {"embedding": vector},
+                _stored(vector),
                 ttl=ttl,
                 tags=tags or (),
                 namespace=namespace,
@@ -102,6 +104,25 @@ class CachedEmbeddings:
             )
         except InvalidInputError:  # e.g. over max_entry_bytes: answered, not stored
             return
+
+
+def _stored(vector: list[float] | str) -> dict[str, str]:
+    """What is stored of a vector: a base64 string as it came (`encoding_format="base64"`),
+    floats as the base64 of their float64 bytes (lossless, and a hit decodes them in
+    microseconds where a JSON list of 1536 numbers takes a millisecond)."""
+    if isinstance(vector, str):
+        return {"base64": vector}
+    return {"f8": base64.b64encode(np.asarray(vector, dtype="<f8").tobytes()).decode("ascii")}
+
+
+def _vector_of(stored: Mapping[str, Any]) -> list[float] | str | None:
+    if "f8" in stored:
+        floats: list[float] = np.frombuffer(base64.b64decode(stored["f8"]), dtype="<f8").tolist()
+        return floats
+    if "base64" in stored:
+        return str(stored["base64"])
+    vector = stored.get("embedding")  # entries of llm-pgcache 0.1's first release
+    return vector if isinstance(vector, list) else None
 
 
 def _texts(value: object) -> list[str] | None:
