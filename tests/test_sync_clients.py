@@ -16,10 +16,19 @@ from typing import Any
 import asyncpg
 import openai
 import pytest
-from openai import OpenAI
+from anthropic import Anthropic, AsyncAnthropic
+from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from llm_pgcache import InvalidInputError, SyncCache, cache_info, cached_openai
+from llm_pgcache import (
+    Cache,
+    ConfigurationError,
+    InvalidInputError,
+    SyncCache,
+    cache_info,
+    cached_anthropic,
+    cached_openai,
+)
 from llm_pgcache.integrations.openai_chunks import ChunkAccumulator
 
 from .faults import BlackHoleProxy
@@ -238,3 +247,23 @@ async def test_sync_functions_are_cached_in_the_calling_thread(
     assert len(ran) == 3  # abc, shared (once for eight threads), abc after the invalidation
     assert ran[0] == caller
     assert ran[2] == caller
+
+
+async def test_a_client_and_a_cache_of_different_kinds_are_refused(
+    dsn: str, namespace: str, cache: Cache, openai_api: OpenAIServer
+) -> None:
+    sync_client = OpenAI(base_url=openai_api.base_url, api_key="k")
+    with pytest.raises(ConfigurationError, match="goes with a SyncCache"):
+        cached_openai(sync_client, cache)
+    with pytest.raises(ConfigurationError, match="goes with a SyncCache"):
+        cached_anthropic(Anthropic(api_key="k"), cache)
+
+    def with_sync_cache() -> None:
+        with SyncCache.connect(dsn, namespace=namespace) as sync:
+            with pytest.raises(ConfigurationError, match="goes with a Cache"):
+                cached_openai(AsyncOpenAI(api_key="k"), sync)
+            with pytest.raises(ConfigurationError, match="goes with a Cache"):
+                cached_anthropic(AsyncAnthropic(api_key="k"), sync)
+
+    await asyncio.to_thread(with_sync_cache)
+    sync_client.close()

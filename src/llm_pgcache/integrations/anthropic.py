@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
+import anthropic
 from anthropic.types import (
     Message,
     RawContentBlockDeltaEvent,
@@ -37,16 +38,14 @@ from anthropic.types import (
 )
 from pydantic import BaseModel
 
-from llm_pgcache.breaker import OutageLog
 from llm_pgcache.cache.facade import Cache
 from llm_pgcache.integrations.anthropic_events import EventAccumulator, replay_events
-from llm_pgcache.integrations.calls import CachedClient, CachedCreate, logger
-from llm_pgcache.integrations.policy import CacheControls, CachePolicy
+from llm_pgcache.integrations.calls import CachedClient, CachedCreate
+from llm_pgcache.integrations.policy import CachePolicy
 from llm_pgcache.integrations.sync_cache import SyncCache
-from llm_pgcache.integrations.sync_clients import AsyncView, SyncView
+from llm_pgcache.integrations.sync_clients import AsyncView, SyncView, check_pairing
 from llm_pgcache.key_schema import ANTHROPIC_MESSAGES, transport
 from llm_pgcache.keys import is_omitted
-from llm_pgcache.singleflight import SingleFlight
 
 if TYPE_CHECKING:
     from anthropic import Anthropic, AsyncAnthropic
@@ -84,17 +83,17 @@ def cached_anthropic(
         cache: an opened `Cache` (or `SyncCache`).
         **policy: the fields of `CachePolicy` (models, cache_tool_calls, cache_truncated,
             ttl, tags, namespace, ...).
+
+    Raises:
+        ConfigurationError: a sync client with a `Cache`, or an async one with a
+            `SyncCache`.
     """
-    sync = isinstance(cache, SyncCache)
-    wrapped = CachedAnthropic(
-        AsyncView(client) if sync else client,
-        cache.cache if isinstance(cache, SyncCache) else cache,
-        CachePolicy(**policy),
-        CacheControls(),
-        flights=SingleFlight(),
-        failures=OutageLog(logger, "cache"),
+    check_pairing(
+        client, cache, async_client=anthropic.AsyncAnthropic, sync_client=anthropic.Anthropic
     )
-    return SyncView(wrapped, cache) if isinstance(cache, SyncCache) else wrapped
+    if isinstance(cache, SyncCache):
+        return SyncView(CachedAnthropic.around(AsyncView(client), cache.cache, **policy), cache)
+    return CachedAnthropic.around(client, cache, **policy)
 
 
 class CachedAnthropic(CachedClient):

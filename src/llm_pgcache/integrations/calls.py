@@ -66,6 +66,18 @@ class CachedClient:
         self.flights = flights
         self.failures = failures  # of the cache, shared with the `with_cache` copies
 
+    @classmethod
+    def around(cls, client: Any, cache: Cache, **policy: Any) -> Self:
+        """A new wrapper of `client` (the fields of `CachePolicy` as `policy`)."""
+        return cls(
+            client,
+            cache,
+            CachePolicy(**policy),
+            CacheControls(),
+            flights=SingleFlight(),
+            failures=OutageLog(logger, "cache"),
+        )
+
     def with_cache(self, **controls: Any) -> Self:
         """This client with per-request `CacheControls` (no_cache, no_store, ttl, ...)."""
         return type(self)(

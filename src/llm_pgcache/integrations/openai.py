@@ -22,16 +22,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
+import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from llm_pgcache.breaker import OutageLog
 from llm_pgcache.cache.facade import Cache
 from llm_pgcache.integrations.calls import (
     CACHE_SIDE_ERRORS,
     CachedClient,
     CachedCreate,
     Resource,
-    logger,
 )
 from llm_pgcache.integrations.openai_chunks import ChunkAccumulator, replay_chunks
 from llm_pgcache.integrations.openai_embeddings import CachedEmbeddings
@@ -43,9 +42,8 @@ from llm_pgcache.integrations.policy import (
     storable_response,
 )
 from llm_pgcache.integrations.sync_cache import SyncCache
-from llm_pgcache.integrations.sync_clients import AsyncView, SyncView
+from llm_pgcache.integrations.sync_clients import AsyncView, SyncView, check_pairing
 from llm_pgcache.keys import is_omitted
-from llm_pgcache.singleflight import SingleFlight
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAI
@@ -71,25 +69,15 @@ def cached_openai(client: AsyncOpenAI | OpenAI, cache: Cache | SyncCache, **poli
 
     Returns:
         A `CachedOpenAI` (a sync view of one, for a sync client).
+
+    Raises:
+        ConfigurationError: a sync client with a `Cache`, or an async one with a
+            `SyncCache`.
     """
+    check_pairing(client, cache, async_client=openai.AsyncOpenAI, sync_client=openai.OpenAI)
     if isinstance(cache, SyncCache):
-        wrapped = CachedOpenAI(
-            AsyncView(client),
-            cache.cache,
-            CachePolicy(**policy),
-            CacheControls(),
-            flights=SingleFlight(),
-            failures=OutageLog(logger, "cache"),
-        )
-        return SyncView(wrapped, cache)
-    return CachedOpenAI(
-        client,
-        cache,
-        CachePolicy(**policy),
-        CacheControls(),
-        flights=SingleFlight(),
-        failures=OutageLog(logger, "cache"),
-    )
+        return SyncView(CachedOpenAI.around(AsyncView(client), cache.cache, **policy), cache)
+    return CachedOpenAI.around(client, cache, **policy)
 
 
 class CachedOpenAI(CachedClient):

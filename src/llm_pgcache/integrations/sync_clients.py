@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
+from llm_pgcache.errors import ConfigurationError
 from llm_pgcache.integrations.calls import CachedClient, CachedCreate, Resource
 from llm_pgcache.integrations.events import EventStream
 from llm_pgcache.integrations.openai_embeddings import CachedEmbeddings
@@ -23,6 +24,25 @@ from llm_pgcache.integrations.sync_cache import SyncCache, in_caller_thread
 
 _END = object()
 _CACHED = (CachedClient, CachedCreate, CachedEmbeddings, Resource)
+
+
+def check_pairing(client: object, cache: object, *, async_client: type, sync_client: type) -> None:
+    """A sync SDK client goes with a `SyncCache`, an async one with a `Cache`.
+
+    Raises:
+        ConfigurationError: the two do not go together.
+    """
+    sync = isinstance(cache, SyncCache)
+    if sync and isinstance(client, async_client):
+        raise ConfigurationError(
+            f"an {async_client.__name__} goes with a Cache (await Cache.connect(...)), "
+            "not a SyncCache"
+        )
+    if not sync and isinstance(client, sync_client):
+        raise ConfigurationError(
+            f"a sync {sync_client.__name__} client goes with a SyncCache "
+            "(SyncCache.connect(...)), not a Cache"
+        )
 
 
 class AsyncView:
