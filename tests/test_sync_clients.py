@@ -254,16 +254,16 @@ async def test_a_client_and_a_cache_of_different_kinds_are_refused(
 ) -> None:
     sync_client = OpenAI(base_url=openai_api.base_url, api_key="k")
     with pytest.raises(ConfigurationError, match="goes with a SyncCache"):
-        cached_openai(sync_client, cache)
+        cached_openai(sync_client, cache)  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match="goes with a SyncCache"):
-        cached_anthropic(Anthropic(api_key="k"), cache)
+        cached_anthropic(Anthropic(api_key="k"), cache)  # type: ignore[call-overload]
 
     def with_sync_cache() -> None:
         with SyncCache.connect(dsn, namespace=namespace) as sync:
             with pytest.raises(ConfigurationError, match="goes with a Cache"):
-                cached_openai(AsyncOpenAI(api_key="k"), sync)
+                cached_openai(AsyncOpenAI(api_key="k"), sync)  # type: ignore[call-overload]
             with pytest.raises(ConfigurationError, match="goes with a Cache"):
-                cached_anthropic(AsyncAnthropic(api_key="k"), sync)
+                cached_anthropic(AsyncAnthropic(api_key="k"), sync)  # type: ignore[call-overload]
 
     await asyncio.to_thread(with_sync_cache)
     sync_client.close()
