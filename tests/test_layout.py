@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cache",),
     ("integrations",),
     ("server",),
-    ("cli", "commands", "demo", "evaluation"),
+    ("cli", "commands", "jobs", "demo", "evaluation"),
 )
 
 

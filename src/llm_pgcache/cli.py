@@ -158,11 +158,11 @@ Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 COMMANDS: dict[str, str] = {
     "migrate": "llm_pgcache.commands:run_migrate",
     "stats": "llm_pgcache.commands:run_stats",
-    "healthcheck": "llm_pgcache.commands:run_healthcheck",
+    "healthcheck": "llm_pgcache.jobs:run_healthcheck",
     "reindex": "llm_pgcache.commands:run_reindex",
     "tune-threshold": "llm_pgcache.evaluation:tune",
     "eval": "llm_pgcache.evaluation:evaluate_pairs",
-    "purge": "llm_pgcache.commands:run_purge",
+    "purge": "llm_pgcache.jobs:run_purge",
     "warm": "llm_pgcache.commands:run_warm",
     "demo": "llm_pgcache.commands:run_demo_command",
 }

@@ -1,18 +1,17 @@
 """What the `llm-pgcache` subcommands do (`cli` parses their arguments and imports this
 module only to run one, so that `--help` stays fast). Alembic and the demo (the openai
-client) are imported by the commands that use them, so that `purge` and `healthcheck`
-start fast too."""
+client) are imported by the commands that use them; `purge` and `healthcheck` are in
+`jobs`, which does without the façade."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO, Unpack
+from typing import Unpack
 
 from llm_pgcache.cache.facade import Cache
 from llm_pgcache.cache.metrics import REFUSED
@@ -21,8 +20,8 @@ from llm_pgcache.cache.options import CacheOptions
 from llm_pgcache.cache.warming import read_warm_file
 from llm_pgcache.config import Settings, redact_dsn
 from llm_pgcache.errors import EXIT_OK
+from llm_pgcache.jobs import ProgressBar
 from llm_pgcache.postgres import embedded
-from llm_pgcache.postgres.driver import SCHEMA_REVISION
 from llm_pgcache.pricing import DEFAULT_PRICES, cost
 from llm_pgcache.semantic.embedders import BUNDLED_LOCAL_DIM, default_embedder
 from llm_pgcache.semantic.search import SearchOptions
@@ -46,12 +45,6 @@ async def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
         embedding_type=args.embedding_type,
     )
     print(f"migrated {redact_dsn(dsn)} to {args.revision}")
-    return EXIT_OK
-
-
-async def run_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
-    async with connect(args.dsn):
-        print(f"ok: schema at revision {SCHEMA_REVISION}")
     return EXIT_OK
 
 
@@ -98,45 +91,6 @@ async def run_demo_command(args: argparse.Namespace, settings: Settings) -> int:
         label, upstream = choose_upstream()
         await run_demo(cache, upstream, f"{label}\nembedder: {embedder.name}", sys.stdout)
     return EXIT_OK
-
-
-async def run_purge(args: argparse.Namespace, settings: Settings) -> int:
-    async with connect(args.dsn) as cache:
-        while True:
-            bar = ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.dry_run else None
-            report = await cache.purge(
-                batch_size=args.batch_size,
-                max_rows=args.max_rows,
-                max_bytes=args.max_bytes,
-                dry_run=args.dry_run,
-                progress=bar.update if bar else None,
-            )
-            if bar is not None:
-                bar.finish()
-            print(report.summary(), flush=True)
-            if args.every is None:
-                return EXIT_OK
-            await asyncio.sleep(args.every)
-
-
-class ProgressBar:
-    """A one-line progress bar, redrawn in place on a terminal."""
-
-    def __init__(self, out: TextIO, width: int = 30) -> None:
-        self._out = out
-        self._width = width
-        self._drawn = False
-
-    def update(self, done: int, total: int) -> None:
-        filled = self._width * done // total if total else self._width
-        bar = "#" * filled + "-" * (self._width - filled)
-        self._out.write(f"\r[{bar}] {done}/{total} rows")
-        self._out.flush()
-        self._drawn = True
-
-    def finish(self) -> None:
-        if self._drawn:
-            self._out.write("\n")
 
 
 def _count_lines(path: Path) -> int:

@@ -15,13 +15,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from llm_pgcache.errors import InvalidResponseError
 from llm_pgcache.validation import is_utf8
+
+if TYPE_CHECKING:  # numpy costs a command that reads no vector 100 ms to import
+    import numpy as np
+    import numpy.typing as npt
 
 NUL_SAFE_MARKER = "llm_pgcache:json_base64"
 

@@ -51,42 +51,56 @@ class CachedEmbeddings:
 
     async def create(self, **request: Any) -> Any:
         """`embeddings.create`, the cached items from the cache."""
-        items = _texts(request.get("input"))
+        items = texts_of(request.get("input"))
         model = request.get("model")
         if items is None or not isinstance(model, str) or not model:
             return await self._upstream.create(**request)
         owner = self._owner
         cache, controls, policy = owner.cache, owner.controls, owner.policy
         namespace = controls.namespace or policy.namespace
-        keys = [_item_request(request, text) for text in items]
+        keys = [item_request(request, text) for text in items]
         found: list[Any] = [None] * len(items)
         if not controls.no_cache:
             hits = await asyncio.gather(
                 *(cache.get(key, namespace=namespace, semantic=False) for key in keys)
             )
-            found = [None if hit is None else _vector_of(hit.response) for hit in hits]
+            found = [None if hit is None else vector_of(hit.response) for hit in hits]
         missing = [i for i, vector in enumerate(found) if vector is None]
-        usage = Usage(prompt_tokens=0, total_tokens=0)
+        usage = None
         if missing:
             answer = await self._upstream.create(
                 **{**request, "input": [items[i] for i in missing]}
             )
-            vectors = [item.embedding for item in sorted(answer.data, key=lambda d: d.index)]
-            if len(vectors) != len(missing):  # not what was asked: give it back untouched
-                return answer
-            usage = answer.usage
+            vectors = self.vectors_of(answer)
+            if vectors is None or len(vectors) != len(missing):  # not what was asked
+                return answer  # given back untouched
+            usage = self.usage_of(answer)
             for i, vector in zip(missing, vectors, strict=True):
                 found[i] = vector
             if not controls.no_store:
                 await asyncio.gather(*(self._store(keys[i], found[i], namespace) for i in missing))
+        return self.respond(found, model, usage)
+
+    # What differs between the SDK's objects and the proxy's JSON (`server.embeddings`):
+
+    def vectors_of(self, answer: Any) -> list[Any] | None:
+        """The vectors of an upstream answer, in the order of its input."""
+        return [item.embedding for item in sorted(answer.data, key=lambda d: d.index)]
+
+    def usage_of(self, answer: Any) -> Any:
+        return answer.usage
+
+    def respond(self, vectors: list[Any], model: str, usage: Any) -> Any:
+        """The answer to the caller: every vector in its order, with the usage of the one
+        upstream call (none when every item was cached)."""
         return CreateEmbeddingResponse(
             data=[
                 Embedding(embedding=vector, index=i, object="embedding")
-                for i, vector in enumerate(found)
+                for i, vector in enumerate(vectors)
             ],
             model=model,
             object="list",
-            usage=usage,
+            usage=usage or Usage(prompt_tokens=0, total_tokens=0),
         )
 
     async def _store(self, key: Mapping[str, Any], vector: Any, namespace: str | None) -> None:
@@ -96,7 +110,7 @@ class CachedEmbeddings:
         try:
             await owner.cache.set(
                 key,
-                _stored(vector),
+                stored_vector(vector),
                 ttl=ttl,
                 tags=tags or (),
                 namespace=namespace,
@@ -106,7 +120,7 @@ class CachedEmbeddings:
             return
 
 
-def _stored(vector: list[float] | str) -> dict[str, str]:
+def stored_vector(vector: list[float] | str) -> dict[str, str]:
     """What is stored of a vector: a base64 string as it came (`encoding_format="base64"`),
     floats as the base64 of their float64 bytes (lossless, and a hit decodes them in
     microseconds where a JSON list of 1536 numbers takes a millisecond)."""
@@ -115,7 +129,7 @@ def _stored(vector: list[float] | str) -> dict[str, str]:
     return {"f8": base64.b64encode(np.asarray(vector, dtype="<f8").tobytes()).decode("ascii")}
 
 
-def _vector_of(stored: Mapping[str, Any]) -> list[float] | str | None:
+def vector_of(stored: Mapping[str, Any]) -> list[float] | str | None:
     if "f8" in stored:
         floats: list[float] = np.frombuffer(base64.b64decode(stored["f8"]), dtype="<f8").tolist()
         return floats
@@ -125,7 +139,7 @@ def _vector_of(stored: Mapping[str, Any]) -> list[float] | str | None:
     return vector if isinstance(vector, list) else None
 
 
-def _texts(value: object) -> list[str] | None:
+def texts_of(value: object) -> list[str] | None:
     """The input as texts, or None when it is not text (token arrays)."""
     if isinstance(value, str):
         return [value]
@@ -134,7 +148,7 @@ def _texts(value: object) -> list[str] | None:
     return None
 
 
-def _item_request(request: Mapping[str, Any], text: str) -> dict[str, Any]:
+def item_request(request: Mapping[str, Any], text: str) -> dict[str, Any]:
     """The request an item is keyed by (through the chat key's canonical form)."""
     keyed = {name: request[name] for name in KEYED if name in request}
     return {
