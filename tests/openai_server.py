@@ -49,6 +49,7 @@ class ServerState:
     wrong_dimensions: int | None = None  # return vectors of this size instead
     hold: asyncio.Event | None = None  # streams pause after their first word until set
     chat_bodies: list[dict[str, Any]] = field(default_factory=list)  # as received
+    chat_headers: list[dict[str, str]] = field(default_factory=list)  # as received
     judge_reply: str | None = None  # what judges are told instead of yes or no
 
     def reset(self) -> None:
@@ -59,6 +60,7 @@ class ServerState:
         self.wrong_dimensions = None
         self.hold = None
         self.chat_bodies.clear()
+        self.chat_headers.clear()
         self.judge_reply = None
 
 
@@ -228,6 +230,7 @@ def build_app(state: ServerState) -> Starlette:
             return failure
         body: dict[str, Any] = await request.json()
         state.chat_bodies.append(body)
+        state.chat_headers.append(dict(request.headers))
         completion = answer(body, state.calls["chat"], state.judge_reply)
         if not body.get("stream"):
             if "[break]" in question_of(body):
@@ -245,8 +248,14 @@ def build_app(state: ServerState) -> Starlette:
             media_type="text/event-stream",
         )
 
+    async def models(request: Request) -> JSONResponse:
+        state.calls["models"] += 1
+        model = {"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "test"}
+        return JSONResponse({"object": "list", "data": [model]})
+
     return Starlette(
         routes=[
+            Route("/v1/models", models, methods=["GET"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         ]

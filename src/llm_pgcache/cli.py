@@ -149,7 +149,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("healthcheck", "Exit 0 when the database answers and its schema is current.")
     command("demo", "Run a short scripted session through the cache and print what answered.")
+    add_serve_command(command)
     return parser
+
+
+def add_serve_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    serve = command("serve", "Run an OpenAI-compatible caching proxy in front of an upstream API.")
+    serve.add_argument("--upstream", required=True, help="the API's base URL, with its /v1")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve.add_argument(
+        "--upstream-key-env",
+        metavar="NAME",
+        help="environment variable with the key sent upstream instead of the caller's",
+    )
+    serve.add_argument(
+        "--admin-token-env",
+        metavar="NAME",
+        help="environment variable with the admin API's bearer token (no admin API without)",
+    )
+    serve.add_argument(
+        "--tenant-map",
+        type=Path,
+        metavar="FILE",
+        help="JSON object of sha256 hex of an API key -> namespace: namespaces by key only",
+    )
+    serve.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
+    serve.add_argument("--upstream-timeout", type=float, default=600.0, help="seconds")
+    serve.add_argument("--max-upstream-in-flight", type=int, default=64, help="per worker")
+    serve.add_argument("--namespace", help="the namespace of callers that name none")
 
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
@@ -165,6 +194,7 @@ COMMANDS: dict[str, str] = {
     "purge": "llm_pgcache.jobs:run_purge",
     "warm": "llm_pgcache.commands:run_warm",
     "demo": "llm_pgcache.commands:run_demo_command",
+    "serve": "llm_pgcache.server.run:run_serve",
 }
 
 

@@ -120,6 +120,15 @@ class Maintenance(CacheState):
         ns = self.rules.namespace_of(namespace)
         return await self._thresholds.compute(ns, self._semantic.embedder.name)
 
+    async def ready(self, budget: float = 2.0) -> None:
+        """Raise unless PostgreSQL answers within `budget` seconds with a schema this code
+        runs on (a readiness probe's question; never fails open).
+
+        Raises:
+            BackendError, SchemaError: it does not.
+        """
+        await self._store.check(budget)
+
     async def stats(
         self,
         *,

@@ -116,7 +116,7 @@ class ChatCompletions:
     def storable(self, body: Mapping[str, Any], policy: CachePolicy) -> bool:
         return storable_response(body, policy)
 
-    def answer_of(self, body: Mapping[str, Any]) -> ChatCompletion:
+    def answer_of(self, body: Mapping[str, Any]) -> Any:
         return ChatCompletion.model_validate(body)
 
     def stream_call(self, call: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -132,9 +132,7 @@ class ChatCompletions:
     def accumulator(self) -> ChunkAccumulator:
         return ChunkAccumulator()
 
-    def replay(
-        self, body: Mapping[str, Any], call: Mapping[str, Any]
-    ) -> Iterator[ChatCompletionChunk]:
+    def replay(self, body: Mapping[str, Any], call: Mapping[str, Any]) -> Iterator[Any]:
         options = call.get("stream_options") or {}
         for chunk in replay_chunks(body, include_usage=bool(options.get("include_usage"))):
             yield ChatCompletionChunk.model_validate(chunk)

@@ -8,6 +8,7 @@ package lives here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
@@ -18,6 +19,7 @@ from pgvector import Vector
 
 from llm_pgcache.config import asyncpg_dsn, pooler_of
 from llm_pgcache.entries import StoredEntry
+from llm_pgcache.errors import BackendError
 from llm_pgcache.invalidation import Change
 from llm_pgcache.postgres import index_sql, judgment_sql, sql
 from llm_pgcache.postgres.ann import IndexBuild, IndexSpec, NearestQuery, SearchSettings
@@ -398,6 +400,19 @@ class PostgresStore:
         listener = Listener(self._db, heard, lost, heartbeat=heartbeat, listen_dsn=self.listen_dsn)
         await listener.start()
         return listener
+
+    async def check(self, budget: float) -> None:
+        """Prove PostgreSQL answers within `budget` seconds with a schema this code runs on.
+
+        Raises:
+            BackendError: it does not answer in time.
+            SchemaError: the schema changed under us (see `check_schema`).
+        """
+        try:
+            async with asyncio.timeout(budget), self._db.connection(budget) as connection:
+                await check_schema(connection)
+        except TimeoutError:
+            raise BackendError(f"PostgreSQL did not answer within {budget} s") from None
 
     async def table_stats(self, namespace: str | None = None, *, top: int = 5) -> TableStats:
         """Row counts, sizes and the most cached models (of one namespace, or all)."""

@@ -1,0 +1,252 @@
+"""`llm-pgcache serve`: an OpenAI-compatible caching proxy, as an ASGI app (uvicorn).
+
+- `POST /v1/chat/completions`: the library's cached call (`integrations.calls`) over the
+  upstream's JSON: hits answered from the cache (JSON, or `stream: true` replayed as
+  server-sent events), misses forwarded and passed through chunk by chunk, stored when
+  complete; errors, refusals and cut streams never stored; a cache that fails is a miss.
+- `POST /v1/embeddings`: each input item cached on its own.
+- any other `/v1/*`: forwarded as it is.
+- `/healthz` (the process is up), `/readyz` (PostgreSQL answers, schema current),
+  `/metrics` (Prometheus), and the admin API behind a token: `GET /cache/stats`,
+  `POST /cache/invalidate`, its description at `GET /cache/openapi.json`.
+
+Prompts are never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from llm_pgcache.cache.facade import Cache
+from llm_pgcache.errors import LLMPgCacheError
+from llm_pgcache.integrations.calls import CachedClient, CachedCreate
+from llm_pgcache.integrations.events import EventStream
+from llm_pgcache.integrations.openai import ChatCompletions
+from llm_pgcache.integrations.openai_chunks import replay_chunks
+from llm_pgcache.integrations.openai_embeddings import CachedEmbeddings
+from llm_pgcache.integrations.policy import INFO_FIELD
+from llm_pgcache.server import admin
+from llm_pgcache.server.config import ProxyConfig
+from llm_pgcache.server.requests import (
+    RefusedError,
+    controls_of,
+    error_response,
+    info_headers,
+    namespace_of,
+    read_body,
+    read_json,
+    upstream_headers,
+)
+from llm_pgcache.server.upstream import Json, SseStream, Upstream, UpstreamError, forwarded
+
+logger = logging.getLogger(__name__)
+
+
+class ProxyChat(ChatCompletions):
+    """The chat dialect on the upstream's JSON instead of openai's objects."""
+
+    def answer_of(self, body: Mapping[str, Any]) -> Json:
+        return Json(body)
+
+    def added(self, event: Any) -> bool:
+        return not event.get("choices") and event.get("usage") is not None
+
+    def replay(self, body: Mapping[str, Any], call: Mapping[str, Any]) -> Iterator[Json]:
+        options = call.get("stream_options") or {}
+        for chunk in replay_chunks(body, include_usage=bool(options.get("include_usage"))):
+            yield Json(chunk)
+
+
+class ProxyEmbeddings(CachedEmbeddings):
+    """Per-item embeddings on the upstream's JSON (vectors as floats or base64 text,
+    as the caller's `encoding_format` asked)."""
+
+    def vectors_of(self, answer: Any) -> list[Any] | None:
+        data = answer.get("data")
+        if not isinstance(data, list):
+            return None
+        return [item.get("embedding") for item in sorted(data, key=lambda d: d.get("index", 0))]
+
+    def usage_of(self, answer: Any) -> Any:
+        return answer.get("usage")
+
+    def respond(self, vectors: list[Any], model: str, usage: Any) -> Json:
+        return Json(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": vector}
+                    for i, vector in enumerate(vectors)
+                ],
+                "model": model,
+                "usage": usage or {"prompt_tokens": 0, "total_tokens": 0},
+            }
+        )
+
+
+class ProxyClient(CachedClient):
+    """The cached calls of the proxy, over its `Upstream`."""
+
+    def __init__(self, client: Upstream, cache: Cache, *args: Any, **kwargs: Any) -> None:
+        super().__init__(client, cache, *args, **kwargs)
+        self.completions = CachedCreate(client.endpoint("chat/completions"), self, ProxyChat())
+        self.embeddings = ProxyEmbeddings(client.endpoint("embeddings"), self)
+
+
+class Proxy:
+    """The proxy's parts, opened by the app's lifespan."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self._client: ProxyClient | None = None
+
+    @property
+    def client(self) -> ProxyClient:
+        if self._client is None:
+            raise RuntimeError("the proxy is not started")
+        return self._client
+
+    @property
+    def cache(self) -> Cache:
+        return self.client.cache
+
+    @property
+    def upstream(self) -> Upstream:
+        upstream: Upstream = self.client._client
+        return upstream
+
+    def started(self, cache: Cache, upstream: Upstream) -> None:
+        self._client = ProxyClient.around(upstream, cache)
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._cached(request, lambda client: client.completions)
+
+    async def embeddings(self, request: Request) -> Response:
+        return await self._cached(request, lambda client: client.embeddings)
+
+    async def _cached(self, request: Request, resource: Callable[[ProxyClient], Any]) -> Response:
+        config = self.config
+        namespace = namespace_of(request, config)
+        body = await read_json(request, config.max_body_bytes)
+        controls = controls_of(request.headers, namespace)
+        call = {**body, "extra_headers": upstream_headers(request, config)}
+        try:
+            result = await resource(self.client.with_cache(**controls)).create(**call)
+        except UpstreamError as exc:
+            return Response(exc.content, exc.status, headers=forwarded(exc.headers))
+        except httpx.HTTPError as exc:
+            return error_response(502, f"the upstream did not answer: {type(exc).__name__}")
+        info = info_headers(getattr(result, INFO_FIELD, None))
+        if isinstance(result, EventStream | SseStream):
+            return StreamingResponse(events(result), media_type="text/event-stream", headers=info)
+        return JSONResponse(dict(result), headers=info)
+
+    async def passthrough(self, request: Request) -> Response:
+        """Any other `/v1/*` route, forwarded as it is (streamed back)."""
+        config = self.config
+        namespace_of(request, config)  # with a tenant map, unknown keys go no further
+        body = await read_body(request, config.max_body_bytes)
+        upstream = self.upstream
+        path = request.url.path.removeprefix("/v1/")
+        sent = upstream.http.build_request(
+            request.method,
+            path,
+            params=request.url.query,
+            headers=upstream_headers(request, config),
+            content=body,
+        )
+        try:
+            await upstream.slots.acquire()
+            try:
+                response = await upstream.http.send(sent, stream=True)
+            except BaseException:
+                upstream.slots.release()
+                raise
+        except httpx.HTTPError as exc:
+            return error_response(502, f"the upstream did not answer: {type(exc).__name__}")
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.aiter_raw():
+                    yield chunk
+            finally:
+                await response.aclose()
+                upstream.slots.release()
+
+        headers = forwarded(response.headers)
+        headers.update(info_headers(None))
+        return StreamingResponse(relay(), status_code=response.status_code, headers=headers)
+
+
+async def events(stream: Any) -> AsyncIterator[bytes]:
+    """A stream as server-sent events, ending with `[DONE]` when it ended whole (a cut
+    upstream stream is cut here too)."""
+    try:
+        async for event in stream:
+            yield b"data: " + json.dumps(dict(event), separators=(",", ":")).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    except Exception as exc:  # the upstream broke off: so does the caller's stream
+        logger.warning("llm-pgcache proxy: an upstream stream broke off: %s", type(exc).__name__)
+    finally:
+        await stream.close()
+
+
+def handled(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """`handler`, with `RefusedError` and our own errors as JSON error responses."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except RefusedError as exc:
+            return exc.response()
+        except LLMPgCacheError as exc:
+            return error_response(400, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    return run
+
+
+def create_app(config: ProxyConfig | None = None, *, cache: Cache | None = None) -> Starlette:
+    """The proxy app. `config`: from `ProxyConfig.from_env()` when not given (the workers
+    of `serve`); `cache`: an open cache to use (not closed), else one opened at startup."""
+    proxy = Proxy(config or ProxyConfig.from_env())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings = proxy.config
+        opened = cache or await Cache.connect(settings.dsn, **settings.cache_options)  # type: ignore[arg-type]
+        upstream = Upstream(
+            settings.upstream,
+            timeout=settings.upstream_timeout,
+            max_in_flight=settings.max_upstream_in_flight,
+        )
+        proxy.started(opened, upstream)
+        try:
+            yield
+        finally:
+            await upstream.close()
+            if cache is None:
+                await opened.close()
+
+    routes = [
+        Route("/v1/chat/completions", handled(proxy.chat_completions), methods=["POST"]),
+        Route("/v1/embeddings", handled(proxy.embeddings), methods=["POST"]),
+        Route(
+            "/v1/{path:path}",
+            handled(proxy.passthrough),
+            methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        ),
+        *admin.routes(proxy, handled),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

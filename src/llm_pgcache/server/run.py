@@ -1,0 +1,86 @@
+"""`llm-pgcache serve`: the proxy under uvicorn, in this process (one worker) or in
+`--workers` processes sharing one listening socket."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+
+import uvicorn
+
+from llm_pgcache.config import Settings
+from llm_pgcache.errors import EXIT_OK, ConfigurationError
+from llm_pgcache.server.config import ENV_CONFIG, ProxyConfig, read_tenants
+
+APP = "llm_pgcache.server.app:create_app"
+
+
+def config_of(args: argparse.Namespace) -> ProxyConfig:
+    options: dict[str, object] = {}
+    if args.namespace:
+        options["namespace"] = args.namespace
+    return ProxyConfig(
+        upstream=args.upstream,
+        dsn=args.dsn,
+        upstream_key_env=args.upstream_key_env,
+        admin_token_env=args.admin_token_env,
+        tenants=read_tenants(args.tenant_map) if args.tenant_map else None,
+        max_body_bytes=args.max_body_bytes,
+        upstream_timeout=args.upstream_timeout,
+        max_upstream_in_flight=args.max_upstream_in_flight,
+        cache_options=options,
+    )
+
+
+async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    config = config_of(args)
+    if args.workers < 1:
+        raise ConfigurationError("--workers must be at least 1")
+    listening = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((args.host, args.port))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+    listening.listen(2048)
+    print(f"llm-pgcache proxy on http://{args.host}:{args.port} -> {config.upstream}", flush=True)
+    os.environ[ENV_CONFIG] = config.to_env()
+    if args.workers == 1:
+        server = uvicorn.Server(uvicorn.Config(APP, factory=True, log_level="warning"))
+        await server.serve(sockets=[listening])
+        return EXIT_OK
+    return await supervise(listening, args.workers)
+
+
+async def supervise(listening: socket.socket, workers: int) -> int:
+    """Run `workers` uvicorn processes on the one socket until a signal stops us (then
+    them); one that dies is started again."""
+    fd = listening.fileno()
+    command = [sys.executable, "-m", "uvicorn", "--factory", APP, "--fd", str(fd)]
+    command += ["--log-level", "warning"]
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+
+    async def worker() -> None:
+        while not stopping.is_set():
+            process = await asyncio.create_subprocess_exec(*command, pass_fds=(fd,))
+            waiting = asyncio.ensure_future(process.wait())
+            stop = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if stopping.is_set():
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+                await waiting
+                return
+            await asyncio.sleep(1.0)  # died: started again, not in a tight loop
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return EXIT_OK
