@@ -312,3 +312,12 @@ async def test_two_workers_share_one_database(
     finally:
         serve.terminate()
         await asyncio.wait_for(serve.wait(), 10)
+
+
+async def test_serve_says_what_is_wrong(capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_pgcache.cli import cli  # noqa: PLC0415 - the command line of this test only
+
+    assert await cli(["serve", "--upstream", "ftp://nowhere"]) == 1
+    assert "--upstream must be an http(s) URL" in capsys.readouterr().err
+    assert await cli(["serve", "--upstream", "http://x/v1", "--admin-token-env", "UNSET_X"]) == 1
+    assert "UNSET_X is not set" in capsys.readouterr().err

@@ -7,30 +7,33 @@ import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from llm_pgcache.cache.facade import Cache
 from llm_pgcache.errors import BackendError, SchemaError
+from llm_pgcache.server.config import ProxyConfig
 from llm_pgcache.server.requests import RefusedError, admin_allowed, error_response, read_json
-
-if TYPE_CHECKING:
-    from llm_pgcache.server.app import Proxy
 
 Handler = Callable[[Request], Awaitable[Response]]
 READY_BUDGET = 2.0  # seconds /readyz waits for PostgreSQL
 ADMIN_BODY_LIMIT = 64 * 1024
 
 
-def routes(proxy: Proxy, handled: Callable[[Handler], Handler]) -> list[Route]:
+def routes(
+    cache_of: Callable[[], Cache], config: ProxyConfig, handled: Callable[[Handler], Handler]
+) -> list[Route]:
+    """The proxy's own routes, over its cache (`cache_of()`, open once the app started)."""
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         try:
-            await proxy.cache.ready(READY_BUDGET)
+            await cache_of().ready(READY_BUDGET)
         except (BackendError, SchemaError) as exc:
             return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
         return JSONResponse({"status": "ready"})
@@ -47,17 +50,17 @@ def routes(proxy: Proxy, handled: Callable[[Handler], Handler]) -> list[Route]:
         from llm_pgcache.integrations.prometheus import CacheCollector  # noqa: PLC0415
 
         registry = CollectorRegistry()
-        registry.register(CacheCollector(proxy.cache))
+        registry.register(CacheCollector(cache_of()))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def stats(request: Request) -> Response:
-        admin_allowed(request, proxy.config)
+        admin_allowed(request, config)
         namespace = request.query_params.get("namespace")
-        found = await proxy.cache.stats(namespace=namespace)
+        found = await cache_of().stats(namespace=namespace)
         return JSONResponse(json.loads(json.dumps(dataclasses.asdict(found), default=_jsonable)))
 
     async def invalidate(request: Request) -> Response:
-        admin_allowed(request, proxy.config)
+        admin_allowed(request, config)
         body = await read_json(request, ADMIN_BODY_LIMIT)
         unknown = set(body) - {"key", "tag", "model", "namespace"}
         if unknown:
@@ -70,7 +73,7 @@ def routes(proxy: Proxy, handled: Callable[[Handler], Handler]) -> list[Route]:
                 raise RefusedError(
                     400, "key: a request object, or the hex of an exact key"
                 ) from None
-        deleted = await proxy.cache.invalidate(
+        deleted = await cache_of().invalidate(
             key=key, tag=body.get("tag"), model=body.get("model"), namespace=body.get("namespace")
         )
         return JSONResponse({"deleted": deleted})

@@ -247,6 +247,6 @@ def create_app(config: ProxyConfig | None = None, *, cache: Cache | None = None)
             handled(proxy.passthrough),
             methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         ),
-        *admin.routes(proxy, handled),
+        *admin.routes(lambda: proxy.cache, proxy.config, handled),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

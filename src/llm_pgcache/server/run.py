@@ -1,5 +1,5 @@
-"""`llm-pgcache serve`: the proxy under uvicorn, in this process (one worker) or in
-`--workers` processes sharing one listening socket."""
+"""`llm-pgcache serve`: the proxy under uvicorn, in `--workers` processes sharing one
+listening socket, under this process."""
 
 from __future__ import annotations
 
@@ -41,7 +41,11 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     config = config_of(args)
     if args.workers < 1:
         raise ConfigurationError("--workers must be at least 1")
-    listening = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    # IPPROTO_TCP said out loud: asyncio then sets TCP_NODELAY on every accepted
+    # connection (it checks the protocol); without, Nagle and delayed ACKs add 40 ms to
+    # every answer sent in two writes (headers, then body).
+    listening = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listening.bind((args.host, args.port))
@@ -50,19 +54,15 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     listening.listen(2048)
     print(f"llm-pgcache proxy on http://{args.host}:{args.port} -> {config.upstream}", flush=True)
     os.environ[ENV_CONFIG] = config.to_env()
-    if args.workers == 1:
-        server = uvicorn.Server(uvicorn.Config(APP, factory=True, log_level="warning"))
-        await server.serve(sockets=[listening])
-        return EXIT_OK
     return await supervise(listening, args.workers)
 
 
 async def supervise(listening: socket.socket, workers: int) -> int:
     """Run `workers` uvicorn processes on the one socket until a signal stops us (then
-    them); one that dies is started again."""
+    them); one that dies is started again. (Workers are processes even when there is
+    one: each runs on uvloop with httptools when installed, as uvicorn picks them.)"""
     fd = listening.fileno()
-    command = [sys.executable, "-m", "uvicorn", "--factory", APP, "--fd", str(fd)]
-    command += ["--log-level", "warning"]
+    command = [sys.executable, "-m", "llm_pgcache.server.run", str(fd)]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -84,3 +84,15 @@ async def supervise(listening: socket.socket, workers: int) -> int:
 
     await asyncio.gather(*(worker() for _ in range(workers)))
     return EXIT_OK
+
+
+def worker(fd: int) -> None:
+    """One worker of `supervise`: uvicorn on the inherited listening socket `fd` (its
+    family and protocol read off the descriptor, so that TCP_NODELAY is set as above)."""
+    listening = socket.socket(fileno=fd)
+    server = uvicorn.Server(uvicorn.Config(APP, factory=True, log_level="warning"))
+    server.run(sockets=[listening])
+
+
+if __name__ == "__main__":
+    worker(int(sys.argv[1]))
