@@ -321,3 +321,33 @@ async def test_serve_says_what_is_wrong(capsys: pytest.CaptureFixture[str]) -> N
     assert "--upstream must be an http(s) URL" in capsys.readouterr().err
     assert await cli(["serve", "--upstream", "http://x/v1", "--admin-token-env", "UNSET_X"]) == 1
     assert "UNSET_X is not set" in capsys.readouterr().err
+
+
+async def test_workers_of_one_host_make_one_upstream_call(
+    start_proxy: Callable[..., Any], openai_api: OpenAIServer, tmp_path: Path
+) -> None:
+    """Two proxies with their own caches and one lock directory: two workers of a host."""
+    workers = [await start_proxy(flight_dir=str(tmp_path)) for _ in range(2)]
+    openai_api.state.latency = 0.3
+    async with httpx.AsyncClient(timeout=10) as http:
+
+        async def call(n: int, stream: bool = False) -> httpx.Response:
+            body = ask("streamed everywhere" if stream else "asked everywhere at once")
+            if stream:
+                body["stream"] = True
+            return await http.post(f"{workers[n % 2].url}/v1/chat/completions", json=body)
+
+        answers = await asyncio.gather(*(call(n) for n in range(8)))
+        assert openai_api.state.calls["chat"] == 1
+        assert {a.json()["choices"][0]["message"]["content"] for a in answers} == {
+            "answer: asked everywhere at once"
+        }
+        tiers = sorted(a.headers["x-llm-cache"] for a in answers)
+        assert tiers.count("miss") >= 1  # the leader, and its own worker's followers
+        assert "hit" in tiers  # the other worker's leader found it stored
+        # Streams too: the lock is held until the leader's stream has been stored.
+        openai_api.state.reset()
+        openai_api.state.latency = 0.3
+        streams = await asyncio.gather(*(call(n, stream=True) for n in range(4)))
+        assert all(s.text.endswith("data: [DONE]\n\n") for s in streams)
+        assert openai_api.state.calls["chat"] == 1

@@ -157,7 +157,7 @@ class CachedCreate:
             return await self._miss(call, request, key, lookup_ms)
         if hit.stale:  # served now, refreshed in the background
             self._refresh_later(call, request, key)
-        return self._respond(hit.response, call, _hit_info(hit, lookup_ms))
+        return self._respond(hit.response, call, hit_info(hit, lookup_ms))
 
     async def _miss(
         self,
@@ -171,7 +171,20 @@ class CachedCreate:
         if isinstance(flight, Shared):
             info = CacheInfo(tier="miss", lookup_ms=lookup_ms, shared=True)
             return self._respond(flight.result, call, info)
-        info = CacheInfo(tier="miss", lookup_ms=lookup_ms)
+        return await self.lead(
+            call, request, key, flight, CacheInfo(tier="miss", lookup_ms=lookup_ms)
+        )
+
+    async def lead(
+        self,
+        call: Mapping[str, Any],
+        request: Mapping[str, Any],
+        key: tuple[str, bytes],
+        flight: Flight[dict[str, Any]],
+        info: CacheInfo,
+    ) -> Any:
+        """The upstream call of the leader of `flight`: its answer (a stream recorded
+        as it is read), stored when complete."""
         if call.get("stream") is True:
             sent, hide_added = self._dialect.stream_call(call)
             started = time.perf_counter()
@@ -275,7 +288,7 @@ def annotate(result: Any, info: CacheInfo) -> Any:
     return result
 
 
-def _hit_info(hit: CacheHit, lookup_ms: float) -> CacheInfo:
+def hit_info(hit: CacheHit, lookup_ms: float) -> CacheInfo:
     saved = None if hit.upstream_ms is None else max(0.0, hit.upstream_ms - lookup_ms)
     return CacheInfo(
         tier=hit.tier,

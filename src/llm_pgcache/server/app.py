@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +30,7 @@ from starlette.routing import Route
 
 from llm_pgcache.cache.facade import Cache
 from llm_pgcache.errors import LLMPgCacheError
-from llm_pgcache.integrations.calls import CachedClient, CachedCreate
+from llm_pgcache.integrations.calls import CachedClient
 from llm_pgcache.integrations.events import EventStream
 from llm_pgcache.integrations.openai import ChatCompletions
 from llm_pgcache.integrations.openai_chunks import replay_chunks
@@ -37,6 +38,7 @@ from llm_pgcache.integrations.openai_embeddings import CachedEmbeddings
 from llm_pgcache.integrations.policy import INFO_FIELD
 from llm_pgcache.server import admin
 from llm_pgcache.server.config import ProxyConfig
+from llm_pgcache.server.flights import HostLeadCreate, HostLocks
 from llm_pgcache.server.requests import (
     RefusedError,
     controls_of,
@@ -99,7 +101,13 @@ class ProxyClient(CachedClient):
 
     def __init__(self, client: Upstream, cache: Cache, *args: Any, **kwargs: Any) -> None:
         super().__init__(client, cache, *args, **kwargs)
-        self.completions = CachedCreate(client.endpoint("chat/completions"), self, ProxyChat())
+        self.completions = HostLeadCreate(
+            client.endpoint("chat/completions"),
+            self,
+            ProxyChat(),
+            client.locks,
+            timeout=client.timeout,
+        )
         self.embeddings = ProxyEmbeddings(client.endpoint("embeddings"), self)
 
 
@@ -230,6 +238,7 @@ def create_app(config: ProxyConfig | None = None, *, cache: Cache | None = None)
             settings.upstream,
             timeout=settings.upstream_timeout,
             max_in_flight=settings.max_upstream_in_flight,
+            locks=HostLocks(Path(settings.flight_dir) if settings.flight_dir else None),
         )
         proxy.started(opened, upstream)
         try:

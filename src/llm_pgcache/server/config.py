@@ -34,6 +34,8 @@ class ProxyConfig:
         upstream_timeout: seconds an upstream call may take.
         max_upstream_in_flight: upstream calls at once, per worker; more wait their turn.
         cache_options: keyword arguments of `Cache.connect` (JSON values).
+        flight_dir: where the host-wide single-flight locks live (`server.flights`);
+            None: a directory of this user's under the system's temporary directory.
     """
 
     upstream: str
@@ -45,6 +47,7 @@ class ProxyConfig:
     upstream_timeout: float = 600.0
     max_upstream_in_flight: int = 64
     cache_options: Mapping[str, object] = field(default_factory=dict)
+    flight_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not self.upstream.startswith(("http://", "https://")):

@@ -12,6 +12,8 @@ from typing import Any, Self
 
 import httpx
 
+from llm_pgcache.server.flights import HostLocks
+
 # Headers that describe one hop, never forwarded (RFC 9110 7.6.1), and those httpx sets.
 HOP_BY_HOP = frozenset(
     {
@@ -48,9 +50,14 @@ class UpstreamError(Exception):
 
 
 class Upstream:
-    """An httpx client on the upstream base URL, with at most `max_in_flight` calls."""
+    """An httpx client on the upstream base URL, with at most `max_in_flight` calls;
+    `locks` make identical calls of the host's workers one (`flights`)."""
 
-    def __init__(self, base_url: str, *, timeout: float, max_in_flight: int) -> None:
+    def __init__(
+        self, base_url: str, *, timeout: float, max_in_flight: int, locks: HostLocks
+    ) -> None:
+        self.timeout = timeout
+        self.locks = locks
         self.http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
