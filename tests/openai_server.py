@@ -51,6 +51,8 @@ class ServerState:
     chat_bodies: list[dict[str, Any]] = field(default_factory=list)  # as received
     chat_headers: list[dict[str, str]] = field(default_factory=list)  # as received
     judge_reply: str | None = None  # what judges are told instead of yes or no
+    in_flight: int = 0  # requests being answered now
+    most_in_flight: int = 0  # the most at once since the last reset
 
     def reset(self) -> None:
         self.calls.clear()
@@ -62,6 +64,8 @@ class ServerState:
         self.chat_bodies.clear()
         self.chat_headers.clear()
         self.judge_reply = None
+        self.in_flight = 0
+        self.most_in_flight = 0
 
 
 def embed_text(text: str, dim: int) -> list[float]:
@@ -193,8 +197,13 @@ async def sse(
 def build_app(state: ServerState) -> Starlette:
     async def gate(kind: str) -> JSONResponse | None:
         state.calls[kind] += 1
-        if state.latency:
-            await asyncio.sleep(state.latency)
+        state.in_flight += 1
+        state.most_in_flight = max(state.most_in_flight, state.in_flight)
+        try:
+            if state.latency:
+                await asyncio.sleep(state.latency)
+        finally:
+            state.in_flight -= 1
         if state.fail_status is not None:
             return JSONResponse(
                 {"error": {"message": "injected failure", "type": "server_error"}},

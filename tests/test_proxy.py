@@ -351,3 +351,48 @@ async def test_workers_of_one_host_make_one_upstream_call(
         streams = await asyncio.gather(*(call(n, stream=True) for n in range(4)))
         assert all(s.text.endswith("data: [DONE]\n\n") for s in streams)
         assert openai_api.state.calls["chat"] == 1
+
+
+async def test_semantic_hits_through_the_proxy(
+    start_proxy: Callable[..., Any], openai_api: OpenAIServer
+) -> None:
+    server = await start_proxy(embedder="hashing", cache_options={"similarity_threshold": 0.8})
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        url = "/v1/chat/completions"
+        await http.post(url, json=ask("What is the capital of France?"))
+        similar = await http.post(url, json=ask("So what is the capital of France, please?"))
+        assert similar.headers["x-llm-cache"] == "hit"
+        assert similar.headers["x-llm-cache-tier"] == "postgres-semantic"
+        assert 0.8 <= float(similar.headers["x-llm-cache-similarity"]) < 1
+        strict = await http.post(
+            url,
+            json=ask("So what is the capital of France, please?"),
+            headers={"x-llm-cache-threshold": "0.99"},
+        )
+        assert strict.headers["x-llm-cache"] == "miss"
+    assert openai_api.state.calls["chat"] == 2
+
+
+async def test_upstream_limits(
+    start_proxy: Callable[..., Any],
+    openai_api: OpenAIServer,
+    db: asyncpg.Connection,
+    namespace: str,
+) -> None:
+    slow = await start_proxy(upstream_timeout=0.2)
+    openai_api.state.latency = 0.5
+    async with httpx.AsyncClient(base_url=slow.url, timeout=10) as http:
+        late = await http.post("/v1/chat/completions", json=ask("too slow"))
+    assert late.status_code == 502
+    assert "did not answer" in late.json()["error"]["message"]
+    assert await rows(db, namespace) == 0
+    openai_api.state.reset()
+    narrow = await start_proxy(max_upstream_in_flight=1)
+    openai_api.state.latency = 0.1
+    async with httpx.AsyncClient(base_url=narrow.url, timeout=10) as http:
+        answers = await asyncio.gather(
+            *(http.post("/v1/chat/completions", json=ask(f"question {n}")) for n in range(4))
+        )
+    assert [a.status_code for a in answers] == [200] * 4
+    assert openai_api.state.calls["chat"] == 4
+    assert openai_api.state.most_in_flight == 1

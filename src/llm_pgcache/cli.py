@@ -179,6 +179,11 @@ def add_serve_command(command: Callable[[str, str], argparse.ArgumentParser]) ->
     serve.add_argument("--upstream-timeout", type=float, default=600.0, help="seconds")
     serve.add_argument("--max-upstream-in-flight", type=int, default=64, help="per worker")
     serve.add_argument("--namespace", help="the namespace of callers that name none")
+    serve.add_argument(
+        "--embedder",
+        help="semantic lookups with this embedder: hashing, local, openai[:MODEL] or a model "
+        "directory (default: exact lookups only)",
+    )
 
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]

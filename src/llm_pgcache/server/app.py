@@ -36,6 +36,7 @@ from llm_pgcache.integrations.openai import ChatCompletions
 from llm_pgcache.integrations.openai_chunks import replay_chunks
 from llm_pgcache.integrations.openai_embeddings import CachedEmbeddings
 from llm_pgcache.integrations.policy import INFO_FIELD
+from llm_pgcache.semantic.embedders import named_embedder
 from llm_pgcache.server import admin
 from llm_pgcache.server.config import ProxyConfig
 from llm_pgcache.server.flights import HostLeadCreate, HostLocks
@@ -225,6 +226,17 @@ def handled(
     return run
 
 
+async def open_cache(config: ProxyConfig) -> Cache:
+    """The proxy's cache: `cache_options`, and the embedder `config` names (made for the
+    table's dimension, read off the table first)."""
+    options: dict[str, Any] = dict(config.cache_options)
+    if config.embedder is not None:
+        async with Cache.connect(config.dsn, min_size=1, max_size=1) as probe:
+            options["embedder"] = named_embedder(config.embedder, probe.embedding_dim)
+    cache: Cache = await Cache.connect(config.dsn, **options)
+    return cache
+
+
 def create_app(config: ProxyConfig | None = None, *, cache: Cache | None = None) -> Starlette:
     """The proxy app. `config`: from `ProxyConfig.from_env()` when not given (the workers
     of `serve`); `cache`: an open cache to use (not closed), else one opened at startup."""
@@ -233,7 +245,7 @@ def create_app(config: ProxyConfig | None = None, *, cache: Cache | None = None)
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings = proxy.config
-        opened = cache or await Cache.connect(settings.dsn, **settings.cache_options)  # type: ignore[arg-type]
+        opened = cache or await open_cache(settings)
         upstream = Upstream(
             settings.upstream,
             timeout=settings.upstream_timeout,

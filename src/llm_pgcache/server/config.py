@@ -34,6 +34,9 @@ class ProxyConfig:
         upstream_timeout: seconds an upstream call may take.
         max_upstream_in_flight: upstream calls at once, per worker; more wait their turn.
         cache_options: keyword arguments of `Cache.connect` (JSON values).
+        embedder: the embedder of semantic lookups, as `llm-pgcache warm --embedder`
+            names one ("hashing", "local", "openai", "openai:MODEL", a model directory);
+            None: exact lookups only.
         flight_dir: where the host-wide single-flight locks live (`server.flights`);
             None: a directory of this user's under the system's temporary directory.
     """
@@ -47,6 +50,7 @@ class ProxyConfig:
     upstream_timeout: float = 600.0
     max_upstream_in_flight: int = 64
     cache_options: Mapping[str, object] = field(default_factory=dict)
+    embedder: str | None = None
     flight_dir: str | None = None
 
     def __post_init__(self) -> None:

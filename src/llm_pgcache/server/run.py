@@ -34,6 +34,7 @@ def config_of(args: argparse.Namespace) -> ProxyConfig:
         upstream_timeout=args.upstream_timeout,
         max_upstream_in_flight=args.max_upstream_in_flight,
         cache_options=options,
+        embedder=args.embedder,
     )
 
 
