@@ -3,8 +3,9 @@ worker processes make one upstream call.
 
 In each worker the cached call's own single-flight leaves one leader per key; the leader
 then takes a host-wide lock on the key (an `flock` on one of a fixed set of lock files,
-striped by the key's hash, in a directory of this user's), asks the cache once more (a
-leader of another worker may have stored the answer while it waited), and only then asks
+striped by the key's hash, in a directory of this user's); when it had to wait for it,
+asks the cache once more (the leader of another worker has stored the answer by then,
+unless it failed), and only then asks
 the upstream, holding the lock until the answer is stored (a stream: until it ends).
 Locks die with their process: a worker killed mid-call blocks nobody.
 """
@@ -20,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from llm_pgcache.integrations.calls import CachedClient, CachedCreate, hit_info
 from llm_pgcache.integrations.dialect import Dialect
@@ -44,20 +45,21 @@ class HostLocks:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     @contextlib.asynccontextmanager
-    async def held(self, key: bytes, *, patience: float) -> AsyncIterator[Callable[[], None]]:
+    async def held(self, key: bytes, *, patience: float) -> AsyncIterator[Held]:
         """Hold the lock of `key` (a sha256 digest: an exact key), waiting at most
         `patience` seconds (then going ahead without it); yields its release, which may
-        be called early, once."""
+        be called early, once, and whether it had to wait (another worker led)."""
         stripe = int.from_bytes(key[:4], "big") % STRIPES
         fd = os.open(self.directory / f"{stripe:04x}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + patience
-        locked = False
+        locked = waited = False
         try:
             while not locked:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     locked = True
                 except BlockingIOError:
+                    waited = True
                     if time.monotonic() > deadline:
                         break  # a stuck leader elsewhere: better two calls than none
                     await asyncio.sleep(POLL)
@@ -73,10 +75,15 @@ class HostLocks:
                 os.close(fd)  # closing drops the flock
 
         try:
-            yield release
+            yield Held(release, waited)
         except BaseException:
             release()
             raise
+
+
+class Held(NamedTuple):
+    release: Callable[[], None]
+    waited: bool
 
 
 class HostLeadCreate(CachedCreate):
@@ -105,15 +112,15 @@ class HostLeadCreate(CachedCreate):
     ) -> Any:
         owner = self._owner
         namespace = owner.controls.namespace or owner.policy.namespace
-        async with self._locks.held(key[1], patience=self._timeout) as release:
-            if not owner.controls.no_cache:  # answered by another worker meanwhile?
+        async with self._locks.held(key[1], patience=self._timeout) as (release, waited):
+            if waited and not owner.controls.no_cache:  # did the worker that led store it?
                 started = time.perf_counter()
                 hit = await owner.cache.get(request, namespace=namespace, semantic=False)
                 if hit is not None:
                     release()
                     flight.finish(hit.response)
-                    waited = info.lookup_ms + (time.perf_counter() - started) * 1000
-                    shared = replace(hit_info(hit, waited), shared=True)
+                    lookup_ms = info.lookup_ms + (time.perf_counter() - started) * 1000
+                    shared = replace(hit_info(hit, lookup_ms), shared=True)
                     return self._respond(hit.response, call, shared)
             answer = await super().lead(call, request, key, flight, info)
             if isinstance(answer, EventStream):
