@@ -261,3 +261,31 @@ async def test_the_sync_client(
     assert sdk_message(replayed) == sdk_message(live)
     assert anthropic_api.state.calls["messages"] == 2
     assert await rows(db, namespace) == 2
+
+
+async def test_a_conversation_with_the_sdks_own_blocks(
+    wrap: Callable[..., CachedAnthropic], anthropic_api: AnthropicServer
+) -> None:
+    """What a tool loop sends back: the previous message's content as SDK objects, a
+    system prompt as blocks, tools."""
+    messages = wrap().messages
+    tools = [{"name": "get_weather", "input_schema": {"type": "object"}, "description": "w"}]
+    system = [{"type": "text", "text": "You are terse."}]
+    first = await messages.create(**ask("[tool] weather in Paris?", system=system, tools=tools))
+    turns = [
+        {"role": "user", "content": "[tool] weather in Paris?"},
+        {"role": "assistant", "content": first.content},  # TextBlock, ToolUseBlock objects
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 C"}],
+        },
+    ]
+    again = [
+        await messages.create(**ask("x", system=system, tools=tools, messages=turns))
+        for _ in range(2)
+    ]
+    assert cache_info(again[1]).tier == "postgres-exact"  # type: ignore[union-attr]
+    assert again[1].content == again[0].content
+    assert anthropic_api.state.calls["messages"] == 2
+    sent = anthropic_api.state.bodies[-1]["messages"][1]["content"]
+    assert [block["type"] for block in sent] == ["text", "tool_use"]
