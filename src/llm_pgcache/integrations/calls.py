@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any, Self
 
 from llm_pgcache.breaker import OutageLog
@@ -33,6 +33,7 @@ from llm_pgcache.integrations.policy import (
     CacheInfo,
     CachePolicy,
     cacheable_request,
+    info_dict,
 )
 from llm_pgcache.keys import exact_key
 from llm_pgcache.singleflight import Flight, Shared, SingleFlight
@@ -284,7 +285,7 @@ def body_of(answer: Any) -> dict[str, Any]:
 
 
 def annotate(result: Any, info: CacheInfo) -> Any:
-    setattr(result, INFO_FIELD, asdict(info))
+    setattr(result, INFO_FIELD, info_dict(info))
     return result
 
 

@@ -5,12 +5,11 @@ on a miss, and a stored answer replayed on a hit, both as the SDK's own event ob
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
-from dataclasses import asdict
 from types import TracebackType
 from typing import Any, Self
 
 from llm_pgcache.integrations.dialect import Dialect
-from llm_pgcache.integrations.policy import INFO_FIELD, CacheInfo
+from llm_pgcache.integrations.policy import INFO_FIELD, CacheInfo, info_dict
 from llm_pgcache.singleflight import AbandonedError, Flight
 
 
@@ -58,7 +57,7 @@ class RecordingStream(EventStream):
         self._store = store
         self._hide_added = hide_added
         self._events = self._run()
-        setattr(self, INFO_FIELD, asdict(info))
+        setattr(self, INFO_FIELD, info_dict(info))
 
     async def _run(self) -> AsyncGenerator[Any, None]:
         accumulator = self._dialect.accumulator()
@@ -92,7 +91,7 @@ class ReplayStream(EventStream):
 
     def __init__(self, events: Iterator[Any], info: CacheInfo) -> None:
         self._events = events
-        setattr(self, INFO_FIELD, asdict(info))
+        setattr(self, INFO_FIELD, info_dict(info))
 
     async def __anext__(self) -> Any:
         try:

@@ -88,6 +88,11 @@ class CacheControls:
     embed_timeout: float | None = None
 
 
+def info_dict(info: CacheInfo) -> dict[str, Any]:
+    """`info` as the dict a result carries (`dataclasses.asdict` costs a hit 50 µs)."""
+    return {name: getattr(info, name) for name in CacheInfo.__slots__}
+
+
 def cache_info(result: object) -> CacheInfo | None:
     """The `CacheInfo` of a result of a cached client, or None."""
     info = getattr(result, INFO_FIELD, None)
