@@ -270,19 +270,29 @@ def free_port() -> int:
 
 
 async def test_two_workers_share_one_database(
-    dsn: str, namespace: str, openai_api: OpenAIServer, tmp_path: Path
+    dsn: str, namespace: str, openai_api: OpenAIServer
 ) -> None:
+    """`serve --workers 2`, each with a memory tier: an invalidation through one worker
+    drops the other's copy too (LISTEN/NOTIFY), and the next answer is a fresh one."""
     port = free_port()
     env = {**os.environ, ADMIN_ENV: "admin-secret"}
     serve = await asyncio.create_subprocess_exec(
         *(str(Path(sys.executable).with_name("llm-pgcache")), "serve", "--workers", "2"),
         *("--port", str(port), "--upstream", openai_api.base_url, "--dsn", dsn),
-        *("--namespace", namespace, "--admin-token-env", ADMIN_ENV),
+        *("--namespace", namespace, "--admin-token-env", ADMIN_ENV, "--memory-entries", "100"),
         env=env,
         stdout=asyncio.subprocess.PIPE,
     )
+    url = f"http://127.0.0.1:{port}"
+
+    async def ask_anew(question: str) -> tuple[str, str]:
+        """(tier, the answer's id: the upstream numbers its answers)."""
+        async with httpx.AsyncClient(base_url=url, timeout=10) as one:  # a new connection
+            answer = await one.post("/v1/chat/completions", json=ask(question))
+            return answer.headers["x-llm-cache-tier"], answer.json()["id"]
+
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
             for _ in range(100):  # both workers up
                 try:
                     if (await http.get("/readyz")).status_code == 200:
@@ -290,25 +300,25 @@ async def test_two_workers_share_one_database(
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.1)
-            tiers = []
-            for _ in range(6):  # new connections: both workers answer some
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as one:
-                    answer = await one.post("/v1/chat/completions", json=ask("two workers"))
-                    tiers.append(answer.headers["x-llm-cache"])
-            assert tiers == ["miss"] + ["hit"] * 5
-            deleted = await http.post("/cache/invalidate", json={"tag": None}, headers=ADMIN)
-            assert deleted.status_code == 400  # nothing named
+            await asyncio.sleep(0.5)
+            tiers, ids = zip(*[await ask_anew("two workers") for _ in range(12)], strict=True)
+            assert tiers[0] == "miss"
+            assert set(tiers[1:]) <= {"memory", "postgres-exact"}
+            assert "memory" in tiers  # copies in the workers' memory
+            assert len(set(ids)) == 1
+            openai_api.state.chat_bodies.clear()
             done = await http.post(
                 "/cache/invalidate", json={"key": ask("two workers")}, headers=ADMIN
             )
             assert done.json() == {"deleted": 1}
-            after = []
-            for _ in range(4):
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as one:
-                    answer = await one.post("/v1/chat/completions", json=ask("two workers"))
-                    after.append(answer.headers["x-llm-cache"])
-            assert after == ["miss"] + ["hit"] * 3
-        assert openai_api.state.calls["chat"] == 2
+            await asyncio.sleep(0.3)  # the notice reaches the other worker
+            after, new_ids = zip(*[await ask_anew("two workers") for _ in range(8)], strict=True)
+            assert after[0] == "miss"
+            assert "miss" not in after[1:]
+            assert set(new_ids) == {new_ids[0]} != {ids[0]}  # no worker kept the old copy
+            assert len(openai_api.state.chat_bodies) == 1
+            nothing = await http.post("/cache/invalidate", json={}, headers=ADMIN)
+            assert nothing.status_code == 400  # nothing named
     finally:
         serve.terminate()
         await asyncio.wait_for(serve.wait(), 10)

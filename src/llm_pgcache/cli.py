@@ -184,6 +184,13 @@ def add_serve_command(command: Callable[[str, str], argparse.ArgumentParser]) ->
         help="semantic lookups with this embedder: hashing, local, openai[:MODEL] or a model "
         "directory (default: exact lookups only)",
     )
+    serve.add_argument(
+        "--memory-entries",
+        type=int,
+        default=0,
+        help="entries of each worker's in-process tier (default 0: none)",
+    )
+    serve.add_argument("--redis", metavar="URL", help="a Redis tier shared by the workers")
 
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]

@@ -51,6 +51,8 @@ from llm_pgcache.server.requests import (
     upstream_headers,
 )
 from llm_pgcache.server.upstream import Json, SseStream, Upstream, UpstreamError, forwarded
+from llm_pgcache.tiers.memory import MemoryTier
+from llm_pgcache.tiers.redis import RedisTier
 
 logger = logging.getLogger(__name__)
 
@@ -227,9 +229,13 @@ def handled(
 
 
 async def open_cache(config: ProxyConfig) -> Cache:
-    """The proxy's cache: `cache_options`, and the embedder `config` names (made for the
-    table's dimension, read off the table first)."""
+    """The proxy's cache: `cache_options`, the tiers `config` asks for, and the embedder
+    it names (made for the table's dimension, read off the table first)."""
     options: dict[str, Any] = dict(config.cache_options)
+    if config.memory_entries > 0:
+        options["memory"] = MemoryTier(max_entries=config.memory_entries)
+    if config.redis_url is not None:
+        options["redis"] = RedisTier(config.redis_url)
     if config.embedder is not None:
         async with Cache.connect(config.dsn, min_size=1, max_size=1) as probe:
             options["embedder"] = named_embedder(config.embedder, probe.embedding_dim)

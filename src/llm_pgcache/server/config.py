@@ -37,6 +37,9 @@ class ProxyConfig:
         embedder: the embedder of semantic lookups, as `llm-pgcache warm --embedder`
             names one ("hashing", "local", "openai", "openai:MODEL", a model directory);
             None: exact lookups only.
+        memory_entries: entries of each worker's in-process tier (0: none); other
+            workers' invalidations reach it through PostgreSQL LISTEN/NOTIFY.
+        redis_url: a Redis tier shared by the workers (the `redis` extra); None: none.
         flight_dir: where the host-wide single-flight locks live (`server.flights`);
             None: a directory of this user's under the system's temporary directory.
     """
@@ -51,6 +54,8 @@ class ProxyConfig:
     max_upstream_in_flight: int = 64
     cache_options: Mapping[str, object] = field(default_factory=dict)
     embedder: str | None = None
+    memory_entries: int = 0
+    redis_url: str | None = None
     flight_dir: str | None = None
 
     def __post_init__(self) -> None:

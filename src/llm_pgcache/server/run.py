@@ -35,6 +35,8 @@ def config_of(args: argparse.Namespace) -> ProxyConfig:
         max_upstream_in_flight=args.max_upstream_in_flight,
         cache_options=options,
         embedder=args.embedder,
+        memory_entries=args.memory_entries,
+        redis_url=args.redis,
     )
 
 
