@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from pathlib import Path
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -50,7 +49,14 @@ from llm_pgcache.server.requests import (
     read_json,
     upstream_headers,
 )
-from llm_pgcache.server.upstream import Json, SseStream, Upstream, UpstreamError, forwarded
+from llm_pgcache.server.upstream import (
+    Json,
+    SseStream,
+    Upstream,
+    UpstreamError,
+    UpstreamUnreachableError,
+    forwarded,
+)
 from llm_pgcache.tiers.memory import MemoryTier
 from llm_pgcache.tiers.redis import RedisTier
 
@@ -155,8 +161,8 @@ class Proxy:
             result = await resource(self.client.with_cache(**controls)).create(**call)
         except UpstreamError as exc:
             return Response(exc.content, exc.status, headers=forwarded(exc.headers))
-        except httpx.HTTPError as exc:
-            return error_response(502, f"the upstream did not answer: {type(exc).__name__}")
+        except UpstreamUnreachableError as exc:
+            return error_response(502, f"the upstream did not answer: {exc}")
         info = info_headers(getattr(result, INFO_FIELD, None))
         if isinstance(result, EventStream | SseStream):
             return StreamingResponse(events(result), media_type="text/event-stream", headers=info)
@@ -167,36 +173,28 @@ class Proxy:
         config = self.config
         namespace_of(request, config)  # with a tenant map, unknown keys go no further
         body = await read_body(request, config.max_body_bytes)
-        upstream = self.upstream
-        path = request.url.path.removeprefix("/v1/")
-        sent = upstream.http.build_request(
-            request.method,
-            path,
-            params=request.url.query,
-            headers=upstream_headers(request, config),
-            content=body,
-        )
         try:
-            await upstream.slots.acquire()
-            try:
-                response = await upstream.http.send(sent, stream=True)
-            except BaseException:
-                upstream.slots.release()
-                raise
-        except httpx.HTTPError as exc:
-            return error_response(502, f"the upstream did not answer: {type(exc).__name__}")
+            response, release = await self.upstream.open(
+                request.method,
+                request.url.path.removeprefix("/v1/"),
+                headers=upstream_headers(request, config),
+                query=request.url.query,
+                body=body,
+            )
+        except UpstreamUnreachableError as exc:
+            return error_response(502, f"the upstream did not answer: {exc}")
 
         async def relay() -> AsyncIterator[bytes]:
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in response.content.iter_any():
                     yield chunk
             finally:
-                await response.aclose()
-                upstream.slots.release()
+                response.release()
+                release()
 
         headers = forwarded(response.headers)
         headers.update(info_headers(None))
-        return StreamingResponse(relay(), status_code=response.status_code, headers=headers)
+        return StreamingResponse(relay(), status_code=response.status, headers=headers)
 
 
 async def events(stream: Any) -> AsyncIterator[bytes]:

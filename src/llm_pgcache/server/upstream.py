@@ -1,4 +1,4 @@
-"""The proxy's upstream: the OpenAI-compatible API behind it, over httpx, seen as a
+"""The proxy's upstream: the OpenAI-compatible API behind it, over aiohttp, seen as a
 client whose `create` takes a call's JSON and returns JSON (a `Json` for an answer, an
 `SseStream` of `Json` events for a stream), so that the cached call of the library
 (`integrations.calls`) serves the proxy too. Calls are bounded in number in flight."""
@@ -10,11 +10,11 @@ import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Self
 
-import httpx
+import aiohttp
 
 from llm_pgcache.server.flights import HostLocks
 
-# Headers that describe one hop, never forwarded (RFC 9110 7.6.1), and those httpx sets.
+# Headers that describe one hop, never forwarded (RFC 9110 7.6.1), and those the client sets.
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -50,26 +50,73 @@ class UpstreamError(Exception):
 
 
 class Upstream:
-    """An httpx client on the upstream base URL, with at most `max_in_flight` calls;
-    `locks` make identical calls of the host's workers one (`flights`)."""
+    """An aiohttp session on the upstream base URL, with at most `max_in_flight` calls;
+    `locks` make identical calls of the host's workers one (`flights`). (aiohttp, not
+    httpx: to the first line of a stream it takes 0.7 ms here, httpx 3-4 ms.)"""
 
     def __init__(
         self, base_url: str, *, timeout: float, max_in_flight: int, locks: HostLocks
     ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
         self.timeout = timeout
         self.locks = locks
-        self.http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=max_in_flight),
+        self.http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0)),
+            connector=aiohttp.TCPConnector(limit=max_in_flight),
         )
         self.slots = asyncio.Semaphore(max_in_flight)
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.http.close()
 
     def endpoint(self, path: str) -> Endpoint:
         return Endpoint(self, path)
+
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        query: str = "",
+        body: bytes | None = None,
+        json_body: Any = None,
+    ) -> tuple[aiohttp.ClientResponse, Callable[[], None]]:
+        """Send a request, holding one of the slots; the response (its body unread) and
+        the release of the slot, to call once when done with it.
+
+        Raises:
+            UpstreamUnreachable: no answer (connection refused, timeout).
+        """
+        url = self.base_url + path + (f"?{query}" if query else "")
+        await self.slots.acquire()
+        try:
+            response = await self.http.request(
+                method, url, headers=dict(headers), data=body, json=json_body
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.slots.release()
+            raise UpstreamUnreachableError(type(exc).__name__) from exc
+        except BaseException:
+            self.slots.release()
+            raise
+        return response, _once(self.slots.release)
+
+
+class UpstreamUnreachableError(Exception):
+    """The upstream did not answer (a 502 for the caller)."""
+
+
+def _once(release: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            release()
+
+    return run
 
 
 class Endpoint:
@@ -82,26 +129,23 @@ class Endpoint:
 
     async def create(self, **call: Any) -> Json | SseStream:
         headers = dict(call.pop("extra_headers", None) or {})
-        upstream = self._upstream
-        request = upstream.http.build_request("POST", self._path, json=call, headers=headers)
-        await upstream.slots.acquire()  # held until the answer is read (or the stream ends)
+        response, release = await self._upstream.open(
+            "POST", self._path, headers=headers, json_body=call
+        )
         streaming = False
         try:
-            response = await upstream.http.send(request, stream=True)
-            if response.status_code >= 400:
-                content = await response.aread()
-                await response.aclose()
-                raise UpstreamError(response.status_code, content, response.headers)
+            if response.status >= 400:
+                raise UpstreamError(response.status, await response.read(), response.headers)
             if call.get("stream") is True:
                 streaming = True
-                return SseStream(response, upstream.slots.release)
-            try:
-                body = json.loads(await response.aread())
-            finally:
-                await response.aclose()
+                return SseStream(response, release)  # the slot is held until it ends
+            body = json.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamUnreachableError(type(exc).__name__) from exc
         finally:
             if not streaming:
-                upstream.slots.release()
+                response.release()
+                release()
         if not isinstance(body, dict):
             raise UpstreamError(502, b'{"error": {"message": "upstream answered no object"}}', {})
         return Json(body)
@@ -111,14 +155,15 @@ class SseStream:
     """An upstream stream of server-sent events: each `data:` line's JSON as a `Json`,
     until `[DONE]`; `release` is called once, when it ends or is closed."""
 
-    def __init__(self, response: httpx.Response, release: Callable[[], None]) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, release: Callable[[], None]) -> None:
         self._response = response
-        self._release: Callable[[], None] | None = release
+        self._release = release
         self._events = self._read()
 
     async def _read(self) -> AsyncIterator[Json]:
         try:
-            async for line in self._response.aiter_lines():
+            async for raw in self._response.content:
+                line = raw.decode("utf-8").strip()
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
@@ -137,10 +182,8 @@ class SseStream:
         return await self._events.__anext__()
 
     async def close(self) -> None:
-        await self._response.aclose()
-        release, self._release = self._release, None
-        if release is not None:
-            release()
+        self._response.release()
+        self._release()
 
 
 def forwarded(headers: Mapping[str, str], *, drop: frozenset[str] = frozenset()) -> dict[str, str]:
