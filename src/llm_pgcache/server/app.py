@@ -126,6 +126,7 @@ class Proxy:
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
         self._client: ProxyClient | None = None
+        self._upstream: Upstream | None = None
 
     @property
     def client(self) -> ProxyClient:
@@ -139,11 +140,13 @@ class Proxy:
 
     @property
     def upstream(self) -> Upstream:
-        upstream: Upstream = self.client._client
-        return upstream
+        if self._upstream is None:
+            raise RuntimeError("the proxy is not started")
+        return self._upstream
 
     def started(self, cache: Cache, upstream: Upstream) -> None:
         self._client = ProxyClient.around(upstream, cache)
+        self._upstream = upstream
 
     async def chat_completions(self, request: Request) -> Response:
         return await self._cached(request, lambda client: client.completions)
