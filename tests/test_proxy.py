@@ -5,6 +5,7 @@ and not) and by raw httpx for its headers."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import sys
@@ -406,3 +407,17 @@ async def test_upstream_limits(
     assert [a.status_code for a in answers] == [200] * 4
     assert openai_api.state.calls["chat"] == 4
     assert openai_api.state.most_in_flight == 1
+
+
+async def test_prompts_are_never_logged(
+    http: httpx.AsyncClient, openai_api: OpenAIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    private = "my card number is 4111 1111 1111 1111"
+    with caplog.at_level(logging.DEBUG):
+        await http.post("/v1/chat/completions", json=ask(private))
+        await http.post("/v1/chat/completions", json=ask(private))
+        await http.post("/v1/chat/completions", json=ask(f"[break] {private}", stream=True))
+        openai_api.state.fail_status = 500
+        await http.post("/v1/chat/completions", json=ask(f"{private} again"))
+    assert caplog.records  # something was logged (the broken stream at least)
+    assert "4111" not in caplog.text
