@@ -1,5 +1,5 @@
-"""Stores, alone or in rounds: stores that overlap share one statement (`rounds`), as
-exact lookups do (`postgres.lookups`).
+"""Stores, alone, in rounds or in bulk: stores that overlap share one statement
+(`rounds`), as exact lookups do (`postgres.lookups`); a bulk load is one COPY.
 
 A store that finds no other waiting runs the one-row statement; under load, the stores
 that waited meanwhile go in one statement of arrays: one round trip, one commit, one
@@ -85,22 +85,40 @@ class Puts:
         return list(await asyncio.gather(*(alone(put) for put in batch)))
 
     async def _one(self, put: _Put, budget: float | None) -> None:
-        e = put.entry
         await self._db.execute(
-            sql.PUT,
-            e.namespace,
-            e.cache_key,
-            e.scope_key,
-            e.model,
-            e.prompt,
-            e.response_json,
-            list(e.tags),
-            e.prompt_tokens,
-            e.completion_tokens,
-            e.ttl_seconds,
-            e.embedding,
-            e.embedder,
-            e.upstream_ms,
-            put.notice,
-            budget=budget,
+            sql.PUT, *_columns(put.entry), put.entry.upstream_ms, put.notice, budget=budget
         )
+
+    async def bulk(self, entries: Sequence[StoredEntry], notices: Sequence[str]) -> int:
+        """Upsert many rows in one transaction (COPY into a staging table, then one
+        INSERT); returns the rows written. `notices` are sent on commit."""
+        records = [(seq, *_columns(entry)) for seq, entry in enumerate(entries)]
+        timeout = self._db.statement_timeout
+        async with self._db.connection() as connection, connection.transaction():
+            await connection.execute(sql.CREATE_WARM_TABLE)
+            await connection.copy_records_to_table(
+                "llm_cache_warm", records=records, timeout=timeout
+            )
+            await connection.execute(sql.DROP_WARM_ALIASES, timeout=timeout)
+            status: str = await connection.execute(sql.UPSERT_WARM_ROWS, timeout=timeout)
+            for change in notices:
+                await connection.execute(sql.NOTIFY, change)
+        return int(status.rsplit(" ", 1)[-1])
+
+
+def _columns(e: StoredEntry) -> tuple[Any, ...]:
+    """A row's values, in the order of `sql.PUT`'s parameters and the staging table."""
+    return (
+        e.namespace,
+        e.cache_key,
+        e.scope_key,
+        e.model,
+        e.prompt,
+        e.response_json,
+        list(e.tags),
+        e.prompt_tokens,
+        e.completion_tokens,
+        e.ttl_seconds,
+        e.embedding,
+        e.embedder,
+    )

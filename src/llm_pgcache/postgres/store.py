@@ -343,39 +343,12 @@ class PostgresStore:
                 return deleted
 
     async def bulk_put(self, entries: Sequence[StoredEntry], notices: Sequence[str]) -> int:
-        """Upsert many rows in one transaction (COPY, then one INSERT); returns the rows
-        written. `notices` go to the listeners of other processes on commit."""
-        records = [
-            (
-                seq,
-                e.namespace,
-                e.cache_key,
-                e.scope_key,
-                e.model,
-                e.prompt,
-                e.response_json,
-                list(e.tags),
-                e.prompt_tokens,
-                e.completion_tokens,
-                e.ttl_seconds,
-                e.embedding,
-                e.embedder,
-            )
-            for seq, e in enumerate(entries)
-        ]
-        timeout = self._db.statement_timeout
-        async with self._db.connection() as connection, connection.transaction():
-            await connection.execute(sql.CREATE_WARM_TABLE)
-            await connection.copy_records_to_table(
-                "llm_cache_warm", records=records, timeout=timeout
-            )
-            await connection.execute(sql.DROP_WARM_ALIASES, timeout=timeout)
-            status: str = await connection.execute(sql.UPSERT_WARM_ROWS, timeout=timeout)
-            for change in notices:
-                await connection.execute(sql.NOTIFY, change)
+        """Upsert many rows in one transaction (`Puts.bulk`); returns the rows written.
+        `notices` go to the listeners of other processes on commit."""
+        written = await self._puts.bulk(entries, notices)
         for namespace in {entry.namespace for entry in entries}:
             self._wrote(namespace)
-        return int(status.rsplit(" ", 1)[-1])
+        return written
 
     async def notify(self, notice: str) -> None:
         """Send `notice` to the listeners of other processes, on its own."""
