@@ -131,7 +131,6 @@ class CachedCreate:
         started = time.perf_counter()
         try:
             request = dialect.cache_request(call)
-            key = (namespace or cache.namespace, exact_key(request, cache.version))
         except InvalidRequestError as exc:  # not keyable (the API will say why)
             logger.debug("llm-pgcache passes a call through uncached: %s", exc)
             return await self._bypass(call)
@@ -154,10 +153,29 @@ class CachedCreate:
             else:
                 owner.failures.ok()
         lookup_ms = (time.perf_counter() - started) * 1000
+        if hit is not None and not hit.stale:
+            return self._respond(hit.response, call, hit_info(hit, lookup_ms))
+        return await self._not_fresh(call, request, namespace or cache.namespace, hit, lookup_ms)
+
+    async def _not_fresh(
+        self,
+        call: Mapping[str, Any],
+        request: Mapping[str, Any],
+        namespace: str,
+        hit: CacheHit | None,
+        lookup_ms: float,
+    ) -> Any:
+        """A miss (asked upstream, one call per key) or a stale hit (served now,
+        refreshed in the background): both by the request's key, which a fresh hit
+        has no need of."""
+        try:
+            key = (namespace, exact_key(request, self._owner.cache.version))
+        except InvalidRequestError as exc:
+            logger.debug("llm-pgcache passes a call through uncached: %s", exc)
+            return await self._bypass(call)
         if hit is None:
             return await self._miss(call, request, key, lookup_ms)
-        if hit.stale:  # served now, refreshed in the background
-            self._refresh_later(call, request, key)
+        self._refresh_later(call, request, key)
         return self._respond(hit.response, call, hit_info(hit, lookup_ms))
 
     async def _miss(

@@ -43,6 +43,7 @@ from llm_pgcache.server.requests import (
     RefusedError,
     controls_of,
     error_response,
+    headers_of,
     info_headers,
     namespace_of,
     read_body,
@@ -61,6 +62,7 @@ from llm_pgcache.tiers.memory import MemoryTier
 from llm_pgcache.tiers.redis import RedisTier
 
 logger = logging.getLogger(__name__)
+MAX_CLIENTS = 4096  # per-request clients kept (by their controls), then made anew
 
 
 class ProxyChat(ChatCompletions):
@@ -126,6 +128,7 @@ class Proxy:
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
         self._client: ProxyClient | None = None
+        self._clients: dict[tuple[tuple[str, Any], ...], ProxyClient] = {}
         self._upstream: Upstream | None = None
 
     @property
@@ -148,6 +151,17 @@ class Proxy:
         self._client = ProxyClient.around(upstream, cache)
         self._upstream = upstream
 
+    def _client_for(self, controls: dict[str, Any]) -> ProxyClient:
+        """The client with these per-request controls: made once for each set of them
+        (there are few: namespaces times header values), not for every request."""
+        memo = tuple((name, tuple(v) if isinstance(v, list) else v) for name, v in controls.items())
+        client = self._clients.get(memo)
+        if client is None:
+            if len(self._clients) >= MAX_CLIENTS:
+                self._clients.clear()
+            client = self._clients[memo] = self.client.with_cache(**controls)
+        return client
+
     async def chat_completions(self, request: Request) -> Response:
         return await self._cached(request, lambda client: client.completions)
 
@@ -156,12 +170,14 @@ class Proxy:
 
     async def _cached(self, request: Request, resource: Callable[[ProxyClient], Any]) -> Response:
         config = self.config
-        namespace = namespace_of(request, config)
+        headers = headers_of(request)
+        namespace = namespace_of(headers, config)
         body = await read_json(request, config.max_body_bytes)
-        controls = controls_of(request.headers, namespace)
-        call = {**body, "extra_headers": upstream_headers(request, config)}
+        call = {**body, "extra_headers": upstream_headers(headers, config)}
         try:
-            result = await resource(self.client.with_cache(**controls)).create(**call)
+            result = await resource(self._client_for(controls_of(headers, namespace))).create(
+                **call
+            )
         except UpstreamError as exc:
             return Response(exc.content, exc.status, headers=forwarded(exc.headers))
         except UpstreamUnreachableError as exc:
@@ -174,13 +190,14 @@ class Proxy:
     async def passthrough(self, request: Request) -> Response:
         """Any other `/v1/*` route, forwarded as it is (streamed back)."""
         config = self.config
-        namespace_of(request, config)  # with a tenant map, unknown keys go no further
+        headers = headers_of(request)
+        namespace_of(headers, config)  # with a tenant map, unknown keys go no further
         body = await read_body(request, config.max_body_bytes)
         try:
             response, release = await self.upstream.open(
                 request.method,
                 request.url.path.removeprefix("/v1/"),
-                headers=upstream_headers(request, config),
+                headers=upstream_headers(headers, config),
                 query=request.url.query,
                 body=body,
             )

@@ -22,6 +22,7 @@ TTL_HEADER = "x-llm-cache-ttl"
 TAGS_HEADER = "x-llm-cache-tags"  # comma-separated
 THRESHOLD_HEADER = "x-llm-cache-threshold"
 OURS = frozenset({NAMESPACE_HEADER, CONTROL_HEADER, TTL_HEADER, TAGS_HEADER, THRESHOLD_HEADER})
+NOT_FORWARDED = OURS | {"accept-encoding"}
 
 
 class RefusedError(Exception):
@@ -73,12 +74,18 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def namespace_of(request: Request, config: ProxyConfig) -> str | None:
+def headers_of(request: Request) -> dict[str, str]:
+    """The request's headers as a plain dict, names in lower case (read once: each
+    lookup in Starlette's `Headers` scans them all)."""
+    return dict(request.headers.items())
+
+
+def namespace_of(headers: Mapping[str, str], config: ProxyConfig) -> str | None:
     """The caller's namespace: with a tenant map, its key's (a header naming another is
     refused); else the namespace header's; None: the cache's own."""
-    asked = request.headers.get(NAMESPACE_HEADER)
+    asked = headers.get(NAMESPACE_HEADER)
     if config.tenants is not None:
-        token = bearer(request.headers)
+        token = bearer(headers)
         namespace = None if token is None else config.tenants.get(key_hash(token))
         if namespace is None:
             raise RefusedError(401, "this proxy does not know that API key")
@@ -115,15 +122,15 @@ def controls_of(headers: Mapping[str, str], namespace: str | None) -> dict[str, 
     return controls
 
 
-def upstream_headers(request: Request, config: ProxyConfig) -> dict[str, str]:
-    """The caller's headers as the upstream gets them: without ours and the hop-by-hop
-    ones, and with the server's key in place of the caller's when it holds one."""
-    headers = forwarded(request.headers, drop=OURS | {"accept-encoding"})
+def upstream_headers(headers: Mapping[str, str], config: ProxyConfig) -> dict[str, str]:
+    """The caller's `headers` (names in lower case) as the upstream gets them: without
+    ours and the hop-by-hop ones, and with the server's key in place of the caller's
+    when it holds one."""
+    sent = forwarded(headers, drop=NOT_FORWARDED)
     key = config.upstream_key()
     if key is not None:
-        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-        headers["authorization"] = f"Bearer {key}"
-    return headers
+        sent["authorization"] = f"Bearer {key}"
+    return sent
 
 
 def info_headers(info: Mapping[str, Any] | None) -> dict[str, str]:

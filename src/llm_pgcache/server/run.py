@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
+import importlib
 import os
 import signal
 import socket
@@ -93,8 +95,12 @@ def worker(fd: int) -> None:
     """One worker of `supervise`: uvicorn on the inherited listening socket `fd` (its
     family and protocol read off the descriptor, so that TCP_NODELAY is set as above)."""
     listening = socket.socket(fileno=fd)
-    server = uvicorn.Server(uvicorn.Config(APP, factory=True, log_level="warning"))
-    server.run(sockets=[listening])
+    importlib.import_module(APP.partition(":")[0])  # all the app needs, loaded now,
+    gc.freeze()  # then kept out of the collector's scans: its full passes took 40 ms
+    # proxy_headers off: nothing here reads the client's address, so X-Forwarded-For
+    # need not be parsed on every request
+    config = uvicorn.Config(APP, factory=True, log_level="warning", proxy_headers=False)
+    uvicorn.Server(config).run(sockets=[listening])
 
 
 if __name__ == "__main__":

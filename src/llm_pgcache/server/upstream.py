@@ -187,5 +187,6 @@ class SseStream:
 
 
 def forwarded(headers: Mapping[str, str], *, drop: frozenset[str] = frozenset()) -> dict[str, str]:
-    """`headers` without the hop-by-hop ones (and `drop`)."""
-    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP | drop}
+    """`headers` without the hop-by-hop ones (and `drop`, names in lower case)."""
+    dropped = HOP_BY_HOP | drop
+    return {k: v for k, v in headers.items() if k.lower() not in dropped}
