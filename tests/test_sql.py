@@ -76,7 +76,8 @@ async def test_exact_lookup_rounds_probe_the_index_per_key_in_a_generic_plan(
 
 
 async def test_the_served_row_is_read_by_primary_key(db: asyncpg.Connection) -> None:
-    """The round reads each row found by its id: never a join that scans the table."""
+    """The round reads each row found by its id (and namespace): never a join that
+    scans the table."""
     await init_connection(db)
     rows = await db.fetch(
         "EXPLAIN " + sql.SEMANTIC_NEAREST_ROUND,
@@ -93,7 +94,8 @@ async def test_the_served_row_is_read_by_primary_key(db: asyncpg.Connection) -> 
     )
     plan = "\n".join(row[0] for row in rows)
     assert "Seq Scan" not in plan, plan
-    assert "Index Scan using llm_cache_pkey" in plan, plan
+    # by its id (the primary key, or (id, namespace): the one a partitioned table has)
+    assert "Index Cond: ((id = n.out_id)" in plan, plan
 
 
 @pytest.mark.parametrize("index_scans", [True, False])

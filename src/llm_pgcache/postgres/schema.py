@@ -85,6 +85,10 @@ def build_metadata(
         Column("alias_of", LargeBinary, nullable=True),
         Column("judged_similarity", Float, nullable=True),
         UniqueConstraint("namespace", "cache_key", name="llm_cache_namespace_cache_key_key"),
+        # Rows named by id are named with their namespace (`sql`): one partition or shard
+        # when the table is partitioned or distributed by namespace. id leads, so that
+        # exact lookups by (namespace, cache_key) never take it for theirs.
+        Index("llm_cache_id_namespace_key", "id", "namespace", unique=True),
         Index("llm_cache_expires_at_idx", "expires_at"),
         Index("llm_cache_tags_idx", "tags", postgresql_using="gin"),
         # Semantic candidates of one scope: exact scans of small scopes, and the planner's

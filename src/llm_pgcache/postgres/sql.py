@@ -4,6 +4,10 @@ index rebuild are in `index_sql`, of aliases and judgments in `judgment_sql`, of
 
 Nothing else in the package writes SQL for the hot path; a test prepares each of these
 against a migrated database, so a renamed column fails CI rather than production.
+
+A statement that names rows by `id` names their namespace too: on a table partitioned by
+namespace (`llm-pgcache partition`) or distributed by it (Citus), that keeps it on the
+one partition or shard that holds them.
 """
 
 from __future__ import annotations
@@ -161,7 +165,7 @@ CROSS JOIN LATERAL (
     SELECT id, cache_key, model, prompt, response, tags, prompt_tokens, completion_tokens,
            upstream_ms, created_at, expires_at,
            extract(epoch FROM expires_at - now())::float8 AS ttl_left
-    FROM llm_cache WHERE id = n.out_id
+    FROM llm_cache WHERE namespace = $1 AND id = n.out_id
     OFFSET 0
 ) AS c
 """
@@ -179,7 +183,7 @@ SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $3)
 
 DELETE_BY_TAG: Final[LiteralString] = """
 WITH gone AS (
-    DELETE FROM llm_cache WHERE id IN (
+    DELETE FROM llm_cache WHERE namespace = $1 AND id IN (
         SELECT id FROM llm_cache WHERE namespace = $1 AND tags @> ARRAY[$2::text] LIMIT $4
     )
     RETURNING 1
@@ -189,7 +193,7 @@ SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $3)
 
 DELETE_BY_MODEL: Final[LiteralString] = """
 WITH gone AS (
-    DELETE FROM llm_cache WHERE id IN (
+    DELETE FROM llm_cache WHERE namespace = $1 AND id IN (
         SELECT id FROM llm_cache WHERE namespace = $1 AND model = $2 LIMIT $4
     )
     RETURNING 1
@@ -199,7 +203,9 @@ SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $3)
 
 DELETE_NAMESPACE: Final[LiteralString] = """
 WITH gone AS (
-    DELETE FROM llm_cache WHERE id IN (SELECT id FROM llm_cache WHERE namespace = $1 LIMIT $3)
+    DELETE FROM llm_cache WHERE namespace = $1 AND id IN (
+        SELECT id FROM llm_cache WHERE namespace = $1 LIMIT $3
+    )
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM gone) AS deleted, pg_notify('llm_pgcache', $2)
@@ -233,13 +239,13 @@ SELECT max(oldest_code_revision) FROM llm_pgcache_schema
 # never holds many locks for long; SKIP LOCKED steps around rows a writer holds.
 PURGE_EXPIRED_BATCH: Final[LiteralString] = """
 WITH doomed AS (
-    SELECT id FROM llm_cache
+    SELECT namespace, id FROM llm_cache
     WHERE expires_at <= now()
     ORDER BY expires_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
-DELETE FROM llm_cache c USING doomed d WHERE c.id = d.id
+DELETE FROM llm_cache c USING doomed d WHERE c.namespace = d.namespace AND c.id = d.id
 """
 
 COUNT_EXPIRED: Final[LiteralString] = """
@@ -249,12 +255,12 @@ SELECT count(*) FROM llm_cache WHERE expires_at <= now()
 # Size cap: the least recently used live rows go first (last hit, else creation).
 EVICT_LEAST_RECENT_BATCH: Final[LiteralString] = """
 WITH doomed AS (
-    SELECT id FROM llm_cache
+    SELECT namespace, id FROM llm_cache
     ORDER BY coalesce(last_hit_at, created_at)
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
-DELETE FROM llm_cache c USING doomed d WHERE c.id = d.id
+DELETE FROM llm_cache c USING doomed d WHERE c.namespace = d.namespace AND c.id = d.id
 """
 
 # Rows and bytes per row, for a --max-rows / --max-bytes cap (bytes are an estimate:
