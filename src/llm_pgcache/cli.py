@@ -109,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--maintenance-work-mem", default="1GB", help="memory for the build (default: 1GB)"
     )
 
+    partition_cmd = command(
+        "partition",
+        "Partition llm_cache by hash of namespace (each namespace's rows in one partition, "
+        "as on one shard of a distributed PostgreSQL); copies the rows in one transaction, "
+        "the table locked meanwhile. Then run `reindex`: one ANN index per partition.",
+    )
+    partition_cmd.add_argument(
+        "--partitions", type=int, required=True, help="how many partitions (2 to 1024)"
+    )
+
     purge_cmd = command(
         "purge",
         "Delete expired rows in short batches (for cron; overlapping runs skip), and "
@@ -204,6 +214,7 @@ COMMANDS: dict[str, str] = {
     "tune-threshold": "llm_pgcache.evaluation:tune",
     "eval": "llm_pgcache.evaluation:evaluate_pairs",
     "purge": "llm_pgcache.jobs:run_purge",
+    "partition": "llm_pgcache.jobs:run_partition",
     "warm": "llm_pgcache.commands:run_warm",
     "demo": "llm_pgcache.commands:run_demo_command",
     "serve": "llm_pgcache.server.run:run_serve",

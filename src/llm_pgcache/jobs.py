@@ -1,6 +1,6 @@
 """What cron and health probes run, `llm-pgcache purge` and `llm-pgcache healthcheck`, on
 the PostgreSQL store alone: no façade, no embedder, no numpy, so that they start in
-about the time of one connection (`docs/benchmarks.md`)."""
+about the time of one connection (`docs/benchmarks.md`); and `llm-pgcache partition`."""
 
 from __future__ import annotations
 
@@ -59,6 +59,23 @@ async def run_purge(args: argparse.Namespace, settings: Settings) -> int:
             await asyncio.sleep(args.every)
     finally:
         await store.close()
+
+
+async def run_partition(args: argparse.Namespace, settings: Settings) -> int:
+    from llm_pgcache.postgres.partitions import partition_table  # noqa: PLC0415 - SQLAlchemy
+
+    store = await connect_store(args.dsn)
+    try:
+        report = await partition_table(
+            store.primary,
+            args.partitions,
+            embedding_dim=store.embedding_dim,
+            embedding_type=store.embedding_type,
+        )
+    finally:
+        await store.close()
+    print(report.summary())
+    return EXIT_OK
 
 
 class ProgressBar:

@@ -39,24 +39,56 @@ OPERATOR_CLASSES: Final[dict[str, LiteralString]] = {
     "vector": "vector_cosine_ops",
     "halfvec": "halfvec_cosine_ops",
 }
-INDEX_NAMES: Final[dict[str, LiteralString]] = {
-    "ivfflat": "llm_cache_embedding_ivfflat",
-    "hnsw": "llm_cache_embedding_hnsw",
-}
+TABLE: Final = "llm_cache"
+# The partitions of a table partitioned by namespace (`partitions`): llm_cache_p0, ...
+PARTITION_PREFIX: Final = "llm_cache_p"
+MAX_PARTITIONS: Final = 1024
 
-# A killed run may leave a half-built replacement behind; a finished one, the index of
-# the other method. One statement each: DROP INDEX CONCURRENTLY takes one index.
-DROP_NEW_INDEXES: Final[tuple[LiteralString, ...]] = (
-    "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_ivfflat_new",
-    "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_hnsw_new",
-)
-DROP_INDEXES: Final[dict[str, LiteralString]] = {
-    "ivfflat": "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_ivfflat",
-    "hnsw": "DROP INDEX CONCURRENTLY IF EXISTS llm_cache_embedding_hnsw",
+
+def checked_table(table: str) -> LiteralString:
+    """`table` if it is llm_cache or one of its partitions' names, for composed DDL."""
+    number = table.removeprefix(PARTITION_PREFIX)
+    if table != TABLE and not (
+        table != number and number.isascii() and number.isdigit() and int(number) < MAX_PARTITIONS
+    ):
+        raise ValueError(f"not llm_cache or one of its partitions: {table!r}")
+    return table  # checked: fixed letters and digits
+
+
+def ann_index(table: str, method: str) -> LiteralString:
+    """The name of `table`'s ANN index of `method` (llm_cache_embedding_ivfflat, ...)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return checked_table(table) + (
+        "_embedding_ivfflat" if method == "ivfflat" else "_embedding_hnsw"
+    )
+
+
+def drop_new_indexes(table: str) -> tuple[LiteralString, ...]:
+    """A killed run may leave a half-built replacement behind. One statement each: DROP
+    INDEX CONCURRENTLY takes one index."""
+    return tuple(
+        "DROP INDEX CONCURRENTLY IF EXISTS " + ann_index(table, method) + "_new"
+        for method in METHODS
+    )
+
+
+def drop_index(table: str, method: str) -> LiteralString:
+    """The index of `method`: the old one, or the other method's after a switch."""
+    return "DROP INDEX CONCURRENTLY IF EXISTS " + ann_index(table, method)
+
+
+def rename_new_index(table: str, method: str) -> LiteralString:
+    return "ALTER INDEX " + ann_index(table, method) + "_new RENAME TO " + ann_index(table, method)
+
+
+INDEX_NAMES: Final[dict[str, LiteralString]] = {
+    method: ann_index(TABLE, method) for method in METHODS
 }
+DROP_NEW_INDEXES: Final[tuple[LiteralString, ...]] = drop_new_indexes(TABLE)
+DROP_INDEXES: Final[dict[str, LiteralString]] = {m: drop_index(TABLE, m) for m in METHODS}
 RENAME_NEW_INDEXES: Final[dict[str, LiteralString]] = {
-    "ivfflat": "ALTER INDEX llm_cache_embedding_ivfflat_new RENAME TO llm_cache_embedding_ivfflat",
-    "hnsw": "ALTER INDEX llm_cache_embedding_hnsw_new RENAME TO llm_cache_embedding_hnsw",
+    m: rename_new_index(TABLE, m) for m in METHODS
 }
 RESET_MAINTENANCE_WORK_MEM: Final[LiteralString] = "RESET maintenance_work_mem"
 # Fresh statistics, so that the planner knows how many rows each scope holds.
@@ -89,15 +121,15 @@ def create_new_index(
     method: str,
     embedding_type: str,
     *,
+    table: str = TABLE,
     lists: int | None = None,
     m: int | None = None,
     ef_construction: int | None = None,
 ) -> str:
-    """CREATE INDEX CONCURRENTLY of the replacement index: ivfflat with `lists` lists, or
-    HNSW with `m` links per node and an `ef_construction` candidate list, over cosine
-    distance of the `embedding_type` ("vector" or "halfvec") column."""
-    if method not in INDEX_NAMES:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    """CREATE INDEX CONCURRENTLY of `table`'s replacement index: ivfflat with `lists`
+    lists, or HNSW with `m` links per node and an `ef_construction` candidate list, over
+    cosine distance of the `embedding_type` ("vector" or "halfvec") column."""
+    name = ann_index(table, method)
     if embedding_type not in OPERATOR_CLASSES:
         raise ValueError(f"unknown embedding column type {embedding_type!r}")
     if method == "ivfflat":
@@ -111,8 +143,10 @@ def create_new_index(
         )
     return (
         "CREATE INDEX CONCURRENTLY "
-        + INDEX_NAMES[method]
-        + "_new ON llm_cache USING "
+        + name
+        + "_new ON "
+        + checked_table(table)
+        + " USING "
         + method
         + " (embedding "
         + OPERATOR_CLASSES[embedding_type]

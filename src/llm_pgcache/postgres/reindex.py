@@ -16,14 +16,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
+import asyncpg
+
 from llm_pgcache.errors import InvalidInputError
+from llm_pgcache.postgres import index_sql
 from llm_pgcache.postgres.ann import IndexBuild, IndexSpec
 from llm_pgcache.postgres.index_sql import IVFFLAT_MAX_LISTS, METHODS, create_new_index
+from llm_pgcache.postgres.leases import leased
+from llm_pgcache.postgres.partitions import embedded_per_partition, partitions
 from llm_pgcache.postgres.store import PostgresStore
 
+BUILD_TIMEOUT = 24 * 3600.0  # seconds an index build may take
 GROWTH_FACTOR = 2.0  # --if-needed rebuilds once the rows grew or shrank by this factor
 HNSW_M = 16  # pgvector's defaults
 HNSW_EF_CONSTRUCTION = 64
@@ -140,7 +146,8 @@ async def reindex(
             if method == "hnsw"
             else "row count within a factor 2 of the last build",
         )
-    built = await store.rebuild_index(spec, rows=rows, maintenance_work_mem=maintenance_work_mem)
+    builds = await _builds(store, spec, given_lists=lists is not None)
+    built = await rebuild_index(store, builds, rows=rows, maintenance_work_mem=maintenance_work_mem)
     return ReindexReport(
         action="rebuilt" if built else "locked",
         rows=rows,
@@ -149,6 +156,86 @@ async def reindex(
         seconds=time.monotonic() - started,
         reason=reason or "requested",
     )
+
+
+async def _builds(
+    store: PostgresStore, spec: IndexSpec, *, given_lists: bool
+) -> list[tuple[str, IndexSpec]]:
+    """The index to build on each table: llm_cache's own, or one per partition when it
+    is partitioned, ivfflat lists sized from each partition's rows (unless given)."""
+    tables = await partitions(store.primary)
+    if not tables:
+        return [(index_sql.TABLE, spec)]
+    if spec.method != "ivfflat" or given_lists:
+        return [(table, spec) for table in tables]
+    rows = await embedded_per_partition(store.primary)
+    return [(table, replace(spec, lists=lists_for(rows.get(table, 0)))) for table in tables]
+
+
+async def rebuild_index(
+    store: PostgresStore,
+    builds: list[tuple[str, IndexSpec]],
+    *,
+    rows: int,
+    maintenance_work_mem: str,
+) -> bool:
+    """Build each new ANN index (a table, its spec) concurrently and swap it in for the
+    one there (of either method); record the build (lists: the largest, from which
+    lookups choose their probes); False if another rebuild runs.
+
+    Lookups go on meanwhile: each new index is built CONCURRENTLY beside the old one, the
+    old one is dropped CONCURRENTLY and the new one renamed in its place. A build may take
+    as long as it needs (`BUILD_TIMEOUT`).
+    """
+    db = store.primary
+    pooled = store.pooler == "transaction"
+    async with leased(db, "reindex") as lease:
+        if lease is None:
+            return False
+        # CREATE INDEX CONCURRENTLY runs alone, never in a transaction; behind a
+        # transaction-mode pooler the session setting would outlive this use of the
+        # connection, so the build gets the server's maintenance_work_mem there.
+        async with db.connection() as connection:
+            if not pooled:
+                await connection.execute(index_sql.SET_MAINTENANCE_WORK_MEM, maintenance_work_mem)
+            try:
+                for table, spec in builds:
+                    await _swap_in(connection, table, spec, store.embedding_type)
+                await connection.execute(index_sql.ANALYZE_TABLE, timeout=BUILD_TIMEOUT)
+            finally:
+                if not pooled:
+                    await connection.execute(index_sql.RESET_MAINTENANCE_WORK_MEM)
+        method = builds[0][1].method
+        lists = [spec.lists for _, spec in builds if spec.lists is not None]
+        await db.execute(
+            index_sql.RECORD_INDEX_BUILD,
+            index_sql.INDEX_NAMES[method],
+            method,
+            max(lists) if lists else None,
+            builds[0][1].m,
+            builds[0][1].ef_construction,
+            rows,
+        )
+    return True
+
+
+async def _swap_in(
+    connection: asyncpg.Connection, table: str, spec: IndexSpec, embedding_type: str
+) -> None:
+    create = index_sql.create_new_index(
+        spec.method,
+        embedding_type,
+        table=table,
+        lists=spec.lists,
+        m=spec.m,
+        ef_construction=spec.ef_construction,
+    )
+    for drop in index_sql.drop_new_indexes(table):  # left by a killed run
+        await connection.execute(drop, timeout=BUILD_TIMEOUT)
+    await connection.execute(create, timeout=BUILD_TIMEOUT)
+    for method in index_sql.METHODS:  # the old one, either method
+        await connection.execute(index_sql.drop_index(table, method), timeout=BUILD_TIMEOUT)
+    await connection.execute(index_sql.rename_new_index(table, spec.method))
 
 
 def index_spec(

@@ -54,16 +54,37 @@ FILLFACTOR = 80
 
 
 def build_metadata(
-    embedding_dim: int = DEFAULT_EMBEDDING_DIM, embedding_type: str = DEFAULT_EMBEDDING_TYPE
+    embedding_dim: int = DEFAULT_EMBEDDING_DIM,
+    embedding_type: str = DEFAULT_EMBEDDING_TYPE,
+    *,
+    partitioned: bool = False,
 ) -> MetaData:
     """The schema, with an `embedding` column of `embedding_dim` dimensions, stored as
-    `embedding_type` ("vector" or "halfvec")."""
+    `embedding_type` ("vector" or "halfvec").
+
+    `partitioned`: `llm_cache` as `llm-pgcache partition` makes it, partitioned by hash of
+    namespace: every unique index holds the namespace (no primary key on id alone), and
+    the ANN index is built on each partition by `reindex`, not on the parent.
+    """
     column_type = HALFVEC(embedding_dim) if embedding_type == "halfvec" else VECTOR(embedding_dim)
     metadata = MetaData()
+    ann_indexes = (
+        ()
+        if partitioned
+        else (
+            Index(
+                IVFFLAT_INDEX,
+                "embedding",
+                postgresql_using="ivfflat",
+                postgresql_with={"lists": IVFFLAT_LISTS},
+                postgresql_ops={"embedding": f"{embedding_type}_cosine_ops"},
+            ),
+        )
+    )
     Table(
         TABLE_NAME,
         metadata,
-        Column("id", BigInteger, Identity(always=True), primary_key=True),
+        Column("id", BigInteger, Identity(always=True), primary_key=not partitioned),
         Column("namespace", Text, nullable=False),
         Column("cache_key", LargeBinary, nullable=False),
         Column("scope_key", LargeBinary, nullable=False),
@@ -101,13 +122,8 @@ def build_metadata(
             "alias_of",
             postgresql_where=text("alias_of IS NOT NULL"),
         ),
-        Index(
-            IVFFLAT_INDEX,
-            "embedding",
-            postgresql_using="ivfflat",
-            postgresql_with={"lists": IVFFLAT_LISTS},
-            postgresql_ops={"embedding": f"{embedding_type}_cosine_ops"},
-        ),
+        *ann_indexes,
+        postgresql_partition_by="HASH (namespace)" if partitioned else None,
     )
     Table(
         INDEX_BUILDS_TABLE,

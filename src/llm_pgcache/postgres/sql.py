@@ -266,8 +266,9 @@ DELETE FROM llm_cache c USING doomed d WHERE c.namespace = d.namespace AND c.id 
 # Rows and bytes per row, for a --max-rows / --max-bytes cap (bytes are an estimate:
 # deleted rows' space is reused by later rows, not returned to the filesystem).
 TABLE_VOLUME: Final[LiteralString] = """
-SELECT count(*) AS rows, pg_total_relation_size('llm_cache'::regclass) AS bytes
-FROM llm_cache
+SELECT (SELECT count(*) FROM llm_cache) AS rows,
+       (SELECT coalesce(sum(pg_total_relation_size(relid)), pg_total_relation_size('llm_cache'))
+        FROM pg_partition_tree('llm_cache')) AS bytes  -- its partitions', or its own
 """
 
 # Lock keys are shared by every version that may run at once (old and new processes of

@@ -47,8 +47,9 @@ ORDER BY model
 
 TABLE_SIZES: Final[LiteralString] = """
 SELECT
-    pg_table_size('llm_cache'::regclass) AS table_bytes,
-    pg_indexes_size('llm_cache'::regclass) AS index_bytes
+    coalesce(sum(pg_table_size(relid)), pg_table_size('llm_cache'))::bigint AS table_bytes,
+    coalesce(sum(pg_indexes_size(relid)), pg_indexes_size('llm_cache'))::bigint AS index_bytes
+FROM pg_partition_tree('llm_cache')  -- its partitions; no rows for a plain table
 """
 
 

@@ -36,7 +36,6 @@ from llm_pgcache.postgres.replica import ReplicaReads
 from llm_pgcache.postgres.sessions import Listener, PurgeSession
 from llm_pgcache.postgres.stats import TableStats, table_stats
 
-BUILD_TIMEOUT = 24 * 3600.0  # seconds an index build may take
 DELETE_CHUNK = 5000  # rows per statement of an invalidation of many rows
 
 
@@ -57,6 +56,7 @@ class PostgresStore:
     ) -> None:
         self.pooler = pooler  # "transaction": behind a transaction-mode pooler
         self._db = Connections(pool, statement_timeout=statement_timeout)
+        self.primary = self._db  # for maintenance (`reindex`, `partitions`)
         self._owns_pool = owns_pool
         self.embedding_dim = schema.embedding_dim
         self.embedding_type = schema.embedding_type  # "vector" or "halfvec"
@@ -241,55 +241,6 @@ class PostgresStore:
         """Rows that have an embedding (what the ivfflat index holds)."""
         count: int = await self._db.fetchval(index_sql.COUNT_EMBEDDED)
         return count
-
-    async def rebuild_index(self, spec: IndexSpec, *, rows: int, maintenance_work_mem: str) -> bool:
-        """Build a new ANN index (`spec`) concurrently and swap it in for the one there
-        (of either method); False if another rebuild runs.
-
-        Lookups go on meanwhile: the new index is built CONCURRENTLY beside the old one,
-        the old one is dropped CONCURRENTLY and the new one renamed in its place. The
-        build may take as long as it needs (`BUILD_TIMEOUT`).
-        """
-        create = index_sql.create_new_index(
-            spec.method,
-            self.embedding_type,
-            lists=spec.lists,
-            m=spec.m,
-            ef_construction=spec.ef_construction,
-        )
-        pooled = self.pooler == "transaction"
-        async with leased(self._db, "reindex") as lease:
-            if lease is None:
-                return False
-            # CREATE INDEX CONCURRENTLY runs alone, never in a transaction; behind a
-            # transaction-mode pooler the session setting would outlive this use of the
-            # connection, so the build gets the server's maintenance_work_mem there.
-            async with self._db.connection() as connection:
-                if not pooled:
-                    await connection.execute(
-                        index_sql.SET_MAINTENANCE_WORK_MEM, maintenance_work_mem
-                    )
-                try:
-                    for drop in index_sql.DROP_NEW_INDEXES:  # left by a killed run
-                        await connection.execute(drop, timeout=BUILD_TIMEOUT)
-                    await connection.execute(create, timeout=BUILD_TIMEOUT)
-                    for drop in index_sql.DROP_INDEXES.values():  # the old one, either method
-                        await connection.execute(drop, timeout=BUILD_TIMEOUT)
-                    await connection.execute(index_sql.RENAME_NEW_INDEXES[spec.method])
-                    await connection.execute(index_sql.ANALYZE_TABLE, timeout=BUILD_TIMEOUT)
-                finally:
-                    if not pooled:
-                        await connection.execute(index_sql.RESET_MAINTENANCE_WORK_MEM)
-            await self._db.execute(
-                index_sql.RECORD_INDEX_BUILD,
-                index_sql.INDEX_NAMES[spec.method],
-                spec.method,
-                spec.lists,
-                spec.m,
-                spec.ef_construction,
-                rows,
-            )
-        return True
 
     @contextlib.asynccontextmanager
     async def purge_session(self) -> AsyncIterator[PurgeSession | None]:
