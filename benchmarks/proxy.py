@@ -285,7 +285,9 @@ async def main() -> None:
             for workers in (1, 2):
                 process, port = await start_proxy(dsn, upstream.base_url, workers)
                 try:
-                    report[f"proxy_hit_{workers}_workers"] = await hits(port, hit_body, args.seconds)
+                    report[f"proxy_hit_{workers}_workers"] = await hits(
+                        port, hit_body, args.seconds
+                    )
                     if workers == 2:
                         report["streamed_miss_first_byte_ms"] = await first_bytes(
                             port, upstream.port, args.misses
