@@ -57,10 +57,9 @@ class Connections:
             if isinstance(exc, DRIVER_ERRORS):
                 raise translate_error(exc) from exc
             raise
-        try:
-            await self.pool.release(connection, timeout=RELEASE_TIMEOUT)
-        except DRIVER_ERRORS as exc:  # the driver closed it; the pool replaces it
-            raise translate_error(exc) from exc
+        # Handed back behind the caller: asyncpg's release takes a task and two turns of
+        # the event loop (0.1 ms, a third of an exact hit) that the caller need not wait for.
+        self._release_later(connection)
 
     async def fetch(self, query: str, *args: Any, budget: float | None = None) -> list[Any]:
         async with self.connection(budget) as connection:
