@@ -47,7 +47,10 @@ class Connections:
         """A pooled connection, acquired within `budget` seconds (default: the statement
         timeout). Driver errors inside become our errors."""
         try:
-            connection = await self.pool.acquire(timeout=budget or self.statement_timeout)
+            # Our own deadline, not acquire(timeout=...): asyncpg wraps a timed acquire in
+            # a task of its own, one more turn of the event loop for every statement.
+            async with asyncio.timeout(budget or self.statement_timeout):
+                connection = await self.pool.acquire()
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
         try:
