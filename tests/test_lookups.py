@@ -199,3 +199,24 @@ async def test_a_failing_round_fails_each_of_its_lookups_with_its_error(
             *(cache.get(make_request(f"q{i}")) for i in range(30)), return_exceptions=True
         )
     assert all(isinstance(result, SchemaError) for result in results), results
+
+
+async def test_answers_that_came_while_the_loop_was_frozen_are_served(
+    dsn: str,
+    namespace: str,
+    make_request: Callable[..., dict[str, object]],
+    make_response: Callable[..., dict[str, object]],
+) -> None:
+    """A garbage collection (or any call that blocks the event loop) longer than the
+    lookup budget, right after the lookups were sent: their answers are in the sockets
+    when the loop runs again, and are served, not thrown away as timeouts."""
+    async with Cache.connect(dsn, namespace=namespace, lookup_timeout=0.05, strict=True) as cache:
+        requests = [make_request(f"frozen {n}") for n in range(24)]
+        for request in requests:
+            await cache.set(request, make_response("kept"))
+        for _ in range(3):  # the frozen loop is no outage either: the breaker stays shut
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.005, time.sleep, 0.3)  # blocks the loop for 300 ms
+            hits = await asyncio.gather(*(cache.get(r) for r in requests))
+            assert all(hit is not None for hit in hits), [h is None for h in hits]
+        assert cache.counters.backend_errors == 0

@@ -19,6 +19,13 @@ from typing import Generic, NamedTuple, TypeVar
 
 from llm_pgcache.errors import BackendError
 
+# A round runs for the longest budget of its lookups and this much more. Its callers
+# are held to their own budgets (the cache's deadlines, which do not count time the event
+# loop was frozen); the round's own bound only hands its connection back when the server
+# stops answering. Without the grace, a garbage collection that froze the loop past the
+# budget would fail a whole round whose answer had already come.
+ROUND_GRACE = 1.0  # seconds
+
 Q = TypeVar("Q")
 R = TypeVar("R")
 
@@ -53,8 +60,8 @@ class Rounds(Generic[Q, R]):
 
     async def join(self, query: Q, budget: float | None) -> R:
         """The outcome of `query`, run in the next round. `budget` (seconds) bounds that
-        round: it runs for the longest budget of its lookups. A caller that stops waiting
-        (its own deadline) leaves the round; the others go on."""
+        round: it runs for the longest budget of its lookups (and `ROUND_GRACE`). A caller
+        that stops waiting (its own deadline) leaves the round; the others go on."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._waiting.append(_Waiting(query, budget, future))
@@ -94,6 +101,8 @@ class Rounds(Generic[Q, R]):
     async def _round(self, batch: list[_Waiting[Q, R]]) -> None:
         budgets = [w.budget for w in batch]
         budget = None if None in budgets else max(b for b in budgets if b is not None)
+        if budget is not None:
+            budget += ROUND_GRACE
         try:
             outcomes = await self._run([w.query for w in batch], budget)
         except BaseException as exc:  # each lookup of the round raises it; closing cancels
