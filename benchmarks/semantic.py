@@ -30,8 +30,10 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import numpy as np
@@ -44,6 +46,7 @@ from llm_pgcache.postgres.reindex import probes_for
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 NAMESPACE = "bench"
+T = TypeVar("T")
 CENTRES = 2000
 MIXED_TAG = "mixed-stream"  # rows the mixed stream stores, deleted after it
 EF_SEARCH = 40  # the cache's default (SearchOptions.ef_search: max(40, candidates))
@@ -303,7 +306,6 @@ async def measure_concurrent(
     """At `concurrency` in flight, with the default budgets and a pool of 10 on both sides:
     raw pgvector queries/s, `Cache.get` semantic hits/s and lookups over budget, and a
     mixed stream (3 exact hits to 1 semantic lookup) with the exact hits it lost."""
-    slots = asyncio.Semaphore(concurrency)
 
     async def set_probes(connection: asyncpg.Connection) -> None:
         await init_connection(connection)
@@ -317,12 +319,10 @@ async def measure_concurrent(
     )
 
     async def raw_one(q: np.ndarray) -> None:
-        async with slots:
-            await pool.fetchval("SELECT id FROM llm_cache ORDER BY embedding <=> $1 LIMIT 1", q)
+        await pool.fetchval("SELECT id FROM llm_cache ORDER BY embedding <=> $1 LIMIT 1", q)
 
     started = time.perf_counter()
-    for _ in range(rounds):
-        await asyncio.gather(*(raw_one(q) for q in queries))
+    await in_flight([partial(raw_one, q) for _ in range(rounds) for q in queries], concurrency)
     raw_qps = rounds * len(queries) / (time.perf_counter() - started)
     await pool.close()
 
@@ -343,12 +343,11 @@ async def measure_concurrent(
                 texts.append(text)
 
         async def cached_one(text: str) -> bool:
-            async with slots:
-                return await cache.get(request(text)) is not None
+            return await cache.get(request(text)) is not None
 
         errors_before = cache.counters.backend_errors
         started = time.perf_counter()
-        hits = await asyncio.gather(*(cached_one(text) for text in texts))
+        hits = await in_flight([partial(cached_one, t) for t in texts], concurrency)
         cache_qps = len(texts) / (time.perf_counter() - started)
         over_budget = cache.counters.backend_errors - errors_before
 
@@ -360,16 +359,15 @@ async def measure_concurrent(
             )
 
         async def exact_one(i: int) -> bool:
-            async with slots:
-                return await cache.get(request(stored[i % len(stored)])) is not None
+            return await cache.get(request(stored[i % len(stored)])) is not None
 
         async def semantic_one(i: int) -> bool:
-            async with slots:
-                await cache.get(request(texts[i % len(texts)]))
-                return True
+            await cache.get(request(texts[i % len(texts)]))
+            return True
 
-        mixed = await asyncio.gather(
-            *(exact_one(i) if i % 4 else semantic_one(i) for i in range(4 * len(queries)))
+        mixed = await in_flight(
+            [partial(exact_one if i % 4 else semantic_one, i) for i in range(4 * len(queries))],
+            concurrency,
         )
         exact_results = [ok for i, ok in enumerate(mixed) if i % 4]
     finally:
@@ -385,6 +383,22 @@ async def measure_concurrent(
         "mixed_exact_lookups": len(exact_results),
         "mixed_exact_hits_lost": exact_results.count(False),
     }
+
+
+async def in_flight(calls: Sequence[Callable[[], Awaitable[T]]], concurrency: int) -> list[T]:
+    """Every call, `concurrency` at a time: as many callers, each taking the next call
+    when its last returns (not a task per call waiting on a semaphore: a thousand tasks
+    started at once would run their first steps in one turn of the event loop, and hold
+    back the cache's own work by tens of ms). Results in the calls' order."""
+    results: list[T | None] = [None] * len(calls)
+    next_call = iter(range(len(calls)))
+
+    async def caller() -> None:
+        for n in next_call:
+            results[n] = await calls[n]()
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return results  # type: ignore[return-value]  # every slot filled
 
 
 def recall(found: list[int | None], truth: list[int]) -> float:
