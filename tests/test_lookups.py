@@ -220,3 +220,26 @@ async def test_answers_that_came_while_the_loop_was_frozen_are_served(
             hits = await asyncio.gather(*(cache.get(r) for r in requests))
             assert all(hit is not None for hit in hits), [h is None for h in hits]
         assert cache.counters.backend_errors == 0
+
+
+async def test_a_small_pool_serves_many_callers(
+    dsn: str,
+    namespace: str,
+    make_request: Callable[..., dict[str, object]],
+    make_response: Callable[..., dict[str, object]],
+) -> None:
+    """Connections come back to the cache's own idle list, not to asyncpg's pool; a
+    caller waiting in the pool's acquire must still get one (two connections, 200
+    stores and lookups at once)."""
+    async with Cache.connect(
+        dsn, namespace=namespace, min_size=1, max_size=2, strict=True, lookup_timeout=5.0
+    ) as cache:
+        requests = [make_request(f"small pool {n}") for n in range(100)]
+        await asyncio.wait_for(
+            asyncio.gather(*(cache.set(r, make_response(str(n))) for n, r in enumerate(requests))),
+            30.0,
+        )
+        hits = await asyncio.wait_for(asyncio.gather(*(cache.get(r) for r in requests)), 30.0)
+        assert [h.response["choices"][0]["message"]["content"] for h in hits if h] == [
+            str(n) for n in range(100)
+        ]

@@ -114,7 +114,7 @@ class Listener:
                     self._listen_dsn, timeout=budget, command_timeout=budget
                 )
             else:
-                connection = await self._db.pool.acquire(timeout=budget)
+                connection = await self._db.take(budget)
         except DRIVER_ERRORS as exc:
             raise translate_error(exc) from exc
         self._connection = connection
@@ -187,7 +187,7 @@ class Listener:
             if not (gracefully and await self._unlisten(connection)):
                 connection.terminate()
             if self._listen_dsn is None:
-                await self._db.pool.release(connection, timeout=1.0)
+                await self._db.give_back(connection)
             elif not connection.is_closed():
                 await connection.close(timeout=1.0)
 

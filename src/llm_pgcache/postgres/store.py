@@ -55,7 +55,7 @@ class PostgresStore:
         read_pool: asyncpg.Pool | None = None,
     ) -> None:
         self.pooler = pooler  # "transaction": behind a transaction-mode pooler
-        self._db = Connections(pool, statement_timeout=statement_timeout)
+        self._db = Connections(pool, statement_timeout=statement_timeout, keep_idle=owns_pool)
         self.primary = self._db  # for maintenance (`reindex`, `partitions`)
         self._owns_pool = owns_pool
         self.embedding_dim = schema.embedding_dim
@@ -69,7 +69,8 @@ class PostgresStore:
         self._replica_exact: ExactLookups | None = None
         if read_pool is not None:
             self.replica = ReplicaReads(
-                self._db, Connections(read_pool, statement_timeout=statement_timeout)
+                self._db,
+                Connections(read_pool, statement_timeout=statement_timeout, keep_idle=owns_pool),
             )
             self._replica_exact = ExactLookups(self.replica.db)
 
