@@ -3,8 +3,9 @@
 A caller that joins waits for the next round; a round takes every waiting caller (up to
 `max_batch`) into one call of `run`, in a task of its own; at most `rounds` rounds are in
 flight, and as one returns the next takes what waited meanwhile. Nothing ever waits for
-company: a round starts in the same turn of the event loop as its first caller when a
-round may start. Each caller gets its own outcome: one bad value fails only the caller
+company: a caller that finds no round in flight and none waiting runs its call itself, in
+its own task (a round of one, no task or turn of the loop to wait for); otherwise a round
+starts in the same turn of the event loop as its first caller when a round may start. Each caller gets its own outcome: one bad value fails only the caller
 that brought it.
 
 Used by exact lookups' shared queries (`postgres.lookups`), semantic lookups' rounds
@@ -62,6 +63,8 @@ class Rounds(Generic[Q, R]):
         """The outcome of `query`, run in the next round. `budget` (seconds) bounds that
         round: it runs for the longest budget of its lookups (and `ROUND_GRACE`). A caller
         that stops waiting (its own deadline) leaves the round; the others go on."""
+        if not self._in_flight and not self._waiting:  # alone: no company to wait for
+            return await self._alone(query, budget)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._waiting.append(_Waiting(query, budget, future))
@@ -70,6 +73,18 @@ class Rounds(Generic[Q, R]):
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return await future
+
+    async def _alone(self, query: Q, budget: float | None) -> R:
+        """A round of one, run in the caller's task (no task, no turn of the loop to
+        wait); those who join meanwhile wait for the next round, as behind any other."""
+        self._in_flight += 1
+        try:
+            (outcome,) = await self._run([query], None if budget is None else budget + ROUND_GRACE)
+        finally:
+            self._round_done()
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     async def close(self) -> None:
         """Fail the waiting lookups and stop the rounds in flight."""
