@@ -5,8 +5,8 @@ A caller that joins waits for the next round; a round takes every waiting caller
 flight, and as one returns the next takes what waited meanwhile. Nothing ever waits for
 company: a caller that finds no round in flight and none waiting runs its call itself, in
 its own task (a round of one, no task or turn of the loop to wait for); otherwise a round
-starts in the same turn of the event loop as its first caller when a round may start. Each caller gets its own outcome: one bad value fails only the caller
-that brought it.
+starts in the same turn of the event loop as its first caller when a round may start.
+Each caller gets its own outcome: one bad value fails only the caller that brought it.
 
 Used by exact lookups' shared queries (`postgres.lookups`), semantic lookups' rounds
 (`semantic.search`: one query for many vectors) and embedder calls (`semantic.batches`).
