@@ -12,8 +12,9 @@ the namespace wherever it names rows by id). What changes against the plain tabl
 
 The conversion copies the rows into the new table in one transaction, holding the table
 locked (ACCESS EXCLUSIVE) meanwhile: lookups and stores wait, or fail open, until it
-commits. Run it at creation, or in a quiet hour: it rewrites the whole table. The ANN
-index is built afterwards, by `llm-pgcache reindex`. Needs PostgreSQL 17 or later
+commits. Run it at creation, or in a quiet hour: it rewrites the whole table (grants on
+the old table are not carried over). The ANN index is built afterwards, by `llm-pgcache
+reindex`. Needs PostgreSQL 17 or later
 (identity columns on partitioned tables).
 """
 
