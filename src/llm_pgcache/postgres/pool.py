@@ -78,6 +78,7 @@ class Connections:
             kept = self._idle.pop()
             if _reusable(kept):
                 return kept
+            self._release_later(kept)  # closed meanwhile: the driver cleans it up
         try:
             # Our own deadline, not acquire(timeout=...): asyncpg wraps a timed acquire in
             # a task of its own, one more turn of the event loop for every statement.
