@@ -14,9 +14,9 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llm_pgcache import Cache, OpenAIEmbedder
 from llm_pgcache.integrations.openai import CachedOpenAI, cache_info, cached_openai
-from llm_pgcache.integrations.openai_chunks import ChunkAccumulator
 from llm_pgcache.pricing import DEFAULT_PRICES
 
+from .chunks import assembled
 from .conftest import connect_cache
 from .openai_server import OpenAIServer
 
@@ -49,13 +49,6 @@ async def rows(db: asyncpg.Connection, namespace: str) -> int:
 
 async def collect(stream: Any) -> list[ChatCompletionChunk]:
     return [chunk async for chunk in stream]
-
-
-def assembled(chunks: list[ChatCompletionChunk]) -> dict[str, Any]:
-    accumulator = ChunkAccumulator()
-    for chunk in chunks:
-        accumulator.add(chunk.model_dump(mode="json"))
-    return accumulator.result()
 
 
 async def test_miss_then_hit_returns_chat_completions(

@@ -17,12 +17,11 @@ import asyncpg
 import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
-from openai.types.chat import ChatCompletionChunk
 
-from llm_pgcache.integrations.openai_chunks import ChunkAccumulator
 from llm_pgcache.server.app import create_app
 from llm_pgcache.server.config import ProxyConfig, key_hash
 
+from .chunks import assembled
 from .faults import BlackHoleProxy
 from .openai_server import LocalServer, OpenAIServer
 
@@ -32,13 +31,6 @@ ADMIN = {"authorization": "Bearer admin-secret"}
 
 def ask(question: str, **params: Any) -> dict[str, Any]:
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}], **params}
-
-
-def assembled(chunks: list[ChatCompletionChunk]) -> dict[str, Any]:
-    accumulator = ChunkAccumulator()
-    for chunk in chunks:
-        accumulator.add(chunk.model_dump(mode="json"))
-    return accumulator.result()
 
 
 Start = Callable[..., "asyncio.Future[LocalServer]"]

@@ -29,21 +29,14 @@ from llm_pgcache import (
     cached_anthropic,
     cached_openai,
 )
-from llm_pgcache.integrations.openai_chunks import ChunkAccumulator
 
+from .chunks import assembled
 from .faults import BlackHoleProxy
 from .openai_server import OpenAIServer
 
 
 def ask(question: str, **params: Any) -> dict[str, Any]:
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}], **params}
-
-
-def assembled(chunks: list[ChatCompletionChunk]) -> dict[str, Any]:
-    accumulator = ChunkAccumulator()
-    for chunk in chunks:
-        accumulator.add(chunk.model_dump(mode="json"))
-    return accumulator.result()
 
 
 class Threads:
