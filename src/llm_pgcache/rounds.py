@@ -79,7 +79,7 @@ class Rounds(Generic[Q, R]):
         wait); those who join meanwhile wait for the next round, as behind any other."""
         self._in_flight += 1
         try:
-            (outcome,) = await self._run([query], None if budget is None else budget + ROUND_GRACE)
+            (outcome,) = await self._run([query], _bound([budget]))
         finally:
             self._round_done()
         if isinstance(outcome, Exception):
@@ -114,12 +114,8 @@ class Rounds(Generic[Q, R]):
                 task.add_done_callback(self._tasks.discard)
 
     async def _round(self, batch: list[_Waiting[Q, R]]) -> None:
-        budgets = [w.budget for w in batch]
-        budget = None if None in budgets else max(b for b in budgets if b is not None)
-        if budget is not None:
-            budget += ROUND_GRACE
         try:
-            outcomes = await self._run([w.query for w in batch], budget)
+            outcomes = await self._run([w.query for w in batch], _bound([w.budget for w in batch]))
         except BaseException as exc:  # each lookup of the round raises it; closing cancels
             failure = exc if isinstance(exc, Exception) else BackendError("the cache was closed")
             for lookup in batch:
@@ -137,3 +133,11 @@ class Rounds(Generic[Q, R]):
                     lookup.future.set_result(outcome)
         finally:
             self._round_done()
+
+
+def _bound(budgets: list[float | None]) -> float | None:
+    """A round's own bound: the longest budget of its callers and `ROUND_GRACE`; None
+    (no bound) when one of them has none."""
+    if None in budgets:
+        return None
+    return max(b for b in budgets if b is not None) + ROUND_GRACE
