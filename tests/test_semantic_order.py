@@ -14,7 +14,7 @@ from pgvector import Vector
 
 from llm_pgcache import Cache, request_keys
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.postgres import migrate
+from llm_pgcache.postgres import migrate, sql
 from llm_pgcache.postgres.driver import init_connection
 
 from .conftest import FreshDatabase, connect_cache
@@ -104,3 +104,27 @@ async def test_the_nearest_candidate_is_served_after_a_relaxed_scan(
         assert hit.tier == "postgres-semantic"
         assert hit.response["choices"][0]["message"]["content"] == "55.0"
         assert hit.similarity == pytest.approx(math.cos(math.radians(17.0)), abs=1e-4)
+
+        # The statement itself, for one vector (a lone lookup's round) and for several
+        # (overlapping lookups'), takes the nearest in both of its branches.
+        connection = await asyncpg.connect(asyncpg_dsn(dsn))
+        await init_connection(connection)
+        try:
+            for angles in ([38.0], [38.0, 38.5, 38.0]):
+                rows = await connection.fetch(
+                    sql.SEMANTIC_NEAREST_ROUND,
+                    NAMESPACE,
+                    request_keys(request(38.0)).scope_key,
+                    ours.name,
+                    [Vector(at(a)) for a in angles],
+                    [2.0] * len(angles),
+                    40,  # candidates
+                    1,  # probes
+                    1000,  # max probes
+                    40,  # ef_search
+                    True,  # the index
+                )
+                found = {row["slot"]: row["prompt"] for row in rows}
+                assert found == dict.fromkeys(range(1, len(angles) + 1), "angle 55.0"), angles
+        finally:
+            await connection.close()

@@ -40,13 +40,17 @@ class RequestKeys:
     text: str
 
 
-def request_keys(request: Mapping[str, Any], version: str = "") -> RequestKeys:
+def request_keys(
+    request: Mapping[str, Any], version: str = "", *, exact_key: bytes | None = None
+) -> RequestKeys:
     """Compute the cache keys of a chat completion request.
 
     Args:
         request: the keyword arguments of `chat.completions.create`.
         version: the application's cache version (`Cache(version=...)`); changing it
             gives every request new keys, so that all earlier entries are out of reach.
+        exact_key: the request's exact key, when the caller computed it already (a
+            lookup that missed): not computed again.
 
     Raises:
         InvalidRequestError: the request has no model or messages, or holds values
@@ -61,7 +65,7 @@ def request_keys(request: Mapping[str, Any], version: str = "") -> RequestKeys:
         for i, message in enumerate(messages)
     ]
     return RequestKeys(
-        exact_key=_sha256(_canonical_json(params, version)),
+        exact_key=exact_key or _sha256(_canonical_json(params, version)),
         scope_key=_sha256(_canonical_json({**params, "messages": scoped_messages}, version)),
         model=params["model"],
         text=text,

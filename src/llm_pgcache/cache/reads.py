@@ -108,7 +108,7 @@ class Reads(CacheState):
         if record is not None:
             hit = CacheHit.from_record(record, namespace=ns, tier="postgres-exact")
         elif semantic_search is not None:
-            keys = self.rules.keys(request)
+            keys = self.rules.keys(request, key)
             record = await self._nearest(semantic_search, ns, keys, embed_timeout)
             if record is None:
                 return None

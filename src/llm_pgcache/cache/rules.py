@@ -66,8 +66,8 @@ class EntryRules:
     def exact_key(self, request: Mapping[str, Any]) -> bytes:
         return exact_key(request, self.version)
 
-    def keys(self, request: Mapping[str, Any]) -> RequestKeys:
-        return request_keys(request, self.version)
+    def keys(self, request: Mapping[str, Any], exact_key: bytes | None = None) -> RequestKeys:
+        return request_keys(request, self.version, exact_key=exact_key)
 
     def ttl_for(self, model: str) -> float | None:
         """The default lifetime of a model's entries: its own, a matching pattern's, or
