@@ -10,7 +10,7 @@ Revises: 0007
 Create Date: 2026-12-01
 """
 
-import importlib.util
+import runpy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,10 +85,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Back to 0005's function (read from its migration, the one place it is written)."""
-    spec = importlib.util.spec_from_file_location(
-        "index_methods_0005", Path(__file__).with_name("0005_index_methods.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    op.execute(module.NEAREST_FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    previous = runpy.run_path(str(Path(__file__).with_name("0005_index_methods.py")))
+    function: str = previous["NEAREST_FUNCTION"]
+    op.execute(function.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
