@@ -61,7 +61,7 @@ def routes(
 
     async def invalidate(request: Request) -> Response:
         admin_allowed(request, config)
-        body = await read_json(request, ADMIN_BODY_LIMIT)
+        body = await read_json(request.stream(), request.headers, ADMIN_BODY_LIMIT)
         unknown = set(body) - {"key", "tag", "model", "namespace"}
         if unknown:
             raise RefusedError(400, f"unknown fields: {', '.join(sorted(unknown))}")

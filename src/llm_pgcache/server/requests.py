@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope
 
 from llm_pgcache.errors import InvalidInputError
 from llm_pgcache.server.config import NAMESPACE_HEADER, ProxyConfig, key_hash
@@ -43,22 +44,26 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) past `limit` bytes, declared or not."""
-    declared = request.headers.get("content-length")
+async def read_body(chunks: AsyncIterable[bytes], headers: Mapping[str, str], limit: int) -> bytes:
+    """The body coming in `chunks` (`request.stream()`, or `asgi_body`), refused (413)
+    past `limit` bytes, declared in `headers` or not."""
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RefusedError(413, f"request body over {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise RefusedError(413, f"request body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
-async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    body = await read_body(request, limit)
+async def read_json(
+    chunks: AsyncIterable[bytes], headers: Mapping[str, str], limit: int
+) -> dict[str, Any]:
+    """The body as a JSON object (400 otherwise), as `read_body` reads it."""
+    body = await read_body(chunks, headers, limit)
     try:
         value = json.loads(body)
     except ValueError:
@@ -74,10 +79,26 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def headers_of(request: Request) -> dict[str, str]:
-    """The request's headers as a plain dict, names in lower case (read once: each
-    lookup in Starlette's `Headers` scans them all)."""
-    return dict(request.headers.items())
+def headers_of(scope: Scope) -> dict[str, str]:
+    """A request's headers as a plain dict, names in lower case (read once: each lookup
+    in Starlette's `Headers` scans them all)."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+async def asgi_body(receive: Receive) -> AsyncIterator[bytes]:
+    """A request's body as its ASGI messages bring it (`Request.stream()` without the
+    request).
+
+    Raises:
+        ClientDisconnect: the caller went away first.
+    """
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
 
 def namespace_of(headers: Mapping[str, str], config: ProxyConfig) -> str | None:
