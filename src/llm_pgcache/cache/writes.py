@@ -93,8 +93,9 @@ class Writes(CacheState):
 
         Every item is checked as by `set`; a bad one raises before its batch is written.
         An item's own `embedding` is stored as the cache's embedder's; with `embed`, the
-        embedder embeds the others, one call per batch. Each batch is checked and built
-        while the one before is written.
+        embedder embeds the others, one call per batch. Each batch is written (COPY into a
+        staging table, one upsert) by a task started before the next batch is built;
+        building holds the event loop, so the two overlap little (docs/benchmarks.md).
 
         Raises:
             InvalidInputError, InvalidEmbeddingError, EmbeddingDimensionError: a bad item.
