@@ -71,7 +71,11 @@ class SearchOptions:
             lookup that waited for it (at most `max_batch`); the others wait (within
             `timeout`). Exact lookups never wait behind them: they hold at most six of
             the pool's connections, semantic rounds at most these.
-        max_batch: semantic lookups in one round at most.
+        max_batch: semantic lookups in one round at most. A lookup waits for a round
+            in flight, then for its own: small rounds, more of them, keep that within
+            `timeout` on a busy server (100k rows, 32 in flight: 0-5 of 1,000 lookups
+            over a 250 ms budget with 3 rounds of 8, 30-192 with 2 rounds of 64, at the
+            same or better throughput; docs/benchmarks.md).
     """
 
     candidates: int = 40
@@ -80,8 +84,8 @@ class SearchOptions:
     max_probes: int = 1000
     index_state_seconds: float = 60.0
     timeout: float | None = 0.25
-    max_in_flight: int = 2
-    max_batch: int = 64
+    max_in_flight: int = 3
+    max_batch: int = 8
 
     def __post_init__(self) -> None:
         for name in ("candidates", "max_probes", "max_in_flight", "max_batch"):
