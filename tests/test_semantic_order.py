@@ -93,23 +93,18 @@ async def test_the_nearest_candidate_is_served_after_a_relaxed_scan(
                     ours.name,
                     Vector(at(38.0)),
                 )
-        finally:
-            await connection.close()
-        order = [row["prompt"] for row in rows]
-        assert order[:2] == ["angle 15.0", "angle 55.0"], order  # a farther row first
-        assert rows[1]["distance"] < rows[0]["distance"]
+            order = [row["prompt"] for row in rows]
+            assert order[:2] == ["angle 15.0", "angle 55.0"], order  # a farther row first
+            assert rows[1]["distance"] < rows[0]["distance"]
 
-        hit = await cache.get(request(38.0), threshold=0.5)
-        assert hit is not None
-        assert hit.tier == "postgres-semantic"
-        assert hit.response["choices"][0]["message"]["content"] == "55.0"
-        assert hit.similarity == pytest.approx(math.cos(math.radians(17.0)), abs=1e-4)
+            hit = await cache.get(request(38.0), threshold=0.5)
+            assert hit is not None
+            assert hit.tier == "postgres-semantic"
+            assert hit.response["choices"][0]["message"]["content"] == "55.0"
+            assert hit.similarity == pytest.approx(math.cos(math.radians(17.0)), abs=1e-4)
 
-        # The statement itself, for one vector (a lone lookup's round) and for several
-        # (overlapping lookups'), takes the nearest in both of its branches.
-        connection = await asyncpg.connect(asyncpg_dsn(dsn))
-        await init_connection(connection)
-        try:
+            # The statement itself, for one vector (a lone lookup's round) and for several
+            # (overlapping lookups'), takes the nearest in both of its branches.
             for angles in ([38.0], [38.0, 38.5, 38.0]):
                 rows = await connection.fetch(
                     sql.SEMANTIC_NEAREST_ROUND,
