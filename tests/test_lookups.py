@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from llm_pgcache import Cache, CircuitBreaker, SchemaError, init_connection
+from llm_pgcache import Cache, CircuitBreaker, HashingEmbedder, SchemaError, init_connection
 from llm_pgcache.config import asyncpg_dsn
 from llm_pgcache.postgres import sql
 
@@ -220,6 +220,46 @@ async def test_answers_that_came_while_the_loop_was_frozen_are_served(
             hits = await asyncio.gather(*(cache.get(r) for r in requests))
             assert all(hit is not None for hit in hits), [h is None for h in hits]
         assert cache.counters.backend_errors == 0
+
+
+async def test_a_new_connections_first_statements_look_up_no_types(
+    dsn: str,
+    namespace: str,
+    make_request: Callable[..., dict[str, object]],
+    make_response: Callable[..., dict[str, object]],
+) -> None:
+    """The first store, lookup and semantic lookup (one and several at once) on a new
+    connection run without asyncpg looking their array types up in the catalog (three
+    round trips inside a lookup's budget): `init_connection` learned them before."""
+    looked_up: list[str] = []
+
+    def logged(record: Any) -> None:
+        if "pg_type" in record.query or "set_config('jit'" in record.query:
+            looked_up.append(record.query)
+
+    async def init(connection: asyncpg.Connection) -> None:
+        await init_connection(connection)
+        connection.add_query_logger(logged)
+
+    pool = await asyncpg.create_pool(asyncpg_dsn(dsn), min_size=1, max_size=1, init=init)
+    try:
+        async with Cache.connect(
+            pool=pool,
+            namespace=namespace,
+            embedder=HashingEmbedder(1536),
+            similarity_threshold=0.5,
+            strict=True,
+        ) as cache:
+            requests = [make_request(f"types of question {n}") for n in range(8)]
+            await cache.set(requests[0], make_response("alone"))
+            await asyncio.gather(*(cache.set(r, make_response("round")) for r in requests[1:]))
+            assert await cache.get(requests[0]) is not None
+            assert all(await asyncio.gather(*(cache.get(r) for r in requests)))
+            await cache.get(make_request("which types does a question have"))
+            await asyncio.gather(*(cache.get(make_request(f"other words {n}")) for n in range(4)))
+    finally:
+        await pool.close()
+    assert looked_up == []
 
 
 async def test_a_small_pool_serves_many_callers(
