@@ -227,6 +227,8 @@ class FixedEmbedder:
         (np.zeros(1536, dtype=np.float32), InvalidEmbeddingError),
         (np.full(1536, np.nan, dtype=np.float32), InvalidEmbeddingError),
         (np.full(1536, np.inf, dtype=np.float32), InvalidEmbeddingError),
+        (np.where(np.arange(1536) == 7, np.nan, 0.5).astype(np.float32), InvalidEmbeddingError),
+        (np.where(np.arange(1536) == 7, -np.inf, 0.5).astype(np.float32), InvalidEmbeddingError),
         (np.ones(384, dtype=np.float32), EmbeddingDimensionError),
     ],
 )

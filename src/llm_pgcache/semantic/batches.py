@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from llm_pgcache.errors import InvalidEmbeddingError
 from llm_pgcache.rounds import Rounds
-from llm_pgcache.semantic.embedders import check_values
+from llm_pgcache.semantic.embedders import check_vector
 
 Vector = npt.NDArray[np.float32]
 
@@ -58,7 +58,7 @@ class EmbeddingBatches:
         outcomes: list[Vector | Exception] = []
         for vector in vectors:
             try:
-                check_values(vector[np.newaxis, :])
+                check_vector(vector)
             except InvalidEmbeddingError as exc:  # this text's alone
                 outcomes.append(exc)
             else:

