@@ -8,6 +8,14 @@ its own task (a round of one, no task or turn of the loop to wait for); otherwis
 starts in the same turn of the event loop as its first caller when a round may start.
 Each caller gets its own outcome: one bad value fails only the caller that brought it.
 
+Rounds may keep to their callers' budgets (`budgeted`, semantic lookups). From how long
+the last rounds took for their sizes (`RoundTimes`), a round takes no more queries than
+it runs in a third of its first caller's budget (a third to wait for a slot, one for the
+round, one to spare), and a caller that would not have its outcome within its budget
+(the rounds queued ahead of it, a slot, its own round) is told `Late` at once instead of
+waiting its whole budget for a round that comes too late. A caller that finds nothing in
+flight always goes, so the times stay current.
+
 Used by exact lookups' shared queries (`postgres.lookups`), semantic lookups' rounds
 (`semantic.search`: one query for many vectors) and embedder calls (`semantic.batches`).
 """
@@ -15,6 +23,7 @@ Used by exact lookups' shared queries (`postgres.lookups`), semantic lookups' ro
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, NamedTuple, TypeVar
 
@@ -26,6 +35,8 @@ from llm_pgcache.errors import BackendError
 # stops answering. Without the grace, a garbage collection that froze the loop past the
 # budget would fail a whole round whose answer had already come.
 ROUND_GRACE = 1.0  # seconds
+_SMOOTHING = 0.2  # weight of the last round in `RoundTimes`
+_ROUND_SHARE = 1 / 3  # of its first caller's budget, a budgeted round's at most
 
 Q = TypeVar("Q")
 R = TypeVar("R")
@@ -36,23 +47,79 @@ R = TypeVar("R")
 RoundRunner = Callable[[list[Q], float | None], Awaitable[Sequence[R | Exception]]]
 
 
+class Late(Exception):  # noqa: N818 - an outcome, not a failure
+    """The rounds ahead of a lookup would take longer than its budget: it did not join."""
+
+
 class _Waiting(NamedTuple, Generic[Q, R]):
     query: Q
     budget: float | None  # seconds
     future: asyncio.Future[R]
 
 
+class RoundTimes:
+    """How long a round of n queries takes: a line fitted to the last rounds (sizes and
+    durations, each older round weighing `1 - _SMOOTHING` less). A round's time is part
+    fixed (a round trip, a statement's start), part per query; while the rounds were all
+    of one size, it is taken as proportional to the size (more, for larger rounds, than
+    the fixed part would give)."""
+
+    __slots__ = ("_sums",)
+
+    def __init__(self) -> None:
+        self._sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # weight, n, seconds, n * n, n * seconds
+
+    @property
+    def known(self) -> bool:
+        return self._sums[0] > 0
+
+    def add(self, queries: int, seconds: float) -> None:
+        keep = 1.0 - _SMOOTHING
+        sums = self._sums
+        for i, value in enumerate((1.0, queries, seconds, queries * queries, queries * seconds)):
+            sums[i] = sums[i] * keep + value
+
+    def _line(self) -> tuple[float, float, float]:
+        """(mean size, mean seconds, seconds per query more)."""
+        weight, n, seconds, nn, ns = self._sums
+        mean_n, mean_s = n / weight, seconds / weight
+        spread = nn / weight - mean_n * mean_n
+        if spread < 0.25:  # one size: proportional
+            return mean_n, mean_s, mean_s / mean_n
+        return mean_n, mean_s, max(0.0, (ns / weight - mean_n * mean_s) / spread)
+
+    def seconds(self, queries: int) -> float:
+        """The expected seconds of a round of `queries` (0 before any round)."""
+        if not self.known:
+            return 0.0
+        mean_n, mean_s, slope = self._line()
+        return max(0.0, mean_s + slope * (queries - mean_n))
+
+    def most_within(self, seconds: float, limit: int) -> int:
+        """The most queries (1 to `limit`) a round is expected to run in `seconds`."""
+        if not self.known:
+            return limit
+        mean_n, mean_s, slope = self._line()
+        if slope <= 0:
+            return limit
+        return max(1, min(limit, int(mean_n + (seconds - mean_s) / slope)))
+
+
 class Rounds(Generic[Q, R]):
     """Lookups that overlap, run together by `run`, at most `rounds` rounds at a time."""
 
-    def __init__(self, run: RoundRunner[Q, R], *, rounds: int, max_batch: int) -> None:
+    def __init__(
+        self, run: RoundRunner[Q, R], *, rounds: int, max_batch: int, budgeted: bool = False
+    ) -> None:
         self._run = run
         self._rounds = rounds
         self._max_batch = max_batch
+        self._budgeted = budgeted
         self._in_flight = 0
         self._waiting: list[_Waiting[Q, R]] = []
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.times = RoundTimes()
 
     @property
     def waiting(self) -> bool:
@@ -62,9 +129,15 @@ class Rounds(Generic[Q, R]):
     async def join(self, query: Q, budget: float | None) -> R:
         """The outcome of `query`, run in the next round. `budget` (seconds) bounds that
         round: it runs for the longest budget of its lookups (and `ROUND_GRACE`). A caller
-        that stops waiting (its own deadline) leaves the round; the others go on."""
+        that stops waiting (its own deadline) leaves the round; the others go on.
+
+        Raises:
+            Late: (budgeted rounds) the outcome would come after `budget`.
+        """
         if not self._in_flight and not self._waiting:  # alone: no company to wait for
             return await self._alone(query, budget)
+        if self._budgeted and budget is not None and self._late(budget):
+            raise Late
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._waiting.append(_Waiting(query, budget, future))
@@ -74,14 +147,36 @@ class Rounds(Generic[Q, R]):
             loop.call_soon(self._flush)
         return await future
 
+    def _late(self, budget: float) -> bool:
+        """Whether a lookup of `budget` joining now would have its outcome too late
+        (never before a round has returned: nothing is known yet)."""
+        return self.times.known and self.expected_wait(budget) > budget
+
+    def expected_wait(self, budget: float | None) -> float:
+        """Seconds a lookup of `budget` joining now would wait for its outcome: the
+        rounds of those queued ahead of it (`rounds` at a time), half a round for a slot
+        when every slot is taken, and its own round."""
+        size = self._batch_size(budget)
+        ahead = len(self._waiting) // size / self._rounds
+        for_slot = 0.5 if self._in_flight >= self._rounds else 0.0
+        return self.times.seconds(size) * (ahead + for_slot + 1.0)
+
+    def _batch_size(self, budget: float | None) -> int:
+        """Queries a round takes at most: `max_batch`, and for budgeted rounds no more
+        than it is expected to run in `_ROUND_SHARE` of `budget` (at least one)."""
+        if not self._budgeted or budget is None:
+            return self._max_batch
+        return self.times.most_within(budget * _ROUND_SHARE, self._max_batch)
+
     async def _alone(self, query: Q, budget: float | None) -> R:
         """A round of one, run in the caller's task (no task, no turn of the loop to
         wait); those who join meanwhile wait for the next round, as behind any other."""
         self._in_flight += 1
+        started = time.perf_counter()
         try:
             (outcome,) = await self._run([query], _bound([budget]))
         finally:
-            self._round_done()
+            self._round_done(1, started)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -96,8 +191,9 @@ class Rounds(Generic[Q, R]):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _round_done(self) -> None:
+    def _round_done(self, queries: int, started: float) -> None:
         self._in_flight -= 1
+        self.times.add(queries, time.perf_counter() - started)
         if self._waiting and not self._flush_scheduled:
             self._flush()  # what waited meanwhile goes at once
 
@@ -105,8 +201,9 @@ class Rounds(Generic[Q, R]):
         """Start rounds for the waiting lookups, as many as may be in flight."""
         self._flush_scheduled = False
         while self._in_flight < self._rounds and self._waiting:
-            batch = [w for w in self._waiting[: self._max_batch] if not w.future.done()]
-            del self._waiting[: self._max_batch]
+            size = self._batch_size(self._waiting[0].budget)
+            batch = [w for w in self._waiting[:size] if not w.future.done()]
+            del self._waiting[:size]
             if batch:
                 self._in_flight += 1
                 task = asyncio.get_running_loop().create_task(self._round(batch))
@@ -114,6 +211,7 @@ class Rounds(Generic[Q, R]):
                 task.add_done_callback(self._tasks.discard)
 
     async def _round(self, batch: list[_Waiting[Q, R]]) -> None:
+        started = time.perf_counter()
         try:
             outcomes = await self._run([w.query for w in batch], _bound([w.budget for w in batch]))
         except BaseException as exc:  # each lookup of the round raises it; closing cancels
@@ -132,7 +230,7 @@ class Rounds(Generic[Q, R]):
                 else:
                     lookup.future.set_result(outcome)
         finally:
-            self._round_done()
+            self._round_done(len(batch), started)
 
 
 def _bound(budgets: list[float | None]) -> float | None:

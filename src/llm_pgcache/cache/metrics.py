@@ -29,6 +29,9 @@ class Counters:
     hits_by_tier: dict[str, int]
     misses: int
     backend_errors: int
+    # semantic lookups that did not wait for a round due after their budget
+    # (`SearchOptions.timeout`): misses at once, not after the whole budget
+    semantic_late: int = 0
     by_model: dict[str, ModelSavings] = field(default_factory=dict)
     hit_ms_by_tier: dict[str, float] = field(default_factory=dict)  # total lookup time
     # semantic candidates not served, by reason: "below_threshold", "guard:<reason>",
@@ -88,6 +91,7 @@ class Metrics:
         self._judgments: dict[str, int] = {}
         self._misses = 0
         self._backend_errors = 0
+        self._semantic_late = 0
         # model -> [hits, prompt tokens, completion tokens, milliseconds saved]
         self._by_model: dict[str, list[float]] = {}
         # (namespace, tier or "miss") -> [lookups, milliseconds], not yet written
@@ -126,6 +130,9 @@ class Metrics:
     def backend_error(self) -> None:
         self._backend_errors += 1
 
+    def late(self) -> None:
+        self._semantic_late += 1
+
     def refused(self, namespace: str, reason: str) -> None:
         """A semantic candidate was not served, for `reason` (also in the shared counters,
         as the tier "refused:<reason>")."""
@@ -152,6 +159,7 @@ class Metrics:
             hits_by_tier=dict(self._hits),
             misses=self._misses,
             backend_errors=self._backend_errors,
+            semantic_late=self._semantic_late,
             by_model=by_model,
             hit_ms_by_tier=dict(self._hit_ms),
             refused_by_reason=dict(self._refused),

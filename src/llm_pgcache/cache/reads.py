@@ -13,6 +13,7 @@ from llm_pgcache.entries import AcceptedBy, CacheHit, TierCopy, load_response, s
 from llm_pgcache.errors import BackendError
 from llm_pgcache.keys import RequestKeys
 from llm_pgcache.postgres.judgments import Alias, Judgment
+from llm_pgcache.rounds import Late
 from llm_pgcache.semantic.judges import JudgeCase
 from llm_pgcache.semantic.search import SemanticSearch
 from llm_pgcache.tiers.upper import Ticket
@@ -218,6 +219,9 @@ class Reads(CacheState):
         try:
             with health.deadline(search.options.timeout, "semantic lookup"):
                 record = await search.nearest(namespace, keys, vector)
+        except Late:  # no failure: the breaker is not told
+            self._metrics.late()
+            return None
         except BackendError as exc:
             health.failed(exc)
             return None

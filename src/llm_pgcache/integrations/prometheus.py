@@ -62,6 +62,12 @@ class CacheCollector:
             "Backend failures served as misses",
             value=counters.backend_errors,
         )
+        yield CounterMetricFamily(
+            f"{self._prefix}_semantic_late",
+            "Semantic lookups served as misses at once: the rounds ahead would take longer "
+            "than their budget",
+            value=counters.semantic_late,
+        )
         tokens = CounterMetricFamily(
             f"{self._prefix}_tokens_saved",
             "Upstream tokens saved by hits",

@@ -65,17 +65,21 @@ class SearchOptions:
         timeout: seconds the semantic query may take before it counts as a miss (the
             embedding is not included, it has `embed_timeout`); larger than the exact
             lookup's, since an ANN query over millions of rows takes tens of
-            milliseconds. Waiting for one of the `max_in_flight` slots counts.
+            milliseconds. Waiting for one of the `max_in_flight` slots counts. A lookup
+            that would wait longer than this (the rounds queued ahead of it, at the
+            time recent rounds took for their sizes) does not wait: a miss at once,
+            counted in `Counters.semantic_late`, not a failure (no breaker, no error
+            in strict mode).
         max_in_flight: rounds of semantic queries running at once in this process,
             each on one pooled connection, each one query for the vectors of every
             lookup that waited for it (at most `max_batch`); the others wait (within
             `timeout`). Exact lookups never wait behind them: they hold at most six of
             the pool's connections, semantic rounds at most these.
-        max_batch: semantic lookups in one round at most. A lookup waits for a round
-            in flight, then for its own: small rounds, more of them, keep that within
-            `timeout` on a busy server (100k rows, 32 in flight: 0-5 of 1,000 lookups
-            over a 250 ms budget with 3 rounds of 8, 30-192 with 2 rounds of 64, at the
-            same or better throughput; docs/benchmarks.md).
+        max_batch: semantic lookups in one round at most; fewer when recent rounds
+            say that this many would take more than a third of `timeout` (a slow
+            server, a large table). A lookup waits for a round in flight, then for its
+            own: small rounds, more of them, keep that within `timeout` on a busy
+            server (docs/benchmarks.md).
     """
 
     candidates: int = 40
@@ -134,7 +138,10 @@ class SemanticSearch:
         self.pending = PendingEmbeddings()
         self.batches = EmbeddingBatches(self._embed_shaped)
         self._rounds: Rounds[NearestQuery, asyncpg.Record | None] = Rounds(
-            store.nearest_round, rounds=options.max_in_flight, max_batch=options.max_batch
+            store.nearest_round,
+            rounds=options.max_in_flight,
+            max_batch=options.max_batch,
+            budgeted=True,
         )
         self._embedding: dict[tuple[str, bytes], asyncio.Task[Vector]] = {}  # in flight
         self._build_read: asyncio.Task[IndexBuild | None] | None = None
@@ -223,6 +230,8 @@ class SemanticSearch:
 
         Raises:
             BackendError: the query failed, or ran out of `timeout`.
+            Late: the rounds queued ahead would take longer than `timeout` (not joined:
+                a miss at once, not one after the whole budget).
         """
         build = await self._index_build()
         lists = build.spec.lists if build is not None else None
