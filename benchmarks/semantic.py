@@ -234,7 +234,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     finally:
         await cache.close()
     report["concurrent"] = await measure_concurrent(
-        dsn, embedder, queries, probes, args.concurrency, search=SearchOptions(probes=args.probes)
+        dsn,
+        embedder,
+        queries,
+        probes,
+        args.concurrency,
+        search=SearchOptions(probes=args.probes),
+        upstream=args.upstream,
     )
 
     hashing = HashingEmbedder(args.dim)
@@ -302,12 +308,16 @@ async def measure_concurrent(
     *,
     search: SearchOptions,
     rounds: int = 5,
+    upstream: float = 0.0,
 ) -> dict[str, object]:
     """At `concurrency` in flight, with the default budgets and a pool of 10 on both sides:
     raw pgvector queries/s, `Cache.get` semantic hits/s (the ratio: hits served, not
     lookups answered), lookups over budget and those answered late-at-once (a miss: the
     rounds ahead would have taken longer than the budget), and a mixed stream (3 exact
-    hits to 1 semantic lookup) with the exact hits it lost."""
+    hits to 1 semantic lookup) with the exact hits it lost. With `upstream` (seconds), a
+    caller whose lookup missed waits that long before its next one, as its LLM call
+    would; without, a missed lookup is followed at once by the next (more load on the
+    cache than an application whose misses go upstream would bring)."""
 
     async def set_probes(connection: asyncpg.Connection) -> None:
         await init_connection(connection)
@@ -349,7 +359,10 @@ async def measure_concurrent(
                 texts.append(text)
 
         async def cached_one(text: str) -> bool:
-            return await cache.get(request(text)) is not None
+            hit = await cache.get(request(text)) is not None
+            if not hit and upstream:  # the LLM call a miss makes, before the next request
+                await asyncio.sleep(upstream)
+            return hit
 
         before = cache.counters
         started = time.perf_counter()
@@ -382,6 +395,7 @@ async def measure_concurrent(
         await cache.close()
     return {
         "concurrency": concurrency,
+        "upstream_seconds_after_a_miss": upstream,
         "raw_pgvector_qps": raw_qps,
         # raw's own latency at this concurrency, against the cache's lookup budget
         "raw_pgvector_latency": summary(raw_latency),
@@ -419,6 +433,16 @@ def recall(found: list[int | None], truth: list[int]) -> float:
     return sum(f == t for f, t in zip(found, truth, strict=True)) / len(truth)
 
 
+def upstream_of(report: dict[str, object]) -> float:
+    """Seconds a caller waited after a miss in the run's 32-in-flight part (0: none)."""
+    concurrent = report.get("concurrent")
+    return (
+        float(concurrent.get("upstream_seconds_after_a_miss", 0.0))
+        if isinstance(concurrent, dict)
+        else 0.0
+    )
+
+
 def plot() -> None:
     import matplotlib  # noqa: PLC0415 - only for the report
 
@@ -427,7 +451,13 @@ def plot() -> None:
 
     results = sorted(
         (json.loads(p.read_text()) for p in OUT.glob("semantic_*.json")),
-        key=lambda r: (r["dim"], r["rows"], r.get("method", "ivfflat"), -r["probes"]),
+        key=lambda r: (
+            r["dim"],
+            r["rows"],
+            r.get("method", "ivfflat"),
+            -r["probes"],
+            upstream_of(r),
+        ),
     )
 
     def size(rows: int) -> str:
@@ -436,6 +466,7 @@ def plot() -> None:
     labels = [
         f"{size(r['rows'])}x{r['dim']}\n"
         + ("hnsw" if r.get("method") == "hnsw" else f"p={r['probes']}")
+        + (f", {up:g} s after a miss" if (up := upstream_of(r)) else "")
         for r in results
     ]
     xs = np.arange(len(results))
@@ -451,7 +482,7 @@ def plot() -> None:
     ax_rec.set_title("recall@1 vs exact scan")
     ax_rec.set_ylim(0.75, 1.02)
     ratios = [r["concurrent"]["qps_ratio"] if "concurrent" in r else 0.0 for r in results]
-    ax_c32.bar(xs, ratios, 0.6, label="Cache.get / raw pgvector q/s")
+    ax_c32.bar(xs, ratios, 0.6, label="semantic hits/s / raw pgvector q/s")
     ax_c32.axhline(0.8, color="grey", linestyle="--", label="target 0.8x")
     ax_c32.set_title("throughput at 32 in flight (0: not measured in that run)")
     for ax in (ax_lat, ax_rec, ax_c32):
@@ -472,6 +503,12 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--method", choices=("ivfflat", "hnsw"), default="ivfflat")
     parser.add_argument(
+        "--upstream",
+        type=float,
+        default=0.0,
+        help="at 32 in flight, seconds a caller waits after a miss (its LLM call)",
+    )
+    parser.add_argument(
         "--data-dir", default=str(Path(tempfile.gettempdir()) / "llm-pgcache-bench")
     )
     parser.add_argument("--reuse", action="store_true", help="reuse a table loaded before")
@@ -483,6 +520,8 @@ async def main() -> None:
     report = await run(args)
     OUT.mkdir(parents=True, exist_ok=True)
     suffix = f"p{report['probes']}" if args.method == "ivfflat" else "hnsw"
+    if args.upstream:
+        suffix += f"_upstream{args.upstream:g}s"
     name = f"semantic_{args.rows}_{args.dim}_{suffix}.json"
     (OUT / name).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -13,8 +13,10 @@ the last rounds took for their sizes (`RoundTimes`), a round takes no more queri
 it runs in a third of its first caller's budget (a third to wait for a slot, one for the
 round, one to spare), and a caller that would not have its outcome within its budget
 (the rounds queued ahead of it, a slot, its own round) is told `Late` at once instead of
-waiting its whole budget for a round that comes too late. A caller that finds nothing in
-flight always goes, so the times stay current.
+waiting its whole budget for a round that comes too late; so is a waiting caller whose
+round, as it starts, would end after its deadline (it joined before the rounds slowed,
+or before any had returned: until then rounds are of one query). A caller that finds
+nothing in flight always goes, so the times stay current.
 
 Used by exact lookups' shared queries (`postgres.lookups`), semantic lookups' rounds
 (`semantic.search`: one query for many vectors) and embedder calls (`semantic.batches`).
@@ -23,6 +25,7 @@ Used by exact lookups' shared queries (`postgres.lookups`), semantic lookups' ro
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, NamedTuple, TypeVar
@@ -55,6 +58,7 @@ class _Waiting(NamedTuple, Generic[Q, R]):
     query: Q
     budget: float | None  # seconds
     future: asyncio.Future[R]
+    deadline: float  # time.perf_counter() by which its outcome is due (inf: none)
 
 
 class RoundTimes:
@@ -140,7 +144,8 @@ class Rounds(Generic[Q, R]):
             raise Late
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        self._waiting.append(_Waiting(query, budget, future))
+        deadline = time.perf_counter() + budget if budget is not None else math.inf
+        self._waiting.append(_Waiting(query, budget, future, deadline))
         if not self._flush_scheduled and self._in_flight < self._rounds:
             # Let the lookups of this turn of the event loop join the round.
             self._flush_scheduled = True
@@ -163,9 +168,12 @@ class Rounds(Generic[Q, R]):
 
     def _batch_size(self, budget: float | None) -> int:
         """Queries a round takes at most: `max_batch`, and for budgeted rounds no more
-        than it is expected to run in `_ROUND_SHARE` of `budget` (at least one)."""
+        than it is expected to run in `_ROUND_SHARE` of `budget` (at least one; one
+        until a round has returned)."""
         if not self._budgeted or budget is None:
             return self._max_batch
+        if not self.times.known:
+            return 1
         return self.times.most_within(budget * _ROUND_SHARE, self._max_batch)
 
     async def _alone(self, query: Q, budget: float | None) -> R:
@@ -204,11 +212,25 @@ class Rounds(Generic[Q, R]):
             size = self._batch_size(self._waiting[0].budget)
             batch = [w for w in self._waiting[:size] if not w.future.done()]
             del self._waiting[:size]
+            if self._budgeted and self.times.known:
+                batch = self._in_time(batch)
             if batch:
                 self._in_flight += 1
                 task = asyncio.get_running_loop().create_task(self._round(batch))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    def _in_time(self, batch: list[_Waiting[Q, R]]) -> list[_Waiting[Q, R]]:
+        """The lookups of `batch` whose round, starting now, would end before their
+        deadline; the others are told `Late` (they joined before the rounds slowed)."""
+        ends = time.perf_counter() + self.times.seconds(len(batch))
+        in_time = []
+        for lookup in batch:
+            if lookup.deadline < ends:
+                lookup.future.set_exception(Late())
+            else:
+                in_time.append(lookup)
+        return in_time
 
     async def _round(self, batch: list[_Waiting[Q, R]]) -> None:
         started = time.perf_counter()
