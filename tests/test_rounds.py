@@ -68,3 +68,27 @@ async def test_budgeted_rounds_are_sized_to_the_budget() -> None:
     await overload(rounds)
     assert max(sizes[1:]) <= int(BUDGET / 3 / PER_QUERY) + 1  # the smoothed time may lag
     assert max(sizes[1:]) < 8
+
+
+async def test_lookups_that_joined_before_the_rounds_slowed_are_told_before_their_budget() -> None:
+    """Rounds slow down twentyfold after the lookups joined: those whose round would end
+    after their deadline are told `Late` as it starts, before their budget runs out, and
+    those served still are within it."""
+    per_query = 0.005
+
+    async def run(queries: list[int], budget: float | None) -> list[int]:
+        await asyncio.sleep(per_query * len(queries))
+        return [q * 10 for q in queries]
+
+    rounds: Rounds[int, int] = Rounds(run, rounds=1, max_batch=4, budgeted=True)
+    for n in range(5):  # the rounds learn 5 ms a query
+        assert await rounds.join(n, BUDGET) == n * 10
+    per_query = 0.1
+    results = await asyncio.gather(*(timed(rounds, n) for n in range(12)))
+    assert all(isinstance(o, Late) or o == n * 10 for n, (_, o) in enumerate(results))
+    served = [elapsed for elapsed, o in results if not isinstance(o, Late)]
+    late = [elapsed for elapsed, o in results if isinstance(o, Late)]
+    assert served
+    assert late
+    assert max(served) < BUDGET * 1.5
+    assert max(late) < BUDGET

@@ -40,6 +40,7 @@ from llm_pgcache.errors import BackendError
 ROUND_GRACE = 1.0  # seconds
 _SMOOTHING = 0.2  # weight of the last round in `RoundTimes`
 _ROUND_SHARE = 1 / 3  # of its first caller's budget, a budgeted round's at most
+_SLOWDOWN = 1.5  # a round this many times the line's time or more: the server slowed
 
 Q = TypeVar("Q")
 R = TypeVar("R")
@@ -63,25 +64,49 @@ class _Waiting(NamedTuple, Generic[Q, R]):
 
 class RoundTimes:
     """How long a round of n queries takes: a line fitted to the last rounds (sizes and
-    durations, each older round weighing `1 - _SMOOTHING` less). A round's time is part
-    fixed (a round trip, a statement's start), part per query; while the rounds were all
-    of one size, it is taken as proportional to the size (more, for larger rounds, than
-    the fixed part would give)."""
+    durations, each older round weighing `1 - _SMOOTHING` less), scaled up by how much
+    longer than it the last round took, if that was `_SLOWDOWN` times or more (the line
+    follows a slowdown only over several rounds; this, at once; the usual spread of
+    rounds' times is less). A round's time is part fixed (a round trip, a
+    statement's start), part per query; while the rounds were all of one size, it is
+    taken as proportional to the size (more, for larger rounds, than the fixed part
+    would give)."""
 
-    __slots__ = ("_sums",)
+    __slots__ = ("_slower", "_sums")
 
     def __init__(self) -> None:
         self._sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # weight, n, seconds, n * n, n * seconds
+        self._slower = 1.0  # the last round's time over the line's, if a slowdown
 
     @property
     def known(self) -> bool:
         return self._sums[0] > 0
 
     def add(self, queries: int, seconds: float) -> None:
+        expected = self._fitted(queries) if self.known else 0.0
+        slower = seconds / expected if expected > 0 else 1.0
+        self._slower = slower if slower > _SLOWDOWN else 1.0
         keep = 1.0 - _SMOOTHING
         sums = self._sums
         for i, value in enumerate((1.0, queries, seconds, queries * queries, queries * seconds)):
             sums[i] = sums[i] * keep + value
+
+    def seconds(self, queries: int) -> float:
+        """The expected seconds of a round of `queries` (0 before any round)."""
+        return self._fitted(queries) * self._slower if self.known else 0.0
+
+    def most_within(self, seconds: float, limit: int) -> int:
+        """The most queries (1 to `limit`) a round is expected to run in `seconds`."""
+        if not self.known:
+            return limit
+        mean_n, mean_s, slope = self._line()
+        if slope <= 0:
+            return limit
+        return max(1, min(limit, int(mean_n + (seconds / self._slower - mean_s) / slope)))
+
+    def _fitted(self, queries: int) -> float:
+        mean_n, mean_s, slope = self._line()
+        return max(0.0, mean_s + slope * (queries - mean_n))
 
     def _line(self) -> tuple[float, float, float]:
         """(mean size, mean seconds, seconds per query more)."""
@@ -91,22 +116,6 @@ class RoundTimes:
         if spread < 0.25:  # one size: proportional
             return mean_n, mean_s, mean_s / mean_n
         return mean_n, mean_s, max(0.0, (ns / weight - mean_n * mean_s) / spread)
-
-    def seconds(self, queries: int) -> float:
-        """The expected seconds of a round of `queries` (0 before any round)."""
-        if not self.known:
-            return 0.0
-        mean_n, mean_s, slope = self._line()
-        return max(0.0, mean_s + slope * (queries - mean_n))
-
-    def most_within(self, seconds: float, limit: int) -> int:
-        """The most queries (1 to `limit`) a round is expected to run in `seconds`."""
-        if not self.known:
-            return limit
-        mean_n, mean_s, slope = self._line()
-        if slope <= 0:
-            return limit
-        return max(1, min(limit, int(mean_n + (seconds - mean_s) / slope)))
 
 
 class Rounds(Generic[Q, R]):
