@@ -348,4 +348,6 @@ async def test_overlapping_semantic_lookups_share_rounds(
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
-    assert 1 <= calls <= 8, calls
+    # 32 in rounds of at most 8, and until a round has returned, rounds of one (at most
+    # three in flight): a few statements, not 32
+    assert 1 <= calls <= 10, calls

@@ -11,12 +11,13 @@ Each caller gets its own outcome: one bad value fails only the caller that broug
 Rounds may keep to their callers' budgets (`budgeted`, semantic lookups). From how long
 the last rounds took for their sizes (`RoundTimes`), a round takes no more queries than
 it runs in a third of its first caller's budget (a third to wait for a slot, one for the
-round, one to spare), and a caller that would not have its outcome within its budget
-(the rounds queued ahead of it, a slot, its own round) is told `Late` at once instead of
-waiting its whole budget for a round that comes too late; so is a waiting caller whose
-round, as it starts, would end after its deadline (it joined before the rounds slowed,
-or before any had returned: until then rounds are of one query). A caller that finds
-nothing in flight always goes, so the times stay current.
+round, one to spare); a caller that would surely not have its outcome within its budget
+(the rounds of those queued ahead of it, its own: twice its budget) is told `Late` at
+once instead of waiting its whole budget for a round that comes too late, and so is,
+as rounds return, a waiting caller whose outcome they say would now come after its
+deadline (it joined before the rounds slowed, or before any had returned: until then
+rounds are of one query). A caller that finds nothing in flight always goes, so the
+times stay current.
 
 Used by exact lookups' shared queries (`postgres.lookups`), semantic lookups' rounds
 (`semantic.search`: one query for many vectors) and embedder calls (`semantic.batches`).
@@ -38,9 +39,10 @@ from llm_pgcache.errors import BackendError
 # stops answering. Without the grace, a garbage collection that froze the loop past the
 # budget would fail a whole round whose answer had already come.
 ROUND_GRACE = 1.0  # seconds
-_SMOOTHING = 0.2  # weight of the last round in `RoundTimes`
+_SMOOTHING = 0.2  # in `RoundTimes`, weight of the last round
 _ROUND_SHARE = 1 / 3  # of its first caller's budget, a budgeted round's at most
-_SLOWDOWN = 1.5  # a round this many times the line's time or more: the server slowed
+_JOIN_MARGIN = 2.0  # a lookup expected after this many times its budget does not join
+_SLOWER_WEIGHT = 0.5  # in `RoundTimes`, of a round slower than the line
 
 Q = TypeVar("Q")
 R = TypeVar("R")
@@ -64,36 +66,40 @@ class _Waiting(NamedTuple, Generic[Q, R]):
 
 class RoundTimes:
     """How long a round of n queries takes: a line fitted to the last rounds (sizes and
-    durations, each older round weighing `1 - _SMOOTHING` less), scaled up by how much
-    longer than it the last round took, if that was `_SLOWDOWN` times or more (the line
-    follows a slowdown only over several rounds; this, at once; the usual spread of
-    rounds' times is less). A round's time is part fixed (a round trip, a
+    durations, each older round weighing `1 - _SMOOTHING` less; a round slower than the
+    line weighs `_SLOWER_WEIGHT`, so that the line follows a slowdown within a round or
+    two, and a speed-up more calmly). A round's time is part fixed (a round trip, a
     statement's start), part per query; while the rounds were all of one size, it is
     taken as proportional to the size (more, for larger rounds, than the fixed part
     would give)."""
 
-    __slots__ = ("_slower", "_sums")
+    __slots__ = ("_sums",)
 
     def __init__(self) -> None:
-        self._sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # weight, n, seconds, n * n, n * seconds
-        self._slower = 1.0  # the last round's time over the line's, if a slowdown
+        # weighted means of 1, n, seconds, n * n and n * seconds
+        self._sums = [0.0, 0.0, 0.0, 0.0, 0.0]
 
     @property
     def known(self) -> bool:
         return self._sums[0] > 0
 
     def add(self, queries: int, seconds: float) -> None:
-        expected = self._fitted(queries) if self.known else 0.0
-        slower = seconds / expected if expected > 0 else 1.0
-        self._slower = slower if slower > _SLOWDOWN else 1.0
-        keep = 1.0 - _SMOOTHING
+        if not self.known:
+            weight = 1.0
+        elif seconds > self.seconds(queries):
+            weight = _SLOWER_WEIGHT
+        else:
+            weight = _SMOOTHING
         sums = self._sums
         for i, value in enumerate((1.0, queries, seconds, queries * queries, queries * seconds)):
-            sums[i] = sums[i] * keep + value
+            sums[i] = sums[i] * (1.0 - weight) + value * weight
 
     def seconds(self, queries: int) -> float:
         """The expected seconds of a round of `queries` (0 before any round)."""
-        return self._fitted(queries) * self._slower if self.known else 0.0
+        if not self.known:
+            return 0.0
+        mean_n, mean_s, slope = self._line()
+        return max(0.0, mean_s + slope * (queries - mean_n))
 
     def most_within(self, seconds: float, limit: int) -> int:
         """The most queries (1 to `limit`) a round is expected to run in `seconds`."""
@@ -102,11 +108,7 @@ class RoundTimes:
         mean_n, mean_s, slope = self._line()
         if slope <= 0:
             return limit
-        return max(1, min(limit, int(mean_n + (seconds / self._slower - mean_s) / slope)))
-
-    def _fitted(self, queries: int) -> float:
-        mean_n, mean_s, slope = self._line()
-        return max(0.0, mean_s + slope * (queries - mean_n))
+        return max(1, min(limit, int(mean_n + (seconds - mean_s) / slope)))
 
     def _line(self) -> tuple[float, float, float]:
         """(mean size, mean seconds, seconds per query more)."""
@@ -162,18 +164,29 @@ class Rounds(Generic[Q, R]):
         return await future
 
     def _late(self, budget: float) -> bool:
-        """Whether a lookup of `budget` joining now would have its outcome too late
-        (never before a round has returned: nothing is known yet)."""
-        return self.times.known and self.expected_wait(budget) > budget
+        """Whether a lookup of `budget` joining now would surely have its outcome too late:
+        expected after `_JOIN_MARGIN` times its budget (never before a round has
+        returned: nothing is known yet). Nearer cases join, and are told later if the
+        rounds that return meanwhile say it will be too late (`_tell_late`)."""
+        if not self.times.known:
+            return False
+        return self._expected_end(len(self._waiting), budget) > budget * _JOIN_MARGIN
 
-    def expected_wait(self, budget: float | None) -> float:
-        """Seconds a lookup of `budget` joining now would wait for its outcome: the
-        rounds of those queued ahead of it (`rounds` at a time), half a round for a slot
-        when every slot is taken, and its own round."""
+    def _expected_end(self, position: int, budget: float | None) -> float:
+        """Seconds from now to the outcome of the lookup `position` places down the
+        queue: the rounds of those ahead of it start in the free slots now, then
+        `rounds` at a time as rounds end (half a round for the first slot when none is
+        free), then its own round."""
         size = self._batch_size(budget)
-        ahead = len(self._waiting) // size / self._rounds
-        for_slot = 0.5 if self._in_flight >= self._rounds else 0.0
-        return self.times.seconds(size) * (ahead + for_slot + 1.0)
+        ahead = position // size  # rounds of the lookups queued ahead of it
+        free = self._rounds - self._in_flight
+        if ahead < free:
+            waves = 0.0
+        elif free > 0:
+            waves = 1.0 + (ahead - free) // self._rounds
+        else:
+            waves = 0.5 + ahead // self._rounds
+        return self.times.seconds(size) * (waves + 1.0)
 
     def _batch_size(self, budget: float | None) -> int:
         """Queries a round takes at most: `max_batch`, and for budgeted rounds no more
@@ -217,29 +230,32 @@ class Rounds(Generic[Q, R]):
     def _flush(self) -> None:
         """Start rounds for the waiting lookups, as many as may be in flight."""
         self._flush_scheduled = False
+        if self._budgeted and self.times.known:
+            self._tell_late()
         while self._in_flight < self._rounds and self._waiting:
             size = self._batch_size(self._waiting[0].budget)
             batch = [w for w in self._waiting[:size] if not w.future.done()]
             del self._waiting[:size]
-            if self._budgeted and self.times.known:
-                batch = self._in_time(batch)
             if batch:
                 self._in_flight += 1
                 task = asyncio.get_running_loop().create_task(self._round(batch))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    def _in_time(self, batch: list[_Waiting[Q, R]]) -> list[_Waiting[Q, R]]:
-        """The lookups of `batch` whose round, starting now, would end before their
-        deadline; the others are told `Late` (they joined before the rounds slowed)."""
-        ends = time.perf_counter() + self.times.seconds(len(batch))
-        in_time = []
-        for lookup in batch:
-            if lookup.deadline < ends:
+    def _tell_late(self) -> None:
+        """Tell `Late` the waiting lookups whose outcome, at the times of the rounds
+        that returned last, would come after their deadline (they joined before the
+        rounds slowed, or before any had returned): they leave the queue."""
+        now = time.perf_counter()
+        waiting: list[_Waiting[Q, R]] = []
+        for lookup in self._waiting:
+            if lookup.future.done():
+                continue
+            if now + self._expected_end(len(waiting), lookup.budget) > lookup.deadline:
                 lookup.future.set_exception(Late())
             else:
-                in_time.append(lookup)
-        return in_time
+                waiting.append(lookup)
+        self._waiting = waiting
 
     async def _round(self, batch: list[_Waiting[Q, R]]) -> None:
         started = time.perf_counter()
