@@ -54,7 +54,8 @@ RoundRunner = Callable[[list[Q], float | None], Awaitable[Sequence[R | Exception
 
 
 class Late(Exception):  # noqa: N818 - an outcome, not a failure
-    """The rounds ahead of a lookup would take longer than its budget: it did not join."""
+    """A budgeted lookup's outcome would come after its budget: a miss now, rather than
+    one when the budget runs out."""
 
 
 class _Waiting(NamedTuple, Generic[Q, R]):
@@ -134,7 +135,7 @@ class Rounds(Generic[Q, R]):
         self._waiting: list[_Waiting[Q, R]] = []
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self.times = RoundTimes()
+        self._times = RoundTimes()  # budgeted rounds only
 
     @property
     def waiting(self) -> bool:
@@ -155,7 +156,9 @@ class Rounds(Generic[Q, R]):
             raise Late
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        deadline = time.perf_counter() + budget if budget is not None else math.inf
+        deadline = math.inf
+        if self._budgeted and budget is not None:
+            deadline = time.perf_counter() + budget
         self._waiting.append(_Waiting(query, budget, future, deadline))
         if not self._flush_scheduled and self._in_flight < self._rounds:
             # Let the lookups of this turn of the event loop join the round.
@@ -168,7 +171,7 @@ class Rounds(Generic[Q, R]):
         expected after `_JOIN_MARGIN` times its budget (never before a round has
         returned: nothing is known yet). Nearer cases join, and are told later if the
         rounds that return meanwhile say it will be too late (`_tell_late`)."""
-        if not self.times.known:
+        if not self._times.known:
             return False
         return self._expected_end(len(self._waiting), budget) > budget * _JOIN_MARGIN
 
@@ -186,7 +189,7 @@ class Rounds(Generic[Q, R]):
             waves = 1.0 + (ahead - free) // self._rounds
         else:
             waves = 0.5 + ahead // self._rounds
-        return self.times.seconds(size) * (waves + 1.0)
+        return self._times.seconds(size) * (waves + 1.0)
 
     def _batch_size(self, budget: float | None) -> int:
         """Queries a round takes at most: `max_batch`, and for budgeted rounds no more
@@ -194,9 +197,9 @@ class Rounds(Generic[Q, R]):
         until a round has returned)."""
         if not self._budgeted or budget is None:
             return self._max_batch
-        if not self.times.known:
+        if not self._times.known:
             return 1
-        return self.times.most_within(budget * _ROUND_SHARE, self._max_batch)
+        return self._times.most_within(budget * _ROUND_SHARE, self._max_batch)
 
     async def _alone(self, query: Q, budget: float | None) -> R:
         """A round of one, run in the caller's task (no task, no turn of the loop to
@@ -223,14 +226,15 @@ class Rounds(Generic[Q, R]):
 
     def _round_done(self, queries: int, started: float) -> None:
         self._in_flight -= 1
-        self.times.add(queries, time.perf_counter() - started)
+        if self._budgeted:
+            self._times.add(queries, time.perf_counter() - started)
         if self._waiting and not self._flush_scheduled:
             self._flush()  # what waited meanwhile goes at once
 
     def _flush(self) -> None:
         """Start rounds for the waiting lookups, as many as may be in flight."""
         self._flush_scheduled = False
-        if self._budgeted and self.times.known:
+        if self._budgeted and self._times.known:
             self._tell_late()
         while self._in_flight < self._rounds and self._waiting:
             size = self._batch_size(self._waiting[0].budget)
