@@ -29,8 +29,8 @@ class Counters:
     hits_by_tier: dict[str, int]
     misses: int
     backend_errors: int
-    # semantic lookups that did not wait for a round due after their budget
-    # (`SearchOptions.timeout`): misses at once, not after the whole budget
+    # semantic lookups whose answer would have come after their budget
+    # (`SearchOptions.timeout`): misses then, not when the budget ran out
     semantic_late: int = 0
     by_model: dict[str, ModelSavings] = field(default_factory=dict)
     hit_ms_by_tier: dict[str, float] = field(default_factory=dict)  # total lookup time

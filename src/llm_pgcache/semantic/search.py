@@ -66,10 +66,10 @@ class SearchOptions:
             embedding is not included, it has `embed_timeout`); larger than the exact
             lookup's, since an ANN query over millions of rows takes tens of
             milliseconds. Waiting for one of the `max_in_flight` slots counts. A lookup
-            that would wait longer than this (the rounds queued ahead of it, at the
-            time recent rounds took for their sizes) does not wait: a miss at once,
-            counted in `Counters.semantic_late`, not a failure (no breaker, no error
-            in strict mode).
+            whose answer would come after it (by the time recent rounds took for their
+            sizes: surely, at once; or as rounds return while it waits) is a miss then,
+            not when its budget runs out: counted in `Counters.semantic_late`, no
+            failure (no breaker, no error in strict mode).
         max_in_flight: rounds of semantic queries running at once in this process,
             each on one pooled connection, each one query for the vectors of every
             lookup that waited for it (at most `max_batch`); the others wait (within
@@ -230,8 +230,8 @@ class SemanticSearch:
 
         Raises:
             BackendError: the query failed, or ran out of `timeout`.
-            Late: the rounds queued ahead would take longer than `timeout` (not joined:
-                a miss at once, not one after the whole budget).
+            Late: the answer would come after `timeout` (a miss now, not one after
+                the whole budget).
         """
         build = await self._index_build()
         lists = build.spec.lists if build is not None else None
