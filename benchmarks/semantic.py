@@ -466,7 +466,7 @@ def plot() -> None:
     labels = [
         f"{size(r['rows'])}x{r['dim']}\n"
         + ("hnsw" if r.get("method") == "hnsw" else f"p={r['probes']}")
-        + (f", {up:g} s after a miss" if (up := upstream_of(r)) else "")
+        + (f"\n+{up:g} s/miss" if (up := upstream_of(r)) else "")
         for r in results
     ]
     xs = np.arange(len(results))
