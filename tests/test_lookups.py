@@ -20,10 +20,12 @@ Factory = Callable[..., dict[str, object]]
 
 
 class CountingPool:
-    """A caller-owned pool whose connections log the exact lookups they run."""
+    """A caller-owned pool whose connections log the exact lookups they run, and the
+    catalog queries asyncpg makes to learn types after `init_connection`."""
 
     def __init__(self) -> None:
         self.rounds: list[int] = []  # keys per executed exact lookup (1 for a point query)
+        self.type_lookups: list[str] = []
         self.pool: asyncpg.Pool | None = None
 
     async def init(self, connection: asyncpg.Connection) -> None:
@@ -35,6 +37,8 @@ class CountingPool:
             self.rounds.append(1)
         elif record.query == sql.GET_EXACT_ROUND:
             self.rounds.append(len(record.args[0]))
+        elif "pg_type" in record.query or "set_config('jit'" in record.query:
+            self.type_lookups.append(record.query)
 
 
 @pytest.fixture
@@ -223,43 +227,29 @@ async def test_answers_that_came_while_the_loop_was_frozen_are_served(
 
 
 async def test_a_new_connections_first_statements_look_up_no_types(
-    dsn: str,
+    counting: CountingPool,
     namespace: str,
     make_request: Callable[..., dict[str, object]],
     make_response: Callable[..., dict[str, object]],
 ) -> None:
-    """The first store, lookup and semantic lookup (one and several at once) on a new
-    connection run without asyncpg looking their array types up in the catalog (three
+    """The first store, lookup and semantic lookup (one and several at once) on new
+    connections run without asyncpg looking their array types up in the catalog (three
     round trips inside a lookup's budget): `init_connection` learned them before."""
-    looked_up: list[str] = []
-
-    def logged(record: Any) -> None:
-        if "pg_type" in record.query or "set_config('jit'" in record.query:
-            looked_up.append(record.query)
-
-    async def init(connection: asyncpg.Connection) -> None:
-        await init_connection(connection)
-        connection.add_query_logger(logged)
-
-    pool = await asyncpg.create_pool(asyncpg_dsn(dsn), min_size=1, max_size=1, init=init)
-    try:
-        async with Cache.connect(
-            pool=pool,
-            namespace=namespace,
-            embedder=HashingEmbedder(1536),
-            similarity_threshold=0.5,
-            strict=True,
-        ) as cache:
-            requests = [make_request(f"types of question {n}") for n in range(8)]
-            await cache.set(requests[0], make_response("alone"))
-            await asyncio.gather(*(cache.set(r, make_response("round")) for r in requests[1:]))
-            assert await cache.get(requests[0]) is not None
-            assert all(await asyncio.gather(*(cache.get(r) for r in requests)))
-            await cache.get(make_request("which types does a question have"))
-            await asyncio.gather(*(cache.get(make_request(f"other words {n}")) for n in range(4)))
-    finally:
-        await pool.close()
-    assert looked_up == []
+    async with Cache.connect(
+        pool=counting.pool,
+        namespace=namespace,
+        embedder=HashingEmbedder(1536),
+        similarity_threshold=0.5,
+        strict=True,
+    ) as cache:
+        requests = [make_request(f"types of question {n}") for n in range(8)]
+        await cache.set(requests[0], make_response("alone"))
+        await asyncio.gather(*(cache.set(r, make_response("round")) for r in requests[1:]))
+        assert await cache.get(requests[0]) is not None
+        assert all(await asyncio.gather(*(cache.get(r) for r in requests)))
+        await cache.get(make_request("which types does a question have"))
+        await asyncio.gather(*(cache.get(make_request(f"other words {n}")) for n in range(4)))
+    assert counting.type_lookups == []
 
 
 async def test_a_small_pool_serves_many_callers(

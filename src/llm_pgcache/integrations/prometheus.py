@@ -64,8 +64,8 @@ class CacheCollector:
         )
         yield CounterMetricFamily(
             f"{self._prefix}_semantic_late",
-            "Semantic lookups served as misses at once: the rounds ahead would take longer "
-            "than their budget",
+            "Semantic lookups served as misses before their budget ran out: their answer "
+            "would have come after it",
             value=counters.semantic_late,
         )
         tokens = CounterMetricFamily(
