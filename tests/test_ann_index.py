@@ -15,10 +15,11 @@ from pgvector import Vector
 
 from llm_pgcache import Cache, SearchOptions, request_keys
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.postgres import migrate
+from llm_pgcache.postgres import migrate, sql
 from llm_pgcache.postgres.ann import IndexBuild, IndexSpec
 from llm_pgcache.postgres.driver import init_connection
 from llm_pgcache.postgres.reindex import lists_for, probes_for, rebuild_reason
+from llm_pgcache.semantic.search import MIN_SCAN_ROWS, scan_rows_for
 
 from .conftest import FreshDatabase
 from .plans import nearest_plan
@@ -156,9 +157,16 @@ def small_scopes(count: int) -> list[int]:
 
 
 async def explain(
-    corpus: Corpus, scope: int, *, approximate: bool, probes: int = 10, max_probes: int = 1000
+    corpus: Corpus,
+    scope: int,
+    *,
+    approximate: bool,
+    probes: int = 10,
+    max_probes: int = 1000,
+    scan_rows: int = 10_000,
 ) -> str:
-    """The plan of the cache's semantic query, under the cache's own settings."""
+    """The plan of the cache's semantic query, under the cache's own settings (the
+    `scan_rows` of 120k rows in 120 lists, 10 probes: `scan_rows_for`)."""
     return await nearest_plan(
         corpus.connection,
         NAMESPACE,
@@ -171,6 +179,7 @@ async def explain(
         max_probes,
         40,
         approximate,
+        scan_rows,
     )
 
 
@@ -224,10 +233,12 @@ async def test_reindex_sizes_lists_and_uses_the_index(corpus: Corpus) -> None:
 async def test_iterative_scans_keep_small_scopes_correct(corpus: Corpus) -> None:
     """With the ivfflat index as the only way in (no scope btree) and probes=1: a scope of
     100 rows among 120k. A plain index scan of one list mostly finds no row of the scope;
-    the cache's iterative scan finds the nearest one."""
+    the cache's iterative scan finds the nearest one. (The cache scans a scope this
+    small exactly, `scan_rows_for`; the round statement with `scan_rows` 0 goes to the
+    index for any scope, as it does for a big scope that is a small share of its table.)"""
     await corpus.connection.execute("DROP INDEX llm_cache_scope_idx")  # this module's database
     scopes = small_scopes(TRIALS)
-    plan = await explain(corpus, scopes[0], approximate=True, probes=1)
+    plan = await explain(corpus, scopes[0], approximate=True, probes=1, scan_rows=0)
     assert "Index Scan using llm_cache_embedding_ivfflat" in plan
 
     empty = 0
@@ -247,14 +258,28 @@ async def test_iterative_scans_keep_small_scopes_correct(corpus: Corpus) -> None
         empty += found == 0
     assert empty >= 10  # without iterative scans, a large share of scopes finds nothing
 
-    embedder = TableEmbedder()
-    cache = await open_cache(corpus, embedder, probes=1)
-    try:
-        same, answered = await recall(corpus, cache, embedder, scopes, noise=0.3)
-    finally:
-        await cache.close()
-    assert answered == 1.0
-    assert same >= 0.99
+    rng = np.random.default_rng(11)
+    same = 0
+    for scope in scopes:
+        rows = np.flatnonzero(corpus.scopes == scope)
+        query = corpus.vectors[rng.choice(rows)] + 0.3 * rng.standard_normal(DIM).astype(np.float32)
+        (found,) = await corpus.connection.fetch(
+            sql.SEMANTIC_NEAREST_ROUND,
+            NAMESPACE,
+            request_keys(scope_request(scope, "x")).scope_key,
+            EMBEDDER,
+            [Vector(query)],
+            [2.0],
+            40,  # the cache's candidates
+            1,  # probes
+            1000,  # max probes
+            40,
+            True,
+            0,  # through the index
+        )
+        assert found["indexed"]
+        same += found["cache_key"] == await exact_nearest(corpus, scope, query)
+    assert same / len(scopes) >= 0.99
 
 
 def test_lists_follow_pgvectors_guidance() -> None:
@@ -313,9 +338,28 @@ async def test_after_reindex_lookups_stay_index_scans(
             report = await cache.reindex()
         assert (report.lists, probes_for(lists)) == (lists, probes)
         corpus = Corpus(dsn, vectors, np.zeros(rows, dtype=int), connection)
-        plans = {n: await explain(corpus, 0, approximate=True, probes=n) for n in (probes, lists)}
+        build = IndexBuild(spec=IndexSpec(method="ivfflat", lists=lists), rows=rows, built_at=None)  # type: ignore[arg-type]
+        plans = {
+            n: await explain(
+                corpus, 0, approximate=True, probes=n, scan_rows=scan_rows_for(build, n, 40)
+            )
+            for n in (probes, lists)
+        }
     finally:
         await connection.close()
     assert "Index Scan using llm_cache_embedding_ivfflat" in plans[probes], plans[probes]
     if rows == 10_000:
         assert "Index Scan using llm_cache_embedding_ivfflat" not in plans[lists]  # old default
+
+
+def test_scopes_are_scanned_exactly_while_that_costs_no_more_than_the_index() -> None:
+    def build(rows: int, lists: int | None) -> IndexBuild:
+        method = "ivfflat" if lists else "hnsw"
+        spec = IndexSpec(method=method, lists=lists, m=None if lists else 16)
+        return IndexBuild(spec=spec, rows=rows, built_at=None)  # type: ignore[arg-type]
+
+    assert scan_rows_for(build(10, 1), 1, 40) == MIN_SCAN_ROWS
+    assert scan_rows_for(build(10_000, 10), 3, 40) == 3_000  # 3 of 10 lists
+    assert scan_rows_for(build(120_000, 120), 10, 40) == 10_000
+    assert scan_rows_for(build(1_000_000, 1000), 10, 40) == 10_000
+    assert scan_rows_for(build(1_000_000, None), 1, 40) == 6_324  # sqrt(40 * 1M)

@@ -96,6 +96,7 @@ async def plan(dsn: str, embedder: TableEmbedder) -> str:
             1000,
             40,
             True,
+            0,
         )
     finally:
         await connection.close()

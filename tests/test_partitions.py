@@ -208,6 +208,7 @@ async def test_each_namespace_statement_reads_one_partition(
             1,
             40,
             True,
+            0,
         )
         assert len(set(re.findall(r"llm_cache_p\d+", inner))) == 1, inner
 

@@ -71,7 +71,7 @@ async def test_the_nearest_candidate_is_served_after_a_relaxed_scan(
         await fill(other, [i * 0.005 for i in range(1000)])
     # guard=None: the texts are angles, which the look-alike guard tells apart as numbers.
     async with connect_cache(dsn, namespace=NAMESPACE, embedder=ours, guard=None) as cache:
-        await fill(cache, [85.0 + i * 0.005 for i in range(1000)] + [15.0, 55.0])
+        await fill(cache, [85.0 + i * 0.0025 for i in range(2000)] + [15.0, 55.0])
         report = await cache.reindex(lists=2)
         assert (report.action, report.lists) == ("rebuilt", 2)
 
@@ -118,6 +118,7 @@ async def test_the_nearest_candidate_is_served_after_a_relaxed_scan(
                     1000,  # max probes
                     40,  # ef_search
                     True,  # the index
+                    0,  # for this scope of a few rows too
                 )
                 found = {row["slot"]: row["prompt"] for row in rows}
                 assert found == dict.fromkeys(range(1, len(angles) + 1), "angle 55.0"), angles

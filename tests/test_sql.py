@@ -91,6 +91,7 @@ async def test_the_served_row_is_read_by_primary_key(db: asyncpg.Connection) -> 
         1000,
         40,
         True,
+        0,
     )
     plan = "\n".join(row[0] for row in rows)
     assert "Seq Scan" not in plan, plan
@@ -122,9 +123,11 @@ async def test_semantic_candidates_are_re_ranked_strictly(
         1000,
         40,
         index_scans,
+        0,  # no scope scanned exactly: the index when there is one
     )
     lines = [line.strip().removeprefix("->  ") for line in plan.splitlines()]
-    scan = next(i for i, line in enumerate(lines) if line.startswith("Subquery Scan on candidates"))
+    subquery = "Subquery Scan on " + ("candidates" if index_scans else "scanned")
+    scan = next(i for i, line in enumerate(lines) if line.startswith(subquery))
     assert lines[scan - 1].startswith("Sort"), plan
 
 

@@ -41,16 +41,18 @@ class IndexBuild:
 
 
 class SearchSettings(NamedTuple):
-    """How a semantic query searches: with the ANN index (`approximate`; ivfflat: `probes`
-    lists first, at most `max_probes` while filters reject candidates; HNSW: a candidate
-    list of `ef_search`) or exactly, taking the `candidates` nearest rows before the
-    threshold."""
+    """How a semantic query searches: a scope of at most `scan_rows` rows exactly, a
+    larger one (or any, with `scan_rows` 0: known to be larger) with the ANN index, if
+    it was built on data (`approximate`; ivfflat: `probes` lists first, at most
+    `max_probes` while filters reject candidates; HNSW: a candidate list of
+    `ef_search`), taking the `candidates` nearest rows before the threshold."""
 
     approximate: bool
     probes: int
     max_probes: int
     ef_search: int
     candidates: int
+    scan_rows: int
 
 
 class NearestQuery(NamedTuple):

@@ -152,15 +152,17 @@ SELECT pg_notify('llm_pgcache', notice) FROM unnest($14::text[]) AS notice
 )
 
 # A round of semantic lookups that share a scope (`store.nearest_round`), in one
-# statement: llm_cache_nearest (migration 0005) sets the search ($7 probes, $8 max
-# probes, $9 ef_search, $10 index scans) for this statement's transaction and returns, per
-# query vector of $4 whose nearest live row of the scope ($1-$3) is within its distance
-# ($5), the row's id and distance; the one row served is read here by primary key: a
+# statement: llm_cache_nearest (migrations 0005, 0009) sets the search ($7 probes, $8 max
+# probes, $9 ef_search; $10 whether an ANN index was built on data) for this statement's
+# transaction, scans a scope of at most $11 rows exactly and searches a larger one (or
+# any, with $11 0) through the index, and returns, per query vector of $4 whose nearest
+# live row of the scope ($1-$3) is within its distance ($5), the row's id and distance,
+# and whether the index answered; the one row served is read here by primary key: a
 # lateral lookup per row found ("OFFSET 0" keeps the planner from flattening it into a
 # join, which on a small table reads it whole and may never call the function at all).
 SEMANTIC_NEAREST_ROUND: Final[LiteralString] = """
-SELECT n.out_slot AS slot, c.*, n.out_distance AS distance
-FROM llm_cache_nearest($1, $2, $3, $4::vector[], $5::float8[], $6, $7, $8, $9, $10) AS n
+SELECT n.out_slot AS slot, c.*, n.out_distance AS distance, n.out_indexed AS indexed
+FROM llm_cache_nearest($1, $2, $3, $4::vector[], $5::float8[], $6, $7, $8, $9, $10, $11) AS n
 CROSS JOIN LATERAL (
     SELECT id, cache_key, model, prompt, response, tags, prompt_tokens, completion_tokens,
            upstream_ms, created_at, expires_at,

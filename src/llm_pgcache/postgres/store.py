@@ -214,6 +214,7 @@ class PostgresStore:
                     settings.max_probes,
                     settings.ef_search,
                     settings.approximate,
+                    settings.scan_rows,
                     timeout=timeout,
                 )
                 for row in rows:

@@ -4,12 +4,14 @@ Candidates are only live rows of the same namespace, the same scope (model, syst
 prompt, earlier turns, output-affecting parameters) and the same embedder. Until the
 ANN index has been rebuilt on real data (`llm-pgcache reindex`, ivfflat or HNSW), the
 scope's rows are compared exactly: an index clustered on an empty table would miss
-neighbours.
+neighbours. After, so are the rows of a scope small enough to read whole
+(`scan_rows_for`); a larger scope goes through the index.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -35,6 +37,9 @@ from llm_pgcache.validation import check_count, check_timeout
 DEFAULT_SIMILARITY_THRESHOLD = 0.9
 DEFAULT_EF_SEARCH = 40  # pgvector's
 ANY_DISTANCE = 2.0  # cosine distance is at most 2: the nearest row, however far
+# A scope of at most this many rows is always scanned exactly: a few hundred microseconds
+# of distances, cheaper than any index search with its filters.
+MIN_SCAN_ROWS = 1000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,7 +66,8 @@ class SearchOptions:
             its search (`hnsw.ef_search`); None: 40 (pgvector's default) or `candidates`
             if larger. Iterative scans go on past it while the filters reject
             candidates. Higher: better recall, slower.
-        index_state_seconds: how long the "index was rebuilt" fact is reused.
+        index_state_seconds: how long the "index was rebuilt" fact is reused, and the
+            fact that a scope is too large to scan exactly (`scan_rows_for`).
         timeout: seconds the semantic query may take before it counts as a miss (the
             embedding is not included, it has `embed_timeout`); larger than the exact
             lookup's, since an ANN query over millions of rows takes tens of
@@ -128,6 +134,44 @@ class PendingEmbeddings:
         return item[1]
 
 
+def scan_rows_for(build: IndexBuild, probes: int, candidates: int) -> int:
+    """The most rows of a scope that lookups scan exactly rather than through the index
+    `build` made: as long as reading the scope costs no more than the index search would.
+    An ivfflat search reads about `probes / lists` of the table; any filtered search
+    reads about `candidates * rows / scope rows` rows to find its candidates, which
+    passes the scope's own size below `sqrt(candidates * rows)`. At least
+    `MIN_SCAN_ROWS`."""
+    rows = build.rows
+    most = max(MIN_SCAN_ROWS, math.isqrt(candidates * rows))
+    if build.spec.lists:
+        most = max(most, probes * rows // build.spec.lists)
+    return most
+
+
+class BigScopes:
+    """Scopes that were found larger than their exact scan's limit (`scan_rows_for`):
+    their lookups go to the index without counting the scope's rows first. Each is
+    known for `seconds` (a scope may shrink), at most `max_entries` of them."""
+
+    def __init__(self, seconds: float, max_entries: int = 4096) -> None:
+        self._seen: OrderedDict[tuple[str, bytes, str], float] = OrderedDict()
+        self._seconds = seconds
+        self._max_entries = max_entries
+
+    def __contains__(self, scope: tuple[str, bytes, str]) -> bool:
+        seen = self._seen.get(scope)
+        return seen is not None and time.monotonic() - seen <= self._seconds
+
+    def add(self, scope: tuple[str, bytes, str]) -> None:
+        self._seen[scope] = time.monotonic()
+        self._seen.move_to_end(scope)
+        while len(self._seen) > self._max_entries:
+            self._seen.popitem(last=False)
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+
 class SemanticSearch:
     """The semantic half of a `Cache`: one embedder, one table."""
 
@@ -144,6 +188,7 @@ class SemanticSearch:
             budgeted=True,
         )
         self._embedding: dict[tuple[str, bytes], asyncio.Task[Vector]] = {}  # in flight
+        self._big_scopes = BigScopes(options.index_state_seconds)
         self._build_read: asyncio.Task[IndexBuild | None] | None = None
         self._build: IndexBuild | None = None
         self._build_read_at = -float("inf")
@@ -234,18 +279,27 @@ class SemanticSearch:
                 the whole budget).
         """
         build = await self._index_build()
-        lists = build.spec.lists if build is not None else None
+        probes = self.options.probes or 1
+        scan_rows = 0
+        scope = (namespace, keys.scope_key, self.embedder.name)
+        if build is not None:
+            lists = build.spec.lists
+            probes = self.options.probes or (probes_for(lists) if lists else 1)
+            if scope not in self._big_scopes:
+                scan_rows = scan_rows_for(build, probes, self.options.candidates)
         settings = SearchSettings(
             approximate=build is not None,
-            probes=self.options.probes or (probes_for(lists) if lists else 1),
+            probes=probes,
             max_probes=self.options.max_probes,
             ef_search=self.options.ef_search or max(DEFAULT_EF_SEARCH, self.options.candidates),
             candidates=self.options.candidates,
+            scan_rows=scan_rows,
         )
-        query = NearestQuery(
-            namespace, keys.scope_key, self.embedder.name, vector, ANY_DISTANCE, settings
-        )
-        return await self._rounds.join(query, self.options.timeout)
+        query = NearestQuery(*scope, vector, ANY_DISTANCE, settings)
+        record = await self._rounds.join(query, self.options.timeout)
+        if record is not None and record["indexed"]:
+            self._big_scopes.add(scope)
+        return record
 
     async def close(self) -> None:
         """Fail the lookups waiting for a round or an embedding, and stop those under way."""
@@ -265,5 +319,7 @@ class SemanticSearch:
         return self._build
 
     def forget_index_state(self) -> None:
-        """Read the index state again on the next lookup (after a reindex)."""
+        """Read the index state again on the next lookup (after a reindex), and count
+        the scopes' rows again."""
         self._build_read_at = -float("inf")
+        self._big_scopes.clear()
