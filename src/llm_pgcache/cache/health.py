@@ -33,9 +33,12 @@ class Watchdog:
         self._tick = 1.0
         self._patrol: asyncio.Task[None] | None = None
 
-    def deadline(self, seconds: float | None, what: str) -> Deadline:
-        """Bound a call (`with`, around its awaits); overrunning raises BackendError."""
-        return Deadline(self, seconds, what)
+    def deadline(
+        self, seconds: float | None, what: str, error: type[BackendError] = BackendError
+    ) -> Deadline:
+        """Bound a call (`with`, around its awaits) of `what` ("PostgreSQL lookup");
+        overrunning raises `error`."""
+        return Deadline(self, seconds, what, error)
 
     def _watch(self, task: asyncio.Task[Any], seconds: float) -> None:
         self._deadlines[task] = time.monotonic() + seconds
@@ -75,12 +78,15 @@ class Watchdog:
 class Deadline:
     """One call's deadline, kept by a `Watchdog`; a class, as it wraps every lookup."""
 
-    __slots__ = ("_cancelling", "_seconds", "_task", "_watchdog", "_what")
+    __slots__ = ("_cancelling", "_error", "_seconds", "_task", "_watchdog", "_what")
 
-    def __init__(self, watchdog: Watchdog, seconds: float | None, what: str) -> None:
+    def __init__(
+        self, watchdog: Watchdog, seconds: float | None, what: str, error: type[BackendError]
+    ) -> None:
         self._watchdog = watchdog
         self._seconds = seconds
         self._what = what
+        self._error = error
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
 
@@ -111,9 +117,7 @@ class Deadline:
         # Ours was the cancellation (and no one else's is pending): it is a timeout.
         if task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
             limit_ms = (self._seconds or 0.0) * 1000
-            raise BackendError(
-                f"PostgreSQL {self._what} took longer than {limit_ms:.0f} ms"
-            ) from exc
+            raise self._error(f"{self._what} took longer than {limit_ms:.0f} ms") from exc
 
 
 class BackendHealth:
@@ -139,9 +143,11 @@ class BackendHealth:
     def watchdog(self) -> Watchdog:
         return self._watchdog
 
-    def deadline(self, seconds: float | None, what: str) -> Deadline:
-        """Bound a backend call (`with`); running out of time is a BackendError."""
-        return self._watchdog.deadline(seconds, what)
+    def deadline(
+        self, seconds: float | None, what: str, error: type[BackendError] = BackendError
+    ) -> Deadline:
+        """Bound a backend call (`with`) of `what`; running out of time raises `error`."""
+        return self._watchdog.deadline(seconds, what, error)
 
     async def close(self) -> None:
         await self._watchdog.close()

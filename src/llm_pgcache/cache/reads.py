@@ -100,7 +100,7 @@ class Reads(CacheState):
         if not health.breaker.allow():
             return None
         try:
-            with health.deadline(self.lookup_timeout, "lookup"):
+            with health.deadline(self.lookup_timeout, "PostgreSQL lookup"):
                 record = await self._store.get(ns, key, self.stale_grace, self.lookup_timeout)
         except BackendError as exc:
             health.failed(exc)
@@ -217,7 +217,7 @@ class Reads(CacheState):
         if vector is None or not health.breaker.allow():
             return None
         try:
-            with health.deadline(search.options.timeout, "semantic lookup"):
+            with health.deadline(search.options.timeout, "PostgreSQL semantic lookup"):
                 record = await search.nearest(namespace, keys, vector)
         except Late:  # no failure: the breaker is not told
             self._metrics.late()

@@ -30,6 +30,7 @@ from llm_pgcache.cache.write_behind import WriteBehind
 from llm_pgcache.errors import (
     BackendError,
     ConfigurationError,
+    EmbedderError,
     EmbeddingDimensionError,
     InvalidInputError,
 )
@@ -246,13 +247,10 @@ class CacheState:
         health = self._embedder_health
         if not health.breaker.allow():
             return None
+        seconds = self.embed_timeout if embed_timeout is None else embed_timeout
         try:
-            vector = await search.embed_within(
-                namespace,
-                keys.exact_key,
-                keys.text,
-                self.embed_timeout if embed_timeout is None else embed_timeout,
-            )
+            with health.deadline(seconds, f"embedder {search.embedder.name}", EmbedderError):
+                vector = await search.embedding_for(namespace, keys.exact_key, keys.text)
         except BackendError as exc:
             health.failed(exc)
             return None

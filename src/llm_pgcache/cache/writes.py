@@ -73,7 +73,7 @@ class Writes(CacheState):
             return
         try:
             change = Change(ns, key=keys.exact_key)
-            with self._health.deadline(self.write_timeout, "write"):
+            with self._health.deadline(self.write_timeout, "PostgreSQL write"):
                 await self._store.put(entry, change.notice(self._origin), self.write_timeout)
             await self._tiers.drop(change)
         except BackendError as exc:

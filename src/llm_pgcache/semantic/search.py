@@ -193,15 +193,14 @@ class SemanticSearch:
         self._build: IndexBuild | None = None
         self._build_read_at = -float("inf")
 
-    async def embed_within(
-        self, namespace: str, key: bytes, text: str, seconds: float | None
-    ) -> Vector:
+    async def embedding_for(self, namespace: str, key: bytes, text: str) -> Vector:
         """The embedding of the request `key`'s `text`: the one a lookup left for it, or
-        the one in flight for it, or a new one, within `seconds`. An embedding
-        that comes later is still kept for the `set` that follows.
+        the one in flight for it, or a new one, made in a task of its own: a caller that
+        stops waiting (its deadline) leaves it running, and an embedding that comes
+        later is still kept for the `set` that follows.
 
         Raises:
-            EmbedderError: the embedder failed, or took longer than `seconds`.
+            EmbedderError: the embedder failed.
             InvalidEmbeddingError, EmbeddingDimensionError: it returned unusable vectors.
         """
         slot = (namespace, key)
@@ -213,13 +212,7 @@ class SemanticSearch:
             task = asyncio.get_running_loop().create_task(self.embed(text))
             self._embedding[slot] = task
             task.add_done_callback(lambda done: self._embedded(slot, done))
-        try:
-            async with asyncio.timeout(seconds):
-                return await asyncio.shield(task)
-        except TimeoutError:
-            raise EmbedderError(
-                f"embedder {self.embedder.name} took longer than {seconds} s"
-            ) from None
+        return await asyncio.shield(task)
 
     def _embedded(self, slot: tuple[str, bytes], task: asyncio.Task[Vector]) -> None:
         """Keep a finished embedding for the request's `set` (also one that came late)."""
