@@ -152,6 +152,10 @@ async def open_cache(corpus: Corpus, embedder: TableEmbedder, **search: int) -> 
     )
 
 
+def scope_of(scope: int) -> tuple[str, bytes, str]:
+    return (NAMESPACE, request_keys(scope_request(scope, "x")).scope_key, EMBEDDER)
+
+
 def small_scopes(count: int) -> list[int]:
     return [int(s) for s in np.random.default_rng(3).integers(0, SMALL_SCOPES, count)]
 
@@ -226,6 +230,11 @@ async def test_reindex_sizes_lists_and_uses_the_index(corpus: Corpus) -> None:
         assert same >= 0.95
         same, _ = await recall(corpus, cache, embedder, small_scopes(TRIALS), noise=0.3)
         assert same >= 0.99
+        # The big scope's lookups counted it once, found it larger than its exact scan's
+        # limit and now go straight to the index; the small scopes are scanned each time.
+        big_scopes = cache._semantic._big_scopes  # type: ignore[union-attr]
+        assert scope_of(BIG_SCOPE) in big_scopes
+        assert not any(scope_of(s) in big_scopes for s in small_scopes(TRIALS))
     finally:
         await cache.close()
 
