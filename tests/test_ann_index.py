@@ -233,8 +233,8 @@ async def test_reindex_sizes_lists_and_uses_the_index(corpus: Corpus) -> None:
         # The big scope's lookups counted it once, found it larger than its exact scan's
         # limit and now go straight to the index; the small scopes are scanned each time.
         big_scopes = cache._semantic._big_scopes  # type: ignore[union-attr]
-        assert scope_of(BIG_SCOPE) in big_scopes
-        assert not any(scope_of(s) in big_scopes for s in small_scopes(TRIALS))
+        assert big_scopes.get(scope_of(BIG_SCOPE))
+        assert not any(big_scopes.get(scope_of(s)) for s in small_scopes(TRIALS))
     finally:
         await cache.close()
 

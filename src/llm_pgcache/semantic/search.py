@@ -14,7 +14,9 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
 import asyncpg
 import numpy as np
@@ -109,29 +111,36 @@ class SearchOptions:
             raise InvalidInputError(f"index_state_seconds must be >= 0, got {seconds!r}")
 
 
-class PendingEmbeddings:
-    """Embeddings made by a missed lookup, kept for the `set` that usually follows.
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
-    Bounded in count and age, so a lookup that is never followed by a store costs nothing
-    for long.
-    """
 
-    def __init__(self, max_entries: int = 4096, max_age: float = 600.0) -> None:
-        self._entries: OrderedDict[tuple[str, bytes], tuple[float, Vector]] = OrderedDict()
-        self._max_entries = max_entries
+class Recent(Generic[K, V]):
+    """A bounded map whose values are forgotten `max_age` seconds after they were put
+    (the oldest first when more than `max_entries` are kept)."""
+
+    def __init__(self, max_age: float, max_entries: int = 4096) -> None:
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self._max_age = max_age
+        self._max_entries = max_entries
 
-    def put(self, namespace: str, key: bytes, vector: Vector) -> None:
-        self._entries[(namespace, key)] = (time.monotonic(), vector)
-        self._entries.move_to_end((namespace, key))
+    def put(self, key: K, value: V) -> None:
+        self._entries[key] = (time.monotonic(), value)
+        self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
-    def pop(self, namespace: str, key: bytes) -> Vector | None:
-        item = self._entries.pop((namespace, key), None)
-        if item is None or time.monotonic() - item[0] > self._max_age:
-            return None
-        return item[1]
+    def get(self, key: K) -> V | None:
+        return self._fresh(self._entries.get(key))
+
+    def pop(self, key: K) -> V | None:
+        return self._fresh(self._entries.pop(key, None))
+
+    def _fresh(self, item: tuple[float, V] | None) -> V | None:
+        return None if item is None or time.monotonic() - item[0] > self._max_age else item[1]
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 def scan_rows_for(build: IndexBuild, probes: int, candidates: int) -> int:
@@ -148,30 +157,6 @@ def scan_rows_for(build: IndexBuild, probes: int, candidates: int) -> int:
     return most
 
 
-class BigScopes:
-    """Scopes that were found larger than their exact scan's limit (`scan_rows_for`):
-    their lookups go to the index without counting the scope's rows first. Each is
-    known for `seconds` (a scope may shrink), at most `max_entries` of them."""
-
-    def __init__(self, seconds: float, max_entries: int = 4096) -> None:
-        self._seen: OrderedDict[tuple[str, bytes, str], float] = OrderedDict()
-        self._seconds = seconds
-        self._max_entries = max_entries
-
-    def __contains__(self, scope: tuple[str, bytes, str]) -> bool:
-        seen = self._seen.get(scope)
-        return seen is not None and time.monotonic() - seen <= self._seconds
-
-    def add(self, scope: tuple[str, bytes, str]) -> None:
-        self._seen[scope] = time.monotonic()
-        self._seen.move_to_end(scope)
-        while len(self._seen) > self._max_entries:
-            self._seen.popitem(last=False)
-
-    def clear(self) -> None:
-        self._seen.clear()
-
-
 class SemanticSearch:
     """The semantic half of a `Cache`: one embedder, one table."""
 
@@ -179,7 +164,8 @@ class SemanticSearch:
         self._store = store
         self.embedder = embedder
         self.options = options
-        self.pending = PendingEmbeddings()
+        # Embeddings made by missed lookups, kept for the `set` that usually follows.
+        self.pending: Recent[tuple[str, bytes], Vector] = Recent(max_age=600.0)
         self.batches = EmbeddingBatches(self._embed_shaped)
         self._rounds: Rounds[NearestQuery, asyncpg.Record | None] = Rounds(
             store.nearest_round,
@@ -188,7 +174,12 @@ class SemanticSearch:
             budgeted=True,
         )
         self._embedding: dict[tuple[str, bytes], asyncio.Task[Vector]] = {}  # in flight
-        self._big_scopes = BigScopes(options.index_state_seconds)
+        # Scopes found larger than their exact scan's limit (`scan_rows_for`): their
+        # lookups go to the index without counting the scope's rows first (a scope may
+        # shrink: known for `index_state_seconds`).
+        self._big_scopes: Recent[tuple[str, bytes, str], bool] = Recent(
+            max_age=options.index_state_seconds
+        )
         self._build_read: asyncio.Task[IndexBuild | None] | None = None
         self._build: IndexBuild | None = None
         self._build_read_at = -float("inf")
@@ -204,7 +195,7 @@ class SemanticSearch:
             InvalidEmbeddingError, EmbeddingDimensionError: it returned unusable vectors.
         """
         slot = (namespace, key)
-        kept = self.pending.pop(namespace, key)
+        kept = self.pending.pop(slot)
         if kept is not None:
             return kept
         task = self._embedding.get(slot)
@@ -219,7 +210,7 @@ class SemanticSearch:
         if self._embedding.get(slot) is task:
             del self._embedding[slot]
         if not task.cancelled() and task.exception() is None:
-            self.pending.put(*slot, task.result())
+            self.pending.put(slot, task.result())
 
     async def embed(self, text: str) -> Vector:
         """The embedding of `text`, checked (dimension, finite, non-zero), from a batch
@@ -278,7 +269,7 @@ class SemanticSearch:
         if build is not None:
             lists = build.spec.lists
             probes = self.options.probes or (probes_for(lists) if lists else 1)
-            if scope not in self._big_scopes:
+            if self._big_scopes.get(scope) is None:
                 scan_rows = scan_rows_for(build, probes, self.options.candidates)
         settings = SearchSettings(
             approximate=build is not None,
@@ -291,7 +282,7 @@ class SemanticSearch:
         query = NearestQuery(*scope, vector, ANY_DISTANCE, settings)
         record = await self._rounds.join(query, self.options.timeout)
         if record is not None and record["indexed"]:
-            self._big_scopes.add(scope)
+            self._big_scopes.put(scope, True)
         return record
 
     async def close(self) -> None:
