@@ -51,10 +51,12 @@ class SearchOptions:
     Attributes:
         candidates: nearest rows taken from the index (in relaxed order) before the
             exact re-ranking and the threshold apply; more candidates make iterative scans
-            probe further while the filters reject rows of other scopes (with 10, a scope
-            of 100 rows among 120k found its nearest row for 98.5 % of queries at probes
-            1, against 100 % with 40), and cost a heap visit each (~0.3 ms for 40 on a
-            1.6 ms search at 10k rows).
+            probe further while the filters reject rows of other scopes (through the
+            index, with 10, a scope of 100 rows among 120k found its nearest row for
+            98.5 % of queries at probes 1, against 100 % with 40; a scope that small is
+            now scanned exactly, `scan_rows_for`), and cost a heap visit each (~0.3 ms
+            for 40 on a 1.6 ms search at 10k rows). It also sets how large a scope is
+            still scanned exactly (`scan_rows_for`: sqrt(candidates x rows) at least).
         probes: ivfflat lists searched first; None (the default): about the square root
             of the lists the last `reindex` built, at most 10 (`reindex.probes_for`: 10
             lists -> 3, 100 and more -> 10), never all of them. The cost grows with it
