@@ -310,11 +310,12 @@ async def measure_concurrent(
     rounds: int = 5,
     upstream: float = 0.0,
 ) -> dict[str, object]:
-    """At `concurrency` in flight, with the default budgets and a pool of 10 on both sides:
-    raw pgvector queries/s, `Cache.get` semantic hits/s (the ratio: hits served, not
-    lookups answered), lookups over budget and those answered late-at-once (a miss: the
-    rounds ahead would have taken longer than the budget), and a mixed stream (3 exact
-    hits to 1 semantic lookup) with the exact hits it lost. With `upstream` (seconds), a
+    """At `concurrency` in flight, with the default budgets and a pool of 10 on both sides,
+    taking turns (a round of the queries each): raw pgvector queries/s, `Cache.get`
+    semantic hits/s (the ratio: hits served, not lookups answered), lookups over budget
+    and those answered late-at-once (a miss: the rounds ahead would have taken longer
+    than the budget), and a mixed stream (3 exact hits to 1 semantic lookup) with the
+    exact hits it lost. With `upstream` (seconds), a
     caller whose lookup missed waits that long before its next one, as its LLM call
     would; without, a missed lookup is followed at once by the next (more load on the
     cache than an application whose misses go upstream would bring)."""
@@ -337,11 +338,6 @@ async def measure_concurrent(
         await pool.fetchval("SELECT id FROM llm_cache ORDER BY embedding <=> $1 LIMIT 1", q)
         raw_latency.append(time.perf_counter() - started)
 
-    started = time.perf_counter()
-    await in_flight([partial(raw_one, q) for _ in range(rounds) for q in queries], concurrency)
-    raw_qps = rounds * len(queries) / (time.perf_counter() - started)
-    await pool.close()
-
     cache = await Cache.connect(
         dsn,
         namespace=NAMESPACE,
@@ -351,12 +347,6 @@ async def measure_concurrent(
         search=search,
     )
     try:
-        texts = []
-        for r in range(rounds):
-            for n, q in enumerate(queries):
-                text = f"concurrent {r} {n}"  # distinct: an exact miss, then semantic
-                embedder.vectors[text] = q
-                texts.append(text)
 
         async def cached_one(text: str) -> bool:
             hit = await cache.get(request(text)) is not None
@@ -364,10 +354,27 @@ async def measure_concurrent(
                 await asyncio.sleep(upstream)
             return hit
 
+        # Raw and cache take turns, a round of the queries each: this machine's speed
+        # moves between minutes, and a ratio of rates measured minutes apart moves with it.
+        raw_seconds = cache_seconds = 0.0
+        hits: list[bool] = []
+        texts: list[str] = []
         before = cache.counters
-        started = time.perf_counter()
-        hits = await in_flight([partial(cached_one, t) for t in texts], concurrency)
-        elapsed = time.perf_counter() - started
+        for r in range(rounds):
+            started = time.perf_counter()
+            await in_flight([partial(raw_one, q) for q in queries], concurrency)
+            raw_seconds += time.perf_counter() - started
+            batch = []
+            for n, q in enumerate(queries):
+                text = f"concurrent {r} {n}"  # distinct: an exact miss, then semantic
+                embedder.vectors[text] = q
+                batch.append(text)
+            texts += batch
+            started = time.perf_counter()
+            hits += await in_flight([partial(cached_one, t) for t in batch], concurrency)
+            cache_seconds += time.perf_counter() - started
+        raw_qps = rounds * len(queries) / raw_seconds
+        elapsed = cache_seconds
         over_budget = cache.counters.backend_errors - before.backend_errors
         late = cache.counters.semantic_late - before.semantic_late
 
@@ -393,6 +400,7 @@ async def measure_concurrent(
     finally:
         await cache.invalidate(tag=MIXED_TAG)  # a later --reuse run measures the loaded rows
         await cache.close()
+        await pool.close()
     return {
         "concurrency": concurrency,
         "upstream_seconds_after_a_miss": upstream,
