@@ -315,10 +315,10 @@ async def measure_concurrent(
     semantic hits/s (the ratio: hits served, not lookups answered), lookups over budget
     and those answered late-at-once (a miss: the rounds ahead would have taken longer
     than the budget), and a mixed stream (3 exact hits to 1 semantic lookup) with the
-    exact hits it lost. With `upstream` (seconds), a
-    caller whose lookup missed waits that long before its next one, as its LLM call
-    would; without, a missed lookup is followed at once by the next (more load on the
-    cache than an application whose misses go upstream would bring)."""
+    exact hits it lost. With `upstream` (seconds), a caller whose lookup missed waits
+    that long before its next one, as its LLM call would; without, a missed lookup is
+    followed at once by the next (more load on the cache than an application whose
+    misses go upstream would bring)."""
 
     async def set_probes(connection: asyncpg.Connection) -> None:
         await init_connection(connection)

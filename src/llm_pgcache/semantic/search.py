@@ -265,14 +265,12 @@ class SemanticSearch:
                 the whole budget).
         """
         build = await self._index_build()
-        probes = self.options.probes or 1
-        scan_rows = 0
+        lists = build.spec.lists if build is not None else None
+        probes = self.options.probes or (probes_for(lists) if lists else 1)
         scope = (namespace, keys.scope_key, self.embedder.name)
-        if build is not None:
-            lists = build.spec.lists
-            probes = self.options.probes or (probes_for(lists) if lists else 1)
-            if self._big_scopes.get(scope) is None:
-                scan_rows = scan_rows_for(build, probes, self.options.candidates)
+        scan_rows = 0  # known larger than its exact scan's limit, or no index: no count
+        if build is not None and self._big_scopes.get(scope) is None:
+            scan_rows = scan_rows_for(build, probes, self.options.candidates)
         settings = SearchSettings(
             approximate=build is not None,
             probes=probes,
