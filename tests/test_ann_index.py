@@ -32,6 +32,7 @@ BIG_SCOPE_ROWS = 20_000
 NAMESPACE = "ann"
 EMBEDDER = "table:test"
 TRIALS = 200
+CANDIDATES = SearchOptions().candidates
 
 pytestmark = pytest.mark.filterwarnings("ignore:ivfflat index created with little data")
 
@@ -178,7 +179,7 @@ async def explain(
         EMBEDDER,
         [Vector(corpus.vectors[0])],
         [1.0],
-        10,
+        CANDIDATES,
         probes,
         max_probes,
         40,
@@ -279,7 +280,7 @@ async def test_iterative_scans_keep_small_scopes_correct(corpus: Corpus) -> None
             EMBEDDER,
             [Vector(query)],
             [2.0],
-            40,  # the cache's candidates
+            40,  # candidates: iterative scans look further than the cache's 10 would
             1,  # probes
             1000,  # max probes
             40,
@@ -350,7 +351,7 @@ async def test_after_reindex_lookups_stay_index_scans(
         build = IndexBuild(spec=IndexSpec(method="ivfflat", lists=lists), rows=rows, built_at=None)  # type: ignore[arg-type]
         plans = {
             n: await explain(
-                corpus, 0, approximate=True, probes=n, scan_rows=scan_rows_for(build, n, 40)
+                corpus, 0, approximate=True, probes=n, scan_rows=scan_rows_for(build, n, CANDIDATES)
             )
             for n in (probes, lists)
         }
@@ -372,3 +373,4 @@ def test_scopes_are_scanned_exactly_while_that_costs_no_more_than_the_index() ->
     assert scan_rows_for(build(120_000, 120), 10, 40) == 10_000
     assert scan_rows_for(build(1_000_000, 1000), 10, 40) == 10_000
     assert scan_rows_for(build(1_000_000, None), 1, 40) == 6_324  # sqrt(40 * 1M)
+    assert scan_rows_for(build(1_000_000, None), 1, CANDIDATES) == 3_162  # the default 10

@@ -50,13 +50,17 @@ class SearchOptions:
 
     Attributes:
         candidates: nearest rows taken from the index (in relaxed order) before the
-            exact re-ranking and the threshold apply; more candidates make iterative scans
-            probe further while the filters reject rows of other scopes (through the
-            index, with 10, a scope of 100 rows among 120k found its nearest row for
-            98.5 % of queries at probes 1, against 100 % with 40; a scope that small is
-            now scanned exactly, `scan_rows_for`), and cost a heap visit each (~0.3 ms
-            for 40 on a 1.6 ms search at 10k rows). It also sets how large a scope is
-            still scanned exactly (`scan_rows_for`: sqrt(candidates x rows) at least).
+            exact re-ranking and the threshold apply. An iterative scan goes on to
+            further lists (or graph neighbours) until this many rows of the scope came,
+            and the nearest of them is served: with more, a search that finds few rows
+            of its scope in its first lists looks further (through the index at probes
+            1, a scope of 100 rows among 120k found its nearest row for 98.5 % of
+            queries with 10, 100 % with 40; a scope that small is scanned exactly,
+            `scan_rows_for`, and a larger one has, at the default probes, a hundred
+            rows or more in the first ivfflat lists it reads). Each costs a heap visit:
+            40 cost 0.08-0.13 ms more server CPU per lookup than 10 at 10k rows (on a
+            1.7 ms search; docs/benchmarks.md). It also sets how large a scope is still
+            scanned exactly (`scan_rows_for`: sqrt(candidates x rows) at least).
         probes: ivfflat lists searched first; None (the default): about the square root
             of the lists the last `reindex` built, at most 10 (`reindex.probes_for`: 10
             lists -> 3, 100 and more -> 10), never all of them. The cost grows with it
@@ -92,7 +96,7 @@ class SearchOptions:
             server (docs/benchmarks.md).
     """
 
-    candidates: int = 40
+    candidates: int = 10
     probes: int | None = None
     ef_search: int | None = None
     max_probes: int = 1000
