@@ -163,6 +163,24 @@ async def test_a_miss_is_embedded_once(
     assert openai_api.state.embedded_texts == ["How tall is Mount Everest?"]
 
 
+async def test_only_a_miss_keeps_its_embedding(
+    semantic: Cache, openai_api: OpenAIServer, make_request: Factory, make_response: Factory
+) -> None:
+    """The embedding of a lookup that missed waits for the `set` that follows; a `set`'s
+    own, and a hit's, are not kept (no `set` follows them: they would only fill memory)."""
+    kept = semantic._semantic.pending  # type: ignore[union-attr]
+    await semantic.set(make_request("What is the capital of France?"), make_response("Paris."))
+    assert len(kept) == 0
+    assert await semantic.get(make_request("what's the capital city of France?")) is not None
+    assert len(kept) == 0
+    everest = make_request("How tall is Mount Everest?")
+    assert await semantic.get(everest) is None
+    assert len(kept) == 1
+    await semantic.set(everest, make_response("8,849 m"))
+    assert len(kept) == 0
+    assert openai_api.state.calls["embeddings"] == 3  # France twice, Everest once
+
+
 async def test_semantic_can_be_turned_off(
     dsn: str,
     namespace: str,

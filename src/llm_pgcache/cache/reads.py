@@ -123,6 +123,7 @@ class Reads(CacheState):
             )
             if decided is None:
                 return None
+            semantic_search.served(ns, key)
             hit = decided
         else:
             return None
@@ -212,7 +213,7 @@ class Reads(CacheState):
         """The nearest live row of the request's scope, whatever its similarity."""
         if not keys.text.strip():
             return None
-        vector = await self._embedding(search, namespace, keys, embed_timeout)
+        vector = await self._embedding(search, namespace, keys, embed_timeout, keep=True)
         health = self._semantic_health
         if vector is None or not health.breaker.allow():
             return None

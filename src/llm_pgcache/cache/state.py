@@ -240,17 +240,20 @@ class CacheState:
         namespace: str,
         keys: RequestKeys,
         embed_timeout: float | None = None,
+        *,
+        keep: bool = False,
     ) -> Vector | None:
         """The embedding of the request's last user turn within `embed_timeout` (this
         call's, else the cache's); None when the embedder failed, is late, or its breaker
-        is open."""
+        is open. `keep`: a lookup's, kept for the `set` that follows a miss
+        (`SemanticSearch.embedding_for`)."""
         health = self._embedder_health
         if not health.breaker.allow():
             return None
         seconds = self.embed_timeout if embed_timeout is None else embed_timeout
         try:
             with health.deadline(seconds, f"embedder {search.embedder.name}", EmbedderError):
-                vector = await search.embedding_for(namespace, keys.exact_key, keys.text)
+                vector = await search.embedding_for(namespace, keys.exact_key, keys.text, keep=keep)
         except BackendError as exc:
             health.failed(exc)
             return None

@@ -148,6 +148,9 @@ class Recent(Generic[K, V]):
     def clear(self) -> None:
         self._entries.clear()
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
 
 def scan_rows_for(build: IndexBuild, probes: int, candidates: int) -> int:
     """The most rows of a scope that lookups scan exactly rather than through the index
@@ -170,7 +173,8 @@ class SemanticSearch:
         self._store = store
         self.embedder = embedder
         self.options = options
-        # Embeddings made by missed lookups, kept for the `set` that usually follows.
+        # Embeddings made by lookups, kept for the `set` that follows a miss (at most
+        # 4,096: 6 MB of 384-dimension vectors, 25 MB of 1,536).
         self.pending: Recent[tuple[str, bytes], Vector] = Recent(max_age=600.0)
         self.batches = EmbeddingBatches(self._embed_shaped)
         self._rounds: Rounds[NearestQuery, asyncpg.Record | None] = Rounds(
@@ -190,11 +194,14 @@ class SemanticSearch:
         self._build: IndexBuild | None = None
         self._build_read_at = -float("inf")
 
-    async def embedding_for(self, namespace: str, key: bytes, text: str) -> Vector:
-        """The embedding of the request `key`'s `text`: the one a lookup left for it, or
+    async def embedding_for(
+        self, namespace: str, key: bytes, text: str, *, keep: bool = False
+    ) -> Vector:
+        """The embedding of the request `key`'s `text`: the one a lookup kept for it, or
         the one in flight for it, or a new one, made in a task of its own: a caller that
-        stops waiting (its deadline) leaves it running, and an embedding that comes
-        later is still kept for the `set` that follows.
+        stops waiting (its deadline) leaves it running. With `keep` (a lookup, which a
+        `set` follows when it misses), a new embedding is kept for that `set`, also one
+        that comes after the lookup gave up on it (`served` drops it on a hit).
 
         Raises:
             EmbedderError: the embedder failed.
@@ -208,15 +215,19 @@ class SemanticSearch:
         if task is None:
             task = asyncio.get_running_loop().create_task(self.embed(text))
             self._embedding[slot] = task
-            task.add_done_callback(lambda done: self._embedded(slot, done))
+            task.add_done_callback(lambda done: self._embedded(slot, done, keep))
         return await asyncio.shield(task)
 
-    def _embedded(self, slot: tuple[str, bytes], task: asyncio.Task[Vector]) -> None:
+    def _embedded(self, slot: tuple[str, bytes], task: asyncio.Task[Vector], keep: bool) -> None:
         """Keep a finished embedding for the request's `set` (also one that came late)."""
         if self._embedding.get(slot) is task:
             del self._embedding[slot]
-        if not task.cancelled() and task.exception() is None:
+        if keep and not task.cancelled() and task.exception() is None:
             self.pending.put(slot, task.result())
+
+    def served(self, namespace: str, key: bytes) -> None:
+        """A lookup of `key` was a hit: no `set` follows, its embedding goes."""
+        self.pending.pop((namespace, key))
 
     async def embed(self, text: str) -> Vector:
         """The embedding of `text`, checked (dimension, finite, non-zero), from a batch
