@@ -7,8 +7,8 @@ their own query, runs its own point query at once, in its caller's task. The sha
 over arrays is planned afresh each time (0.26 ms of server CPU for a round of one key,
 0.21 for three, against 0.06 for the point query, planned once: measured on the semantic
 benchmark's server), so a round that took one lookup runs the point query too. Semantic
-lookups (`semantic.search`) always
-go in rounds: an ANN query costs milliseconds, the round's few microseconds vanish in it.
+lookups (`semantic.search`) always go in rounds: an ANN query costs milliseconds, the
+round's few microseconds vanish in it.
 
 The exact defaults (4 alone, 2 rounds) come from a tuning run of benchmarks/exact.py
 (docs/benchmarks.md).
@@ -62,10 +62,9 @@ class ExactLookups:
         if self._alone < self._alone_limit and not self._rounds.waiting:
             self._alone += 1
             try:
-                rows = await self._fetch(sql.GET_EXACT, query, None)
+                return await self._point(query, None)
             finally:
                 self._alone -= 1
-            return rows[0] if rows else None
         return await self._rounds.join(query, budget)
 
     async def close(self) -> None:
@@ -76,8 +75,7 @@ class ExactLookups:
         self, batch: list[_ExactQuery], budget: float | None
     ) -> list[asyncpg.Record | Exception | None]:
         if len(batch) == 1:  # the point query, planned once: the arrays' is planned each time
-            rows = await self._fetch(sql.GET_EXACT, batch[0], budget)
-            return [rows[0] if rows else None]
+            return [await self._point(batch[0], budget)]
         columns = (
             [q.namespace for q in batch],
             [q.cache_key for q in batch],
@@ -102,12 +100,16 @@ class ExactLookups:
         async def alone(query: _ExactQuery) -> asyncpg.Record | Exception | None:
             async with slots:
                 try:
-                    rows = await self._fetch(sql.GET_EXACT, query, budget)
+                    return await self._point(query, budget)
                 except Exception as exc:  # its own failure
                     return exc
-            return rows[0] if rows else None
 
         return list(await asyncio.gather(*(alone(query) for query in batch)))
+
+    async def _point(self, query: _ExactQuery, budget: float | None) -> asyncpg.Record | None:
+        """One lookup's row by the point query (`GET_EXACT`), or None."""
+        rows = await self._fetch(sql.GET_EXACT, query, budget)
+        return rows[0] if rows else None
 
     async def _fetch(
         self, query: LiteralString, args: tuple[Any, ...], budget: float | None

@@ -219,7 +219,8 @@ class SemanticSearch:
         return await asyncio.shield(task)
 
     def _embedded(self, slot: tuple[str, bytes], task: asyncio.Task[Vector], keep: bool) -> None:
-        """Keep a finished embedding for the request's `set` (also one that came late)."""
+        """Forget the finished task; with `keep`, keep its embedding for the request's
+        `set` (also one that came after its lookup gave up on it)."""
         if self._embedding.get(slot) is task:
             del self._embedding[slot]
         if keep and not task.cancelled() and task.exception() is None:
