@@ -2,11 +2,13 @@
 
 A caller that joins waits for the next round; a round takes every waiting caller (up to
 `max_batch`) into one call of `run`, in a task of its own; at most `rounds` rounds are in
-flight, and as one returns the next takes what waited meanwhile. Nothing ever waits for
-company: a caller that finds no round in flight and none waiting runs its call itself, in
-its own task (a round of one, no task or turn of the loop to wait for); otherwise a round
-starts in the same turn of the event loop as its first caller when a round may start.
-Each caller gets its own outcome: one bad value fails only the caller that brought it.
+flight, and as one returns the next takes what waited meanwhile (sent before the
+returned round's callers resume: the server works on it while they go on). Nothing ever
+waits for company: a caller that finds no round in flight and none waiting runs its call
+itself, in its own task (a round of one, no task or turn of the loop to wait for);
+otherwise a round starts in the same turn of the event loop as its first caller when a
+round may start. Each caller gets its own outcome: one bad value fails only the caller
+that brought it.
 
 Rounds may keep to their callers' budgets (`budgeted`, semantic lookups). From how long
 the last rounds took for their sizes (`RoundTimes`), a round takes no more queries than
@@ -262,26 +264,28 @@ class Rounds(Generic[Q, R]):
         self._waiting = waiting
 
     async def _round(self, batch: list[_Waiting[Q, R]]) -> None:
+        """Run `batch`, start the next round (before its callers resume: the server works
+        on it while they go on), then hand each caller its outcome."""
         started = time.perf_counter()
         try:
             outcomes = await self._run([w.query for w in batch], _bound([w.budget for w in batch]))
         except BaseException as exc:  # each lookup of the round raises it; closing cancels
+            self._round_done(len(batch), started)
             failure = exc if isinstance(exc, Exception) else BackendError("the cache was closed")
             for lookup in batch:
                 if not lookup.future.done():
                     lookup.future.set_exception(failure)
             if failure is not exc:
                 raise
-        else:
-            for lookup, outcome in zip(batch, outcomes, strict=True):
-                if lookup.future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    lookup.future.set_exception(outcome)
-                else:
-                    lookup.future.set_result(outcome)
-        finally:
-            self._round_done(len(batch), started)
+            return
+        self._round_done(len(batch), started)
+        for lookup, outcome in zip(batch, outcomes, strict=True):
+            if lookup.future.done():
+                continue
+            if isinstance(outcome, Exception):
+                lookup.future.set_exception(outcome)
+            else:
+                lookup.future.set_result(outcome)
 
 
 def _bound(budgets: list[float | None]) -> float | None:
