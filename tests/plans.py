@@ -1,4 +1,5 @@
-"""The plans of statements run inside functions (llm_cache_nearest), from auto_explain:
+"""The plans of statements run inside functions (llm_cache_nearest, llm_cache_exact_round),
+from auto_explain:
 EXPLAIN of the call shows only a function scan."""
 
 from __future__ import annotations
@@ -8,9 +9,12 @@ from typing import Any
 import asyncpg
 
 
-async def nested_plans(connection: asyncpg.Connection, query: str, *args: Any) -> list[str]:
+async def nested_plans(
+    connection: asyncpg.Connection, query: str, *args: Any, analyze: bool = False
+) -> list[str]:
     """Run `query` with auto_explain logging every nested statement's plan to this
-    client; the plans, one text each."""
+    client (with `analyze`, as EXPLAIN ANALYZE shows it: what ran, what was pruned);
+    the plans, one text each."""
     messages: list[str] = []
 
     def listen(_: object, message: asyncpg.PostgresLogMessage) -> None:
@@ -23,6 +27,9 @@ async def nested_plans(connection: asyncpg.Connection, query: str, *args: Any) -
             await connection.execute("SET LOCAL auto_explain.log_min_duration = 0")
             await connection.execute("SET LOCAL auto_explain.log_nested_statements = on")
             await connection.execute("SET LOCAL client_min_messages = log")
+            if analyze:
+                await connection.execute("SET LOCAL auto_explain.log_analyze = on")
+                await connection.execute("SET LOCAL auto_explain.log_timing = off")
             await connection.fetch(query, *args)
     finally:
         connection.remove_log_listener(listen)

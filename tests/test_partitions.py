@@ -26,7 +26,7 @@ from llm_pgcache.postgres.driver import init_connection
 from llm_pgcache.postgres.partitions import partition_table, partitions
 from llm_pgcache.postgres.reindex import lists_for
 from tests.conftest import MigratedDatabase
-from tests.plans import nearest_plan
+from tests.plans import nearest_plan, nested_plans
 
 NAMESPACES = [f"tenant-{n}" for n in range(6)]
 Request = Callable[..., dict[str, object]]
@@ -177,7 +177,6 @@ async def test_each_namespace_statement_reads_one_partition(
         key = exact_key(ask("tenant-0 question 3 about the weather in spring", model="m1"))
         statements = [
             (sql.GET_EXACT, ("tenant-0", key, 0.0)),
-            (sql.GET_EXACT_ROUND, (["tenant-0"], [key], [0.0])),
             (sql.DELETE_BY_KEY, ("tenant-0", key, "c")),
             (sql.DELETE_BY_TAG, ("tenant-0", "t1", "c", 100)),
             (sql.DELETE_BY_MODEL, ("tenant-0", "m0", "c", 100)),
@@ -191,6 +190,12 @@ async def test_each_namespace_statement_reads_one_partition(
                 await connection.execute("ROLLBACK AND CHAIN")
             plan = "\n".join(row[0] for row in rows)
             assert len(read_partitions(plan)) == 1, plan
+        # the exact round's query runs inside its function: its plan, as it ran
+        plans = await nested_plans(
+            connection, sql.GET_EXACT_ROUND, ["tenant-0"], [key], [0.0], analyze=True
+        )
+        (inner,) = [p for p in plans if "unnest(p_namespaces" in p]
+        assert len(read_partitions(inner)) == 1, inner
         await init_connection(connection)  # the vector codec
         vector = Vector((await HashingEmbedder(1536).embed(["tenant-0 question 3"]))[0])
         scope = await connection.fetchval(

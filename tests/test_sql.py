@@ -11,7 +11,7 @@ from llm_pgcache.postgres import index_sql, judgment_sql, sql, stats
 from llm_pgcache.postgres.driver import init_connection
 
 from .conftest import connect_cache
-from .plans import nearest_plan
+from .plans import nearest_plan, nested_plans
 
 NAMED_QUERIES = {
     **sql.NAMED_QUERIES,
@@ -63,14 +63,17 @@ async def test_exact_lookup_uses_the_unique_index(db: asyncpg.Connection) -> Non
 async def test_exact_lookup_rounds_probe_the_index_per_key_in_a_generic_plan(
     db: asyncpg.Connection,
 ) -> None:
-    # A prepared statement may run a generic plan, blind to the arrays' length: the
-    # lateral probe keeps it an index lookup per key, never a scan of the table.
+    # The round's function plans its query once (a generic plan, blind to the arrays'
+    # length): the lateral probe keeps it an index lookup per key, never a scan of the
+    # table. The statement itself is the function's scan alone.
+    rows = await db.fetch("EXPLAIN " + sql.GET_EXACT_ROUND, ["ns"], [b"\x00"], [0.0])
+    assert [row[0].split(" (")[0].strip() for row in rows] == [
+        "Function Scan on llm_cache_exact_round"
+    ], rows
     async with db.transaction():
-        await db.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        await db.execute("PREPARE exact_lookup AS " + sql.GET_EXACT_ROUND)
-        rows = await db.fetch("EXPLAIN EXECUTE exact_lookup('{ns}', ARRAY['\\x00'::bytea], '{0}')")
-        await db.execute("DEALLOCATE exact_lookup")
-    plan = "\n".join(row[0] for row in rows)
+        await db.execute("SET LOCAL enable_seqscan = off")  # a tiny table would be scanned
+        plans = await nested_plans(db, sql.GET_EXACT_ROUND, ["ns"] * 3, [b"\x00"] * 3, [0.0] * 3)
+    (plan,) = [p for p in plans if "unnest(p_namespaces" in p]
     assert "Seq Scan on llm_cache" not in plan
     assert uses_unique_index(plan), plan
 

@@ -15,7 +15,7 @@ from pgvector.asyncpg import register_vector
 from llm_pgcache.errors import BackendError, InvalidInputError, LLMPgCacheError, SchemaError
 from llm_pgcache.postgres import sql
 
-SCHEMA_REVISION = "0009"  # the alembic head this code runs against (a test checks it)
+SCHEMA_REVISION = "0010"  # the alembic head this code runs against (a test checks it)
 
 
 # The array types our statements take or return. asyncpg knows the codecs of a few

@@ -1,17 +1,21 @@
 """Exact lookups, alone or in rounds: lookups that overlap share one query (`rounds`).
 
 Under load, many lookups thus share one round trip, one pooled connection and one
-statement's overhead instead of queueing for connections one by one. Exact lookups also
-run alone: a lookup that finds no other waiting, and fewer than `alone` lookups running
-their own query, runs its own point query at once, in its caller's task. The shared query
-over arrays is planned afresh each time (0.26 ms of server CPU for a round of one key,
-0.21 for three, against 0.06 for the point query, planned once: measured on the semantic
-benchmark's server), so a round that took one lookup runs the point query too. Semantic
-lookups (`semantic.search`) always go in rounds: an ANN query costs milliseconds, the
-round's few microseconds vanish in it.
+statement's overhead instead of queueing for connections one by one. A lookup that finds
+no other waiting, and fewer than `alone` lookups running their own query, runs its own
+point query at once, in its caller's task; a round that took one lookup runs the point
+query too. A larger round runs in llm_cache_exact_round (migration 0010), on a plan made
+once per connection: 0.085-0.095 ms of server CPU for rounds of two to eight keys,
+against 0.05 for the point query and 0.18-0.20 for the same query over arrays as a
+statement of its own, which the server plans afresh on every call (measured on the
+semantic benchmark's server). Semantic lookups (`semantic.search`) always go in rounds:
+an ANN query costs milliseconds, the round's few microseconds vanish in it.
 
-The exact defaults (4 alone, 2 rounds) come from a tuning run of benchmarks/exact.py
-(docs/benchmarks.md).
+The defaults (one alone, one round in flight) come from tuning runs of
+benchmarks/exact.py and benchmarks/semantic.py (docs/benchmarks.md): with rounds that
+cheap, lookups that wait for the round in flight and share the next make fewer
+statements (each a round trip, a send and a wake-up of a server process) than lookups
+that each run their own.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class ExactLookups:
     """Live rows by (namespace, cache_key), over a pool, alone or in shared rounds."""
 
     def __init__(
-        self, db: Connections, *, alone: int = 4, rounds: int = 2, max_batch: int = 256
+        self, db: Connections, *, alone: int = 1, rounds: int = 1, max_batch: int = 256
     ) -> None:
         self._db = db
         self._alone_limit = alone
@@ -95,7 +99,7 @@ class ExactLookups:
     ) -> list[asyncpg.Record | Exception | None]:
         """Each lookup of a round the server refused, on its own (`alone` at a time): the
         value it refused fails only the lookup that carried it."""
-        slots = asyncio.Semaphore(self._alone_limit)
+        slots = asyncio.Semaphore(max(1, self._alone_limit))
 
         async def alone(query: _ExactQuery) -> asyncpg.Record | Exception | None:
             async with slots:
