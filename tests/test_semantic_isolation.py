@@ -39,8 +39,10 @@ class SlowEmbedder:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self._inner = HashingEmbedder(1536)
+        self.texts: list[str] = []  # embedded, in calls' order
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts += texts
         await asyncio.sleep(self.delay)
         return await self._inner.embed(texts)
 
@@ -92,6 +94,25 @@ async def test_a_hanging_embedder_costs_at_most_embed_timeout(
             "How tall is Everest?",
         )
         assert embedded
+
+
+async def test_a_store_waits_for_the_embedding_its_lookup_gave_up_on(
+    dsn: str, namespace: str, make_request: Factory, make_response: Factory
+) -> None:
+    """The lookup stops waiting at its deadline; the store that follows at once, with a
+    longer one, waits for that same embedding (no second call) and stores it: the
+    lookup's giving up did not cancel it for the store."""
+    embedder = SlowEmbedder(0.3)
+    async with connect_cache(dsn, namespace=namespace, embedder=embedder) as cache:
+        request = make_request("How deep is the Mariana Trench?")
+        started = time.perf_counter()
+        assert await cache.get(request, embed_timeout=0.05) is None
+        assert time.perf_counter() - started < 0.05 + MARGIN
+        await cache.set(request, make_response("11 km."), embed_timeout=5.0)
+        assert embedder.texts == ["How deep is the Mariana Trench?"]
+        hit = await cache.get(make_request("how deep is the mariana trench"), threshold=0.5)
+        assert hit is not None
+        assert hit.tier == "postgres-semantic"
 
 
 async def test_embed_timeout_per_call(

@@ -183,7 +183,10 @@ class SemanticSearch:
             max_batch=options.max_batch,
             budgeted=True,
         )
-        self._embedding: dict[tuple[str, bytes], asyncio.Task[Vector]] = {}  # in flight
+        # Embeddings in flight: each one's task, and the callers waiting for it.
+        self._embedding: dict[
+            tuple[str, bytes], tuple[asyncio.Task[None], list[asyncio.Future[Vector]]]
+        ] = {}
         # Scopes found larger than their exact scan's limit (`scan_rows_for`): their
         # lookups go to the index without counting the scope's rows first (a scope may
         # shrink: known for `index_state_seconds`).
@@ -211,20 +214,39 @@ class SemanticSearch:
         kept = self.pending.pop(slot)
         if kept is not None:
             return kept
-        task = self._embedding.get(slot)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self.embed(text))
-            self._embedding[slot] = task
-            task.add_done_callback(lambda done: self._embedded(slot, done, keep))
-        return await asyncio.shield(task)
+        loop = asyncio.get_running_loop()
+        in_flight = self._embedding.get(slot)
+        if in_flight is None:
+            in_flight = (loop.create_task(self._embed_for(slot, text, keep)), [])
+            self._embedding[slot] = in_flight
+        waiter: asyncio.Future[Vector] = loop.create_future()
+        in_flight[1].append(waiter)
+        return await waiter
 
-    def _embedded(self, slot: tuple[str, bytes], task: asyncio.Task[Vector], keep: bool) -> None:
-        """Forget the finished task; with `keep`, keep its embedding for the request's
-        `set` (also one that came after its lookup gave up on it)."""
-        if self._embedding.get(slot) is task:
-            del self._embedding[slot]
-        if keep and not task.cancelled() and task.exception() is None:
-            self.pending.put(slot, task.result())
+    async def _embed_for(self, slot: tuple[str, bytes], text: str, keep: bool) -> None:
+        """Embed `text` for the callers waiting for `slot`'s embedding (each on a future
+        of its own: one that stops waiting cancels only its own), then forget it; with
+        `keep`, keep it for the request's `set` (also when no one waits any more)."""
+        try:
+            vector = await self.embed(text)
+        except BaseException as exc:
+            _, waiters = self._embedding.pop(slot)
+            for waiter in waiters:
+                if waiter.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    waiter.cancel()
+                else:
+                    waiter.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        _, waiters = self._embedding.pop(slot)
+        if keep:
+            self.pending.put(slot, vector)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(vector)
 
     def served(self, namespace: str, key: bytes) -> None:
         """A lookup of `key` was a hit: no `set` follows, its embedding goes."""
