@@ -103,7 +103,7 @@ async def test_the_next_round_starts_before_the_last_rounds_callers_resume() -> 
 
     async def run(queries: list[int], budget: float | None) -> list[int]:
         events.append(f"round {queries}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         return queries
 
     rounds: Rounds[int, int] = Rounds(run, rounds=1, max_batch=8)
@@ -115,7 +115,8 @@ async def test_the_next_round_starts_before_the_last_rounds_callers_resume() -> 
     first = asyncio.ensure_future(lookup(1))  # alone: runs at once, in its own task
     await asyncio.sleep(0)
     second = [asyncio.ensure_future(lookup(q)) for q in (2, 3)]  # wait for a round
-    await asyncio.sleep(0.015)  # round [2, 3] under way
+    while "round [2, 3]" not in events:  # under way
+        await asyncio.sleep(0.001)
     later = [asyncio.ensure_future(lookup(q)) for q in (4, 5)]  # wait for the next one
     await asyncio.gather(first, *second, *later)
     assert events.index("round [4, 5]") < events.index("resumed 2")

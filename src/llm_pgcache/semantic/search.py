@@ -152,6 +152,18 @@ class Recent(Generic[K, V]):
         return len(self._entries)
 
 
+class _InFlight:
+    """An embedding under way (`SemanticSearch.embedding_for`): its task, the callers
+    waiting for it, and whether it is to be kept for a `set`."""
+
+    __slots__ = ("keep", "task", "waiters")
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.task: asyncio.Task[None] | None = None  # referenced while it runs
+        self.waiters: list[asyncio.Future[Vector]] = []
+
+
 def scan_rows_for(build: IndexBuild, probes: int, candidates: int) -> int:
     """The most rows of a scope that lookups scan exactly rather than through the index
     `build` made: as long as reading the scope costs no more than the index search would.
@@ -183,10 +195,7 @@ class SemanticSearch:
             max_batch=options.max_batch,
             budgeted=True,
         )
-        # Embeddings in flight: each one's task, and the callers waiting for it.
-        self._embedding: dict[
-            tuple[str, bytes], tuple[asyncio.Task[None], list[asyncio.Future[Vector]]]
-        ] = {}
+        self._embedding: dict[tuple[str, bytes], _InFlight] = {}
         # Scopes found larger than their exact scan's limit (`scan_rows_for`): their
         # lookups go to the index without counting the scope's rows first (a scope may
         # shrink: known for `index_state_seconds`).
@@ -217,20 +226,24 @@ class SemanticSearch:
         loop = asyncio.get_running_loop()
         in_flight = self._embedding.get(slot)
         if in_flight is None:
-            in_flight = (loop.create_task(self._embed_for(slot, text, keep)), [])
+            in_flight = _InFlight(keep)
+            in_flight.task = loop.create_task(self._embed_for(slot, text))
             self._embedding[slot] = in_flight
+        elif not keep:  # the `set` that follows joins the lookup's: nothing to keep
+            in_flight.keep = False
         waiter: asyncio.Future[Vector] = loop.create_future()
-        in_flight[1].append(waiter)
+        in_flight.waiters.append(waiter)
         return await waiter
 
-    async def _embed_for(self, slot: tuple[str, bytes], text: str, keep: bool) -> None:
+    async def _embed_for(self, slot: tuple[str, bytes], text: str) -> None:
         """Embed `text` for the callers waiting for `slot`'s embedding (each on a future
-        of its own: one that stops waiting cancels only its own), then forget it; with
-        `keep`, keep it for the request's `set` (also when no one waits any more)."""
+        of its own: one that stops waiting cancels only its own), then forget it; kept for
+        the request's `set` if a lookup asked for it (also when no one waits any more)
+        and no `set` took it meanwhile."""
         try:
             vector = await self.embed(text)
         except BaseException as exc:
-            _, waiters = self._embedding.pop(slot)
+            waiters = self._embedding.pop(slot).waiters
             for waiter in waiters:
                 if waiter.done():
                     continue
@@ -241,10 +254,10 @@ class SemanticSearch:
             if not isinstance(exc, Exception):
                 raise
             return
-        _, waiters = self._embedding.pop(slot)
-        if keep:
+        in_flight = self._embedding.pop(slot)
+        if in_flight.keep:
             self.pending.put(slot, vector)
-        for waiter in waiters:
+        for waiter in in_flight.waiters:
             if not waiter.done():
                 waiter.set_result(vector)
 
