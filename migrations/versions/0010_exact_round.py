@@ -1,8 +1,8 @@
 """llm_cache_exact_round: the exact lookups of a round (`postgres.lookups`), on a plan
 made once per connection. As a prepared statement the round's query over arrays is
 planned afresh on every call (the arrays' length is unknown to a generic plan, so the
-server keeps custom plans): 0.21-0.23 ms of server CPU for rounds of one to eight keys,
-against 0.08 on a generic plan and 0.055 for the point query (docs/benchmarks.md). The
+server keeps custom plans): 0.18-0.23 ms of server CPU for rounds of one to eight keys,
+against 0.075-0.095 here and 0.05 for the point query (docs/benchmarks.md). The
 function sets `plan_cache_mode` for its own transaction, as llm_cache_nearest does: no
 session state, behind a transaction-mode pooler too.
 
