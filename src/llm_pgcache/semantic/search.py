@@ -158,9 +158,9 @@ class _InFlight:
 
     __slots__ = ("keep", "task", "waiters")
 
-    def __init__(self, keep: bool) -> None:
+    def __init__(self, task: asyncio.Task[None], keep: bool) -> None:
+        self.task = task  # referenced while it runs
         self.keep = keep
-        self.task: asyncio.Task[None] | None = None  # referenced while it runs
         self.waiters: list[asyncio.Future[Vector]] = []
 
 
@@ -226,8 +226,7 @@ class SemanticSearch:
         loop = asyncio.get_running_loop()
         in_flight = self._embedding.get(slot)
         if in_flight is None:
-            in_flight = _InFlight(keep)
-            in_flight.task = loop.create_task(self._embed_for(slot, text))
+            in_flight = _InFlight(loop.create_task(self._embed_for(slot, text)), keep)
             self._embedding[slot] = in_flight
         elif not keep:  # the `set` that follows joins the lookup's: nothing to keep
             in_flight.keep = False
@@ -240,26 +239,25 @@ class SemanticSearch:
         of its own: one that stops waiting cancels only its own), then forget it; kept for
         the request's `set` if a lookup asked for it (also when no one waits any more)
         and no `set` took it meanwhile."""
+        failure: BaseException | None = None
         try:
             vector = await self.embed(text)
         except BaseException as exc:
-            waiters = self._embedding.pop(slot).waiters
-            for waiter in waiters:
-                if waiter.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    waiter.cancel()
-                else:
-                    waiter.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
+            failure = exc
         in_flight = self._embedding.pop(slot)
-        if in_flight.keep:
+        if failure is None and in_flight.keep:
             self.pending.put(slot, vector)
         for waiter in in_flight.waiters:
-            if not waiter.done():
+            if waiter.done():
+                continue
+            if failure is None:
                 waiter.set_result(vector)
+            elif isinstance(failure, asyncio.CancelledError):
+                waiter.cancel()
+            else:
+                waiter.set_exception(failure)
+        if failure is not None and not isinstance(failure, Exception):
+            raise failure  # cancelled (the cache closing): the task ends cancelled
 
     def served(self, namespace: str, key: bytes) -> None:
         """A lookup of `key` was a hit: no `set` follows, its embedding goes."""
