@@ -28,6 +28,11 @@ class CircuitBreaker:
         self._last_success = time.monotonic()
 
     @property
+    def healthy(self) -> bool:
+        """Whether no failure came since the last success."""
+        return self._failures == 0
+
+    @property
     def is_open(self) -> bool:
         return self._failures >= self.threshold and time.monotonic() < self._open_until
 

@@ -144,6 +144,11 @@ class Rounds(Generic[Q, R]):
         """Whether lookups are waiting for a round."""
         return bool(self._waiting)
 
+    @property
+    def idle(self) -> bool:
+        """Whether no round is in flight and no lookup waits: one joining now runs alone."""
+        return not self._in_flight and not self._waiting
+
     async def join(self, query: Q, budget: float | None) -> R:
         """The outcome of `query`, run in the next round. `budget` (seconds) bounds that
         round: it runs for the longest budget of its lookups (and `ROUND_GRACE`). A caller
@@ -152,7 +157,7 @@ class Rounds(Generic[Q, R]):
         Raises:
             Late: (budgeted rounds) the outcome would come after `budget`.
         """
-        if not self._in_flight and not self._waiting:  # alone: no company to wait for
+        if self.idle:  # alone: no company to wait for
             return await self._alone(query, budget)
         if self._budgeted and budget is not None and self._late(budget):
             raise Late

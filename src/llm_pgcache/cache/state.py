@@ -39,6 +39,7 @@ from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.pricing import DEFAULT_PRICES
 from llm_pgcache.semantic.batches import Vector
 from llm_pgcache.semantic.bound import DEFAULT_BOUND
+from llm_pgcache.semantic.embedders import check_vectors
 from llm_pgcache.semantic.guard import Guard, LookAlikeGuard
 from llm_pgcache.semantic.judges import Judge
 from llm_pgcache.semantic.search import (
@@ -233,6 +234,21 @@ class CacheState:
         if semantic and self._semantic is None:
             raise InvalidInputError("semantic=True needs a cache opened with an embedder")
         return self._semantic if semantic else None
+
+    def _given_vector(self, embedding: object) -> Vector:
+        """A caller's embedding of a request's last user turn, made by the cache's
+        embedder's model (it is stored and compared as that embedder's), checked.
+
+        Raises:
+            InvalidInputError: the cache has no embedder.
+            EmbeddingDimensionError, InvalidEmbeddingError: not one usable vector of the
+                table's dimension.
+        """
+        if self._semantic is None:
+            raise InvalidInputError("an embedding needs a cache opened with an embedder")
+        vectors = check_vectors([embedding], count=1, dim=self._store.embedding_dim)
+        vector: Vector = vectors[0]
+        return vector
 
     async def _embedding(
         self,

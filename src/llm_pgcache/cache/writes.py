@@ -33,6 +33,7 @@ class Writes(CacheState):
         semantic: bool | None = None,
         upstream_ms: int | None = None,
         embed_timeout: float | None = None,
+        embedding: object = None,
     ) -> None:
         """Store `response` as the answer to `request`, replacing any previous one.
 
@@ -50,25 +51,32 @@ class Writes(CacheState):
             embed_timeout: overrides the cache's `embed_timeout` for this call: seconds
                 to wait for the embedding; without it in time the entry is stored for
                 exact lookups only.
+            embedding: the embedding of the request's last user turn, made by the
+                cache's embedder's model; stored as that embedder's, nothing embedded
+                (unless `semantic` is off for the call: then no embedding is stored).
 
         Raises:
             InvalidRequestError, InvalidResponseError, InvalidTTLError, InvalidInputError:
-                bad input; nothing is written.
-            InvalidEmbeddingError, EmbeddingDimensionError: the embedder returned an
-                unusable vector; nothing is written.
+                bad input (an `embedding` without an embedder); nothing is written.
+            InvalidEmbeddingError, EmbeddingDimensionError: the embedder returned, or the
+                caller gave, an unusable vector; nothing is written.
             BackendError: only with `strict=True`; otherwise the failure is logged.
         """
         semantic_search = self._semantic_for(semantic)
         embed_timeout = check_timeout("embed_timeout", embed_timeout)
+        vector = None if embedding is None else self._given_vector(embedding)
         keys, entry = self.rules.entry(
             request, response, ttl=ttl, tags=tags, namespace=namespace, upstream_ms=upstream_ms
         )
         ns = entry.namespace
         if semantic_search is not None and keys.text.strip():
-            # Without an embedding in time (the embedder down or slow): exact lookups only.
-            embedding = await self._embedding(semantic_search, ns, keys, embed_timeout)
-            if embedding is not None:
-                entry = replace(entry, embedding=embedding, embedder=semantic_search.embedder.name)
+            if vector is None:
+                # Without one in time (the embedder down or slow): exact lookups only.
+                vector = await self._embedding(semantic_search, ns, keys, embed_timeout)
+            else:
+                semantic_search.forget(ns, keys.exact_key)
+            if vector is not None:
+                entry = replace(entry, embedding=vector, embedder=semantic_search.embedder.name)
         if not self._health.breaker.allow():
             return
         try:

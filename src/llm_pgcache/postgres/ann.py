@@ -57,7 +57,9 @@ class SearchSettings(NamedTuple):
 
 class NearestQuery(NamedTuple):
     """One semantic lookup: the nearest row to `vector` among the live rows of
-    (`namespace`, `scope_key`, `embedder`), if within `max_distance` (cosine)."""
+    (`namespace`, `scope_key`, `embedder`), if within `max_distance` (cosine). With an
+    `exact_key`, that key's live row (or one expired less than `stale_grace` seconds
+    ago) instead, if there is one: the exact lookup and the semantic one as one."""
 
     namespace: str
     scope_key: bytes
@@ -65,3 +67,5 @@ class NearestQuery(NamedTuple):
     vector: npt.NDArray[np.float32]
     max_distance: float
     settings: SearchSettings
+    exact_key: bytes | None = None
+    stale_grace: float = 0.0

@@ -167,6 +167,39 @@ CROSS JOIN LATERAL (
 ) AS c
 """
 
+# One lookup given its vector while the semantic path is idle (`store.nearest_round`):
+# the exact row of key $12 (with GET_EXACT_ROUND's filters, $13 the stale grace), else
+# the nearest of SEMANTIC_NEAREST_ROUND (one vector), in one statement: `exact` says
+# which. The nearest branch is under a one-time filter on the exact one being empty: on
+# an exact hit PostgreSQL never runs llm_cache_nearest. The columns are both shapes'
+# (NULL where one has none: an exact row has no prompt or distance).
+EXACT_OR_NEAREST: Final[LiteralString] = """
+WITH exact AS (
+    SELECT * FROM llm_cache_exact_round(ARRAY[$1::text], ARRAY[$12::bytea], ARRAY[$13::float8])
+)
+SELECT true AS exact, out_id AS id, out_cache_key AS cache_key, out_model AS model,
+       NULL::text AS prompt, out_response AS response, out_tags AS tags,
+       out_prompt_tokens AS prompt_tokens, out_completion_tokens AS completion_tokens,
+       out_upstream_ms AS upstream_ms, out_created_at AS created_at,
+       out_expires_at AS expires_at, out_judged_similarity AS judged_similarity,
+       out_ttl_left AS ttl_left, out_stale AS stale, NULL::float8 AS distance,
+       NULL::boolean AS indexed
+FROM exact
+UNION ALL
+SELECT false, c.id, c.cache_key, c.model, c.prompt, c.response, c.tags, c.prompt_tokens,
+       c.completion_tokens, c.upstream_ms, c.created_at, c.expires_at, NULL, c.ttl_left,
+       false, n.out_distance, n.out_indexed
+FROM llm_cache_nearest($1, $2, $3, $4::vector[], $5::float8[], $6, $7, $8, $9, $10, $11) AS n
+CROSS JOIN LATERAL (
+    SELECT id, cache_key, model, prompt, response, tags, prompt_tokens, completion_tokens,
+           upstream_ms, created_at, expires_at,
+           extract(epoch FROM expires_at - now())::float8 AS ttl_left
+    FROM llm_cache WHERE namespace = $1 AND id = n.out_id
+    OFFSET 0
+) AS c
+WHERE NOT EXISTS (SELECT 1 FROM exact)
+"""
+
 # Invalidations return the count deleted and notify other processes' memory tiers ($3,
 # $2 for a whole namespace), on commit. Those of many rows delete at most $4 ($3) rows a
 # statement, and run again while a statement deletes that many (`store.delete`).
@@ -356,6 +389,7 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "put": PUT,
     "put_round": PUT_ROUND,
     "semantic_nearest_round": SEMANTIC_NEAREST_ROUND,
+    "exact_or_nearest": EXACT_OR_NEAREST,
     "purge_expired_batch": PURGE_EXPIRED_BATCH,
     "count_expired": COUNT_EXPIRED,
     "evict_least_recent_batch": EVICT_LEAST_RECENT_BATCH,

@@ -190,17 +190,37 @@ class PostgresStore:
     ) -> list[asyncpg.Record | None]:
         """For each query, the nearest live row of its scope within its `max_distance`
         (cosine; the record's `distance`), or None: one statement per scope (namespace,
-        scope key, embedder) and settings among the queries, on one connection.
+        scope key, embedder) and settings among the queries, on one connection; one of
+        its own for a query with an `exact_key` (the exact row first: `exact` true).
         `budget` (seconds) bounds each wait and statement."""
         found: list[asyncpg.Record | None] = [None] * len(queries)
         groups: dict[tuple[str, bytes, str, SearchSettings], list[int]] = {}
+        exact_first: list[int] = []
         for slot, q in enumerate(queries):
-            groups.setdefault((q.namespace, q.scope_key, q.embedder, q.settings), []).append(slot)
+            if q.exact_key is not None:
+                exact_first.append(slot)
+            else:
+                key = (q.namespace, q.scope_key, q.embedder, q.settings)
+                groups.setdefault(key, []).append(slot)
         reads = self._db
         if all(self._reads(q.namespace) is not self._db for q in queries):
             reads = self._reads(queries[0].namespace)
         timeout = budget or reads.statement_timeout
         async with reads.connection(budget) as connection:
+            for slot in exact_first:
+                q = queries[slot]
+                found[slot] = await connection.fetchrow(
+                    sql.EXACT_OR_NEAREST,
+                    q.namespace,
+                    q.scope_key,
+                    q.embedder,
+                    [Vector(q.vector)],
+                    [q.max_distance],
+                    *_search_arguments(q.settings),
+                    q.exact_key,
+                    q.stale_grace,
+                    timeout=timeout,
+                )
             for (namespace, scope_key, embedder, settings), slots in groups.items():
                 rows = await connection.fetch(
                     sql.SEMANTIC_NEAREST_ROUND,
@@ -209,12 +229,7 @@ class PostgresStore:
                     embedder,
                     [Vector(queries[slot].vector) for slot in slots],
                     [queries[slot].max_distance for slot in slots],
-                    settings.candidates,
-                    settings.probes,
-                    settings.max_probes,
-                    settings.ef_search,
-                    settings.approximate,
-                    settings.scan_rows,
+                    *_search_arguments(settings),
                     timeout=timeout,
                 )
                 for row in rows:
@@ -343,3 +358,15 @@ class PostgresStore:
     async def table_stats(self, namespace: str | None = None, *, top: int = 5) -> TableStats:
         """Row counts, sizes and the most cached models (of one namespace, or all)."""
         return await table_stats(self._db, namespace, top=top)
+
+
+def _search_arguments(settings: SearchSettings) -> tuple[int, int, int, int, bool, int]:
+    """llm_cache_nearest's arguments after the vectors and their distances."""
+    return (
+        settings.candidates,
+        settings.probes,
+        settings.max_probes,
+        settings.ef_search,
+        settings.approximate,
+        settings.scan_rows,
+    )

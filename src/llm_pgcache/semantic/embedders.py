@@ -287,8 +287,16 @@ def check_vectors(vectors: object, *, count: int, dim: int) -> Vectors:
 
 
 def shaped_vectors(vectors: object, *, count: int, dim: int) -> Vectors:
-    """`vectors` as a (count, dim) float32 array; its values unchecked."""
-    array = np.asarray(vectors, dtype=np.float32)
+    """`vectors` as a (count, dim) float32 array; its values unchecked.
+
+    Raises:
+        InvalidEmbeddingError: not numbers in that shape (wrong count, ragged, text...).
+        EmbeddingDimensionError: the vectors are not `dim`-dimensional.
+    """
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEmbeddingError(f"embeddings must be arrays of numbers: {exc}") from exc
     if array.ndim != 2 or array.shape[0] != count:
         raise InvalidEmbeddingError(
             f"expected {count} embedding(s) of shape ({dim},), got an array of shape {array.shape}"

@@ -202,7 +202,7 @@ class SemanticSearch:
         self._big_scopes: Recent[tuple[str, bytes, str], bool] = Recent(
             max_age=options.index_state_seconds
         )
-        self._build_read: asyncio.Task[IndexBuild | None] | None = None
+        self._build_read: asyncio.Task[None] | None = None
         self._build: IndexBuild | None = None
         self._build_read_at = -float("inf")
 
@@ -213,7 +213,7 @@ class SemanticSearch:
         the one in flight for it, or a new one, made in a task of its own: a caller that
         stops waiting (its deadline) leaves it running. With `keep` (a lookup, which a
         `set` follows when it misses), a new embedding is kept for that `set`, also one
-        that comes after the lookup gave up on it (`served` drops it on a hit).
+        that comes after the lookup gave up on it (`forget` drops it on a hit).
 
         Raises:
             EmbedderError: the embedder failed.
@@ -259,8 +259,22 @@ class SemanticSearch:
         if failure is not None and not isinstance(failure, Exception):
             raise failure  # cancelled (the cache closing): the task ends cancelled
 
-    def served(self, namespace: str, key: bytes) -> None:
-        """A lookup of `key` was a hit: no `set` follows, its embedding goes."""
+    def keep(self, namespace: str, key: bytes, vector: Vector) -> None:
+        """Keep the embedding a missed lookup was given for the `set` that follows."""
+        self.pending.put((namespace, key), vector)
+
+    def idle(self) -> bool:
+        """Whether a lookup calling `nearest` now runs at once, alone: no semantic round
+        in flight or waiting, and the index state known (when it is due to be read again,
+        this starts reading it, and says no)."""
+        if self._index_state_stale():
+            self._reading_index_state()
+            return False
+        return self._rounds.idle
+
+    def forget(self, namespace: str, key: bytes) -> None:
+        """No `set` takes the embedding kept for `key` (a lookup of it was a hit, or the
+        `set` brought its own): it goes."""
         self.pending.pop((namespace, key))
 
     async def embed(self, text: str) -> Vector:
@@ -300,13 +314,23 @@ class SemanticSearch:
         ]
 
     async def nearest(
-        self, namespace: str, keys: RequestKeys, vector: Vector
+        self,
+        namespace: str,
+        keys: RequestKeys,
+        vector: Vector,
+        *,
+        exact_grace: float | None = None,
     ) -> asyncpg.Record | None:
         """The nearest live row of the request's scope (None: the scope has none); its
         `distance` column is the cosine distance: the cache decides on it (threshold,
         guard) with the counts of its refusals. Lookups that overlap
         share a round (one query for all their vectors, `postgres.lookups.Rounds`), at
         most `max_in_flight` rounds at a time.
+
+        With `exact_grace` (the stale grace of exact lookups), the request's exact row
+        if there is one (`exact` true), else the nearest, in one statement: for a lookup
+        that has its vector before its exact lookup, called when `idle` (it then runs
+        at once, not behind semantic work).
 
         Raises:
             BackendError: the query failed, or ran out of `timeout`.
@@ -328,7 +352,8 @@ class SemanticSearch:
             candidates=self.options.candidates,
             scan_rows=scan_rows,
         )
-        query = NearestQuery(*scope, vector, ANY_DISTANCE, settings)
+        exact_key = None if exact_grace is None else keys.exact_key
+        query = NearestQuery(*scope, vector, ANY_DISTANCE, settings, exact_key, exact_grace or 0.0)
         record = await self._rounds.join(query, self.options.timeout)
         if record is not None and record["indexed"]:
             self._big_scopes.put(scope, True)
@@ -342,17 +367,33 @@ class SemanticSearch:
     async def _index_build(self) -> IndexBuild | None:
         """The last rebuild of the ANN index (None: never, scan exactly), read again
         every `index_state_seconds`, by one query however many lookups ask meanwhile."""
-        if time.monotonic() - self._build_read_at > self.options.index_state_seconds:
-            if self._build_read is None or self._build_read.done():
-                self._build_read = asyncio.get_running_loop().create_task(
-                    self._store.last_index_build()
-                )
-            self._build = await asyncio.shield(self._build_read)
-            self._build_read_at = time.monotonic()
+        if self._index_state_stale():
+            await asyncio.shield(self._reading_index_state())
         return self._build
+
+    def _reading_index_state(self) -> asyncio.Task[None]:
+        """The read of the index state under way, or a new one (its failure is raised to
+        the lookups awaiting it, if any)."""
+        if self._build_read is None or self._build_read.done():
+            self._build_read = asyncio.get_running_loop().create_task(self._read_index_state())
+            self._build_read.add_done_callback(_retrieved)
+        return self._build_read
+
+    async def _read_index_state(self) -> None:
+        self._build = await self._store.last_index_build()
+        self._build_read_at = time.monotonic()
+
+    def _index_state_stale(self) -> bool:
+        return time.monotonic() - self._build_read_at > self.options.index_state_seconds
 
     def forget_index_state(self) -> None:
         """Read the index state again on the next lookup (after a reindex), and count
         the scopes' rows again."""
         self._build_read_at = -float("inf")
         self._big_scopes.clear()
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """Mark a task's failure as seen: one that no caller awaited is not reported."""
+    if not task.cancelled():
+        task.exception()
