@@ -58,6 +58,12 @@ async def test_every_feature_through_a_pooler(
         semantic = await cache.get(make_request("what is 7 squared"))
         assert semantic is not None
         assert semantic.tier == "postgres-semantic"
+        # Given its vector, one statement: the exact row, else the nearest.
+        (vector,) = await embedder.embed(["what is 8 squared"])
+        given = await cache.get(make_request("what is 8 squared"), embedding=vector)
+        assert given is not None
+        assert given.tier == "postgres-semantic"
+        assert given.response["choices"][0]["message"]["content"] == "8"
 
         # Another process's invalidation reaches this one's memory tier.
         request = make_request(questions[3])

@@ -191,11 +191,18 @@ async def test_a_failing_embedder_never_turns_exact_lookups_off(
         assert await cache.get(make_request("stored meanwhile")) is not None
 
 
+@pytest.mark.parametrize("given", [False, True], ids=["embedded", "vectors given"])
 async def test_a_slow_semantic_path_loses_no_exact_hit_at_32_in_flight(
-    create_migrated: MigratedDatabase, namespace: str, make_request: Factory, make_response: Factory
+    create_migrated: MigratedDatabase,
+    namespace: str,
+    make_request: Factory,
+    make_response: Factory,
+    given: bool,
 ) -> None:
     """Semantic queries stuck on a lock (the index state they read is locked) while a
-    mixed stream runs 32 at a time: every exact hit is still served."""
+    mixed stream runs 32 at a time: every exact hit is still served, also when lookups
+    bring their vectors (they would be one statement on an idle semantic path: this one
+    is busy)."""
     dsn = await create_migrated()
     embedder = HashingEmbedder(1536)
     async with connect_cache(
@@ -214,13 +221,16 @@ async def test_a_slow_semantic_path_loses_no_exact_hit_at_32_in_flight(
             await locker.execute("LOCK TABLE llm_cache_index_builds IN ACCESS EXCLUSIVE MODE")
             slots = asyncio.Semaphore(32)
 
-            async def exact(i: int) -> bool:
+            async def lookup(text: str) -> bool:
+                vector = (await embedder.embed([text]))[0] if given else None
                 async with slots:
-                    return await cache.get(make_request(f"stored question {i % 50}")) is not None
+                    return await cache.get(make_request(text), embedding=vector) is not None
+
+            async def exact(i: int) -> bool:
+                return await lookup(f"stored question {i % 50}")
 
             async def semantic(i: int) -> None:
-                async with slots:
-                    await cache.get(make_request(f"an unseen paraphrase {i}"))
+                await lookup(f"an unseen paraphrase {i}")
 
             calls = [exact(i) if i % 4 else semantic(i) for i in range(500)]  # mixed
             results = await asyncio.gather(*calls)
