@@ -39,7 +39,7 @@ from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.pricing import DEFAULT_PRICES
 from llm_pgcache.semantic.batches import Vector
 from llm_pgcache.semantic.bound import DEFAULT_BOUND
-from llm_pgcache.semantic.embedders import check_vectors
+from llm_pgcache.semantic.embedders import checked_vector
 from llm_pgcache.semantic.guard import Guard, LookAlikeGuard
 from llm_pgcache.semantic.judges import Judge
 from llm_pgcache.semantic.search import (
@@ -246,9 +246,7 @@ class CacheState:
         """
         if self._semantic is None:
             raise InvalidInputError("an embedding needs a cache opened with an embedder")
-        vectors = check_vectors([embedding], count=1, dim=self._store.embedding_dim)
-        vector: Vector = vectors[0]
-        return vector
+        return checked_vector(embedding, dim=self._store.embedding_dim)
 
     async def _embedding(
         self,

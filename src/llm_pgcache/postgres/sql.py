@@ -177,8 +177,8 @@ EXACT_OR_NEAREST: Final[LiteralString] = """
 WITH exact AS (
     SELECT * FROM llm_cache_exact_round(ARRAY[$1::text], ARRAY[$12::bytea], ARRAY[$13::float8])
 )
-SELECT true AS exact, out_id AS id, out_cache_key AS cache_key, out_model AS model,
-       NULL::text AS prompt, out_response AS response, out_tags AS tags,
+SELECT out_slot AS slot, true AS exact, out_id AS id, out_cache_key AS cache_key,
+       out_model AS model, NULL::text AS prompt, out_response AS response, out_tags AS tags,
        out_prompt_tokens AS prompt_tokens, out_completion_tokens AS completion_tokens,
        out_upstream_ms AS upstream_ms, out_created_at AS created_at,
        out_expires_at AS expires_at, out_judged_similarity AS judged_similarity,
@@ -186,7 +186,7 @@ SELECT true AS exact, out_id AS id, out_cache_key AS cache_key, out_model AS mod
        NULL::boolean AS indexed
 FROM exact
 UNION ALL
-SELECT false, c.id, c.cache_key, c.model, c.prompt, c.response, c.tags, c.prompt_tokens,
+SELECT n.out_slot, false, c.id, c.cache_key, c.model, c.prompt, c.response, c.tags, c.prompt_tokens,
        c.completion_tokens, c.upstream_ms, c.created_at, c.expires_at, NULL, c.ttl_left,
        false, n.out_distance, n.out_indexed
 FROM llm_cache_nearest($1, $2, $3, $4::vector[], $5::float8[], $6, $7, $8, $9, $10, $11) AS n

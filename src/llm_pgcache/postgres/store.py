@@ -193,46 +193,39 @@ class PostgresStore:
         scope key, embedder) and settings among the queries, on one connection; one of
         its own for a query with an `exact_key` (the exact row first: `exact` true).
         `budget` (seconds) bounds each wait and statement."""
-        found: list[asyncpg.Record | None] = [None] * len(queries)
+        # (statement, arguments, the queries' slots in the order of its vectors)
+        calls: list[tuple[str, tuple[Any, ...], list[int]]] = []
         groups: dict[tuple[str, bytes, str, SearchSettings], list[int]] = {}
-        exact_first: list[int] = []
         for slot, q in enumerate(queries):
             if q.exact_key is not None:
-                exact_first.append(slot)
+                arguments = _nearest_arguments(
+                    q.namespace, q.scope_key, q.embedder, q.settings, [q]
+                )
+                calls.append(
+                    (sql.EXACT_OR_NEAREST, (*arguments, q.exact_key, q.stale_grace), [slot])
+                )
             else:
                 key = (q.namespace, q.scope_key, q.embedder, q.settings)
                 groups.setdefault(key, []).append(slot)
+        for (namespace, scope_key, embedder, settings), slots in groups.items():
+            arguments = _nearest_arguments(
+                namespace, scope_key, embedder, settings, [queries[slot] for slot in slots]
+            )
+            calls.append((sql.SEMANTIC_NEAREST_ROUND, arguments, slots))
         reads = self._db
         if all(self._reads(q.namespace) is not self._db for q in queries):
             reads = self._reads(queries[0].namespace)
+        found: list[asyncpg.Record | None] = [None] * len(queries)
+        if len(calls) == 1:  # a statement on a connection of its own (`Connections.fetch`)
+            statement, arguments, slots = calls[0]
+            rows = await reads.fetch(statement, *arguments, budget=budget)
+            for row in rows:
+                found[slots[row["slot"] - 1]] = row
+            return found
         timeout = budget or reads.statement_timeout
         async with reads.connection(budget) as connection:
-            for slot in exact_first:
-                q = queries[slot]
-                found[slot] = await connection.fetchrow(
-                    sql.EXACT_OR_NEAREST,
-                    q.namespace,
-                    q.scope_key,
-                    q.embedder,
-                    [Vector(q.vector)],
-                    [q.max_distance],
-                    *_search_arguments(q.settings),
-                    q.exact_key,
-                    q.stale_grace,
-                    timeout=timeout,
-                )
-            for (namespace, scope_key, embedder, settings), slots in groups.items():
-                rows = await connection.fetch(
-                    sql.SEMANTIC_NEAREST_ROUND,
-                    namespace,
-                    scope_key,
-                    embedder,
-                    [Vector(queries[slot].vector) for slot in slots],
-                    [queries[slot].max_distance for slot in slots],
-                    *_search_arguments(settings),
-                    timeout=timeout,
-                )
-                for row in rows:
+            for statement, arguments, slots in calls:
+                for row in await connection.fetch(statement, *arguments, timeout=timeout):
                     found[slots[row["slot"] - 1]] = row
         return found
 
@@ -360,9 +353,21 @@ class PostgresStore:
         return await table_stats(self._db, namespace, top=top)
 
 
-def _search_arguments(settings: SearchSettings) -> tuple[int, int, int, int, bool, int]:
-    """llm_cache_nearest's arguments after the vectors and their distances."""
+def _nearest_arguments(
+    namespace: str,
+    scope_key: bytes,
+    embedder: str,
+    settings: SearchSettings,
+    queries: list[NearestQuery],
+) -> tuple[Any, ...]:
+    """llm_cache_nearest's arguments: the scope, the queries' vectors and distances, the
+    search settings."""
     return (
+        namespace,
+        scope_key,
+        embedder,
+        [Vector(q.vector) for q in queries],
+        [q.max_distance for q in queries],
         settings.candidates,
         settings.probes,
         settings.max_probes,

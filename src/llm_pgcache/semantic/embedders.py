@@ -286,6 +286,24 @@ def check_vectors(vectors: object, *, count: int, dim: int) -> Vectors:
     return array
 
 
+def checked_vector(vector: object, *, dim: int) -> Vectors:
+    """One embedding (a caller's) as a (dim,) float32 array, or a clear error.
+
+    Raises:
+        InvalidEmbeddingError: not one vector of numbers, NaN or infinite values, zeros.
+        EmbeddingDimensionError: it is not `dim`-dimensional.
+    """
+    array = _float32(vector)
+    if array.ndim != 1:
+        raise InvalidEmbeddingError(
+            f"expected one embedding of shape ({dim},), got an array of shape {array.shape}"
+        )
+    if array.shape[0] != dim:
+        raise EmbeddingDimensionError(embedder_dim=array.shape[0], table_dim=dim)
+    check_vector(array)
+    return array
+
+
 def shaped_vectors(vectors: object, *, count: int, dim: int) -> Vectors:
     """`vectors` as a (count, dim) float32 array; its values unchecked.
 
@@ -293,10 +311,7 @@ def shaped_vectors(vectors: object, *, count: int, dim: int) -> Vectors:
         InvalidEmbeddingError: not numbers in that shape (wrong count, ragged, text...).
         EmbeddingDimensionError: the vectors are not `dim`-dimensional.
     """
-    try:
-        array = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InvalidEmbeddingError(f"embeddings must be arrays of numbers: {exc}") from exc
+    array = _float32(vectors)
     if array.ndim != 2 or array.shape[0] != count:
         raise InvalidEmbeddingError(
             f"expected {count} embedding(s) of shape ({dim},), got an array of shape {array.shape}"
@@ -304,6 +319,13 @@ def shaped_vectors(vectors: object, *, count: int, dim: int) -> Vectors:
     if array.shape[1] != dim:
         raise EmbeddingDimensionError(embedder_dim=array.shape[1], table_dim=dim)
     return array
+
+
+def _float32(vectors: object) -> Vectors:
+    try:
+        return np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEmbeddingError(f"embeddings must be arrays of numbers: {exc}") from exc
 
 
 def check_values(array: Vectors) -> None:
