@@ -168,28 +168,30 @@ CROSS JOIN LATERAL (
 """
 
 # One lookup given its vector while the semantic path is idle (`store.nearest_round`):
-# the exact row of key $12 (with GET_EXACT_ROUND's filters, $13 the stale grace), else
-# the nearest of SEMANTIC_NEAREST_ROUND (one vector), in one statement: `exact` says
-# which. The nearest branch is under a one-time filter on the exact one being empty: on
-# an exact hit PostgreSQL never runs llm_cache_nearest. The columns are both shapes'
-# (NULL where one has none: an exact row has no prompt or distance).
-EXACT_OR_NEAREST: Final[LiteralString] = """
-WITH exact AS (
-    SELECT * FROM llm_cache_exact_round(ARRAY[$1::text], ARRAY[$12::bytea], ARRAY[$13::float8])
-)
-SELECT out_slot AS slot, true AS exact, out_id AS id, out_cache_key AS cache_key,
-       out_model AS model, NULL::text AS prompt, out_response AS response, out_tags AS tags,
-       out_prompt_tokens AS prompt_tokens, out_completion_tokens AS completion_tokens,
-       out_upstream_ms AS upstream_ms, out_created_at AS created_at,
-       out_expires_at AS expires_at, out_judged_similarity AS judged_similarity,
-       out_ttl_left AS ttl_left, out_stale AS stale, NULL::float8 AS distance,
+# the exact row (GET_EXACT, $1-$3), else the nearest (SEMANTIC_NEAREST_ROUND's, its
+# arguments from $4 on: $4 the scope key, $5 the embedder, $6 one vector...), in one
+# statement: `exact` says which. The nearest branch is under a one-time filter on the
+# exact one being empty: on an exact hit PostgreSQL never runs llm_cache_nearest. The
+# columns are both shapes' (NULL where one has none: an exact row has no prompt or
+# distance). GET_EXACT inline rather than llm_cache_exact_round: 0.05 ms less a lookup,
+# exact hit or miss (measured apart, 2,000 statements each, random order).
+EXACT_OR_NEAREST: Final[LiteralString] = (
+    """
+WITH exact AS ("""  # noqa: S608 - constant fragments only, no values
+    + GET_EXACT
+    + """)
+SELECT 1::bigint AS slot, true AS exact, id, cache_key, model, NULL::text AS prompt,
+       response, tags, prompt_tokens, completion_tokens, upstream_ms, created_at,
+       expires_at, judged_similarity, ttl_left, stale, NULL::float8 AS distance,
        NULL::boolean AS indexed
 FROM exact
 UNION ALL
-SELECT n.out_slot, false, c.id, c.cache_key, c.model, c.prompt, c.response, c.tags, c.prompt_tokens,
-       c.completion_tokens, c.upstream_ms, c.created_at, c.expires_at, NULL, c.ttl_left,
-       false, n.out_distance, n.out_indexed
-FROM llm_cache_nearest($1, $2, $3, $4::vector[], $5::float8[], $6, $7, $8, $9, $10, $11) AS n
+SELECT n.out_slot, false, c.id, c.cache_key, c.model, c.prompt, c.response, c.tags,
+       c.prompt_tokens, c.completion_tokens, c.upstream_ms, c.created_at, c.expires_at,
+       NULL, c.ttl_left, false, n.out_distance, n.out_indexed
+FROM llm_cache_nearest(
+    $1, $4, $5, $6::vector[], $7::float8[], $8, $9, $10, $11, $12, $13
+) AS n
 CROSS JOIN LATERAL (
     SELECT id, cache_key, model, prompt, response, tags, prompt_tokens, completion_tokens,
            upstream_ms, created_at, expires_at,
@@ -199,6 +201,7 @@ CROSS JOIN LATERAL (
 ) AS c
 WHERE NOT EXISTS (SELECT 1 FROM exact)
 """
+)
 
 # Invalidations return the count deleted and notify other processes' memory tiers ($3,
 # $2 for a whole namespace), on commit. Those of many rows delete at most $4 ($3) rows a

@@ -201,9 +201,8 @@ class PostgresStore:
                 arguments = _nearest_arguments(
                     q.namespace, q.scope_key, q.embedder, q.settings, [q]
                 )
-                calls.append(
-                    (sql.EXACT_OR_NEAREST, (*arguments, q.exact_key, q.stale_grace), [slot])
-                )
+                exact = (q.namespace, q.exact_key, q.stale_grace)
+                calls.append((sql.EXACT_OR_NEAREST, (*exact, *arguments[1:]), [slot]))
             else:
                 key = (q.namespace, q.scope_key, q.embedder, q.settings)
                 groups.setdefault(key, []).append(slot)
