@@ -129,33 +129,25 @@ class Reads(CacheState):
             and self._semantic_health.breaker.healthy
         ):
             keys = self.rules.keys(request, key)
-            if keys.text.strip():
-                record = await self._nearest(
-                    semantic_search, ns, keys, embed_timeout, vector, exact_grace=self.stale_grace
-                )
-                return await self._served(
-                    record,
-                    search=semantic_search,
-                    ns=ns,
-                    keys=keys,
-                    request=request,
-                    threshold=threshold,
-                    ticket=ticket,
-                )
-        try:
-            with health.deadline(self.lookup_timeout, "PostgreSQL lookup"):
-                record = await self._store.get(ns, key, self.stale_grace, self.lookup_timeout)
-        except BackendError as exc:
-            health.failed(exc)
-            return None
-        health.ok()
-        if record is not None:
-            return await self._exact_hit(ns, key, record, ticket)
-        if semantic_search is None:
-            return None
-        if keys is None:
-            keys = self.rules.keys(request, key)
-        record = await self._nearest(semantic_search, ns, keys, embed_timeout, vector)
+        if semantic_search is not None and keys is not None and keys.text.strip():
+            record = await self._nearest(
+                semantic_search, ns, keys, embed_timeout, vector, exact_grace=self.stale_grace
+            )
+        else:
+            try:
+                with health.deadline(self.lookup_timeout, "PostgreSQL lookup"):
+                    record = await self._store.get(ns, key, self.stale_grace, self.lookup_timeout)
+            except BackendError as exc:
+                health.failed(exc)
+                return None
+            health.ok()
+            if record is not None:
+                return await self._exact_hit(ns, key, record, ticket)
+            if semantic_search is None:
+                return None
+            if keys is None:
+                keys = self.rules.keys(request, key)
+            record = await self._nearest(semantic_search, ns, keys, embed_timeout, vector)
         return await self._served(
             record,
             search=semantic_search,
