@@ -39,9 +39,9 @@ async def nested_plans(
 async def nearest_plan(connection: asyncpg.Connection, *args: Any) -> str:
     """The plan of the ANN query inside llm_cache_nearest (for one vector or for many),
     for the round's `args`."""
-    from llm_pgcache.postgres import sql  # noqa: PLC0415
+    from llm_pgcache.postgres import nearest_sql  # noqa: PLC0415
 
-    plans = await nested_plans(connection, sql.SEMANTIC_NEAREST_ROUND, *args)
+    plans = await nested_plans(connection, nearest_sql.SEMANTIC_NEAREST_ROUND, *args)
     inner = [p for p in plans if "FROM llm_cache l" in p]
     assert inner, plans
     return inner[0]

@@ -15,7 +15,7 @@ from pgvector import Vector
 
 from llm_pgcache import Cache, SearchOptions, request_keys
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.postgres import migrate, sql
+from llm_pgcache.postgres import migrate, nearest_sql
 from llm_pgcache.postgres.ann import IndexBuild, IndexSpec
 from llm_pgcache.postgres.driver import init_connection
 from llm_pgcache.postgres.reindex import lists_for, probes_for, rebuild_reason
@@ -274,7 +274,7 @@ async def test_iterative_scans_keep_small_scopes_correct(corpus: Corpus) -> None
         rows = np.flatnonzero(corpus.scopes == scope)
         query = corpus.vectors[rng.choice(rows)] + 0.3 * rng.standard_normal(DIM).astype(np.float32)
         (found,) = await corpus.connection.fetch(
-            sql.SEMANTIC_NEAREST_ROUND,
+            nearest_sql.SEMANTIC_NEAREST_ROUND,
             NAMESPACE,
             request_keys(scope_request(scope, "x")).scope_key,
             EMBEDDER,

@@ -19,7 +19,7 @@ from llm_pgcache import (
     init_connection,
 )
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.postgres import sql
+from llm_pgcache.postgres import nearest_sql, sql
 
 from .conftest import MigratedDatabase, connect_cache
 
@@ -80,8 +80,8 @@ class StatementLog:
     KINDS: ClassVar[dict[str, str]] = {
         sql.GET_EXACT: "exact",
         sql.GET_EXACT_ROUND: "exact",
-        sql.SEMANTIC_NEAREST_ROUND: "nearest",
-        sql.EXACT_OR_NEAREST: "exact or nearest",
+        nearest_sql.SEMANTIC_NEAREST_ROUND: "nearest",
+        nearest_sql.EXACT_OR_NEAREST: "exact or nearest",
     }
 
     def __init__(self) -> None:

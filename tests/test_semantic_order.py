@@ -14,7 +14,7 @@ from pgvector import Vector
 
 from llm_pgcache import Cache, request_keys
 from llm_pgcache.config import asyncpg_dsn
-from llm_pgcache.postgres import migrate, sql
+from llm_pgcache.postgres import migrate, nearest_sql
 from llm_pgcache.postgres.driver import init_connection
 
 from .conftest import FreshDatabase, connect_cache
@@ -107,7 +107,7 @@ async def test_the_nearest_candidate_is_served_after_a_relaxed_scan(
             # (overlapping lookups'), takes the nearest in both of its branches.
             for angles in ([38.0], [38.0, 38.5, 38.0]):
                 rows = await connection.fetch(
-                    sql.SEMANTIC_NEAREST_ROUND,
+                    nearest_sql.SEMANTIC_NEAREST_ROUND,
                     NAMESPACE,
                     request_keys(request(38.0)).scope_key,
                     ours.name,

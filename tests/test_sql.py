@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pgvector import Vector
 
-from llm_pgcache.postgres import index_sql, judgment_sql, sql, stats
+from llm_pgcache.postgres import index_sql, judgment_sql, nearest_sql, sql, stats
 from llm_pgcache.postgres.driver import init_connection
 
 from .conftest import connect_cache
@@ -15,6 +15,7 @@ from .plans import nearest_plan, nested_plans
 
 NAMED_QUERIES = {
     **sql.NAMED_QUERIES,
+    **nearest_sql.NEAREST_QUERIES,
     **index_sql.INDEX_QUERIES,
     **judgment_sql.JUDGMENT_QUERIES,
     **stats.STATS_QUERIES,
@@ -30,7 +31,7 @@ async def test_named_query_prepares(db: asyncpg.Connection, name: str) -> None:
 def test_every_statement_constant_is_named() -> None:
     constants = {  # every upper-case string that is a statement (not a name)
         value
-        for module in (sql, index_sql)
+        for module in (sql, nearest_sql, index_sql)
         for key, value in vars(module).items()
         if key.isupper() and not key.startswith("_") and isinstance(value, str) and " " in value
     }
@@ -83,7 +84,7 @@ async def test_the_served_row_is_read_by_primary_key(db: asyncpg.Connection) -> 
     scans the table."""
     await init_connection(db)
     rows = await db.fetch(
-        "EXPLAIN " + sql.SEMANTIC_NEAREST_ROUND,
+        "EXPLAIN " + nearest_sql.SEMANTIC_NEAREST_ROUND,
         "ns",
         b"\x00",
         "e",

@@ -1,6 +1,6 @@
 """Every SQL statement the repository runs, by name, with `$n` parameters (those of the
-index rebuild are in `index_sql`, of aliases and judgments in `judgment_sql`, of stats in
-`stats`).
+index rebuild are in `index_sql`, of semantic lookups in `nearest_sql`, of aliases and
+judgments in `judgment_sql`, of stats in `stats`).
 
 Nothing else in the package writes SQL for the hot path; a test prepares each of these
 against a migrated database, so a renamed column fails CI rather than production.
@@ -143,63 +143,6 @@ FROM latest
     + """RETURNING 1
 )
 SELECT pg_notify('llm_pgcache', notice) FROM unnest($14::text[]) AS notice
-"""
-)
-
-# A round of semantic lookups that share a scope (`store.nearest_round`), in one
-# statement: llm_cache_nearest (migrations 0005, 0009) sets the search ($7 probes, $8 max
-# probes, $9 ef_search; $10 whether an ANN index was built on data) for this statement's
-# transaction, scans a scope of at most $11 rows exactly and searches a larger one (or
-# any, with $11 0) through the index, and returns, per query vector of $4 whose nearest
-# live row of the scope ($1-$3) is within its distance ($5), the row's id and distance,
-# and whether the index answered; the one row served is read here by primary key: a
-# lateral lookup per row found ("OFFSET 0" keeps the planner from flattening it into a
-# join, which on a small table reads it whole and may never call the function at all).
-SEMANTIC_NEAREST_ROUND: Final[LiteralString] = """
-SELECT n.out_slot AS slot, c.*, n.out_distance AS distance, n.out_indexed AS indexed
-FROM llm_cache_nearest($1, $2, $3, $4::vector[], $5::float8[], $6, $7, $8, $9, $10, $11) AS n
-CROSS JOIN LATERAL (
-    SELECT id, cache_key, model, prompt, response, tags, prompt_tokens, completion_tokens,
-           upstream_ms, created_at, expires_at,
-           extract(epoch FROM expires_at - now())::float8 AS ttl_left
-    FROM llm_cache WHERE namespace = $1 AND id = n.out_id
-    OFFSET 0
-) AS c
-"""
-
-# One lookup given its vector while the semantic path is idle (`store.nearest_round`):
-# the exact row (GET_EXACT, $1-$3), else the nearest (SEMANTIC_NEAREST_ROUND's, its
-# arguments from $4 on: $4 the scope key, $5 the embedder, $6 one vector...), in one
-# statement: `exact` says which. The nearest branch is under a one-time filter on the
-# exact one being empty: on an exact hit PostgreSQL never runs llm_cache_nearest. The
-# columns are both shapes' (NULL where one has none: an exact row has no prompt or
-# distance). GET_EXACT inline rather than llm_cache_exact_round: 0.05 ms less a lookup,
-# exact hit or miss (measured apart, 2,000 statements each, random order).
-EXACT_OR_NEAREST: Final[LiteralString] = (
-    """
-WITH exact AS ("""  # noqa: S608 - constant fragments only, no values
-    + GET_EXACT
-    + """)
-SELECT 1::bigint AS slot, true AS exact, id, cache_key, model, NULL::text AS prompt,
-       response, tags, prompt_tokens, completion_tokens, upstream_ms, created_at,
-       expires_at, judged_similarity, ttl_left, stale, NULL::float8 AS distance,
-       NULL::boolean AS indexed
-FROM exact
-UNION ALL
-SELECT n.out_slot, false, c.id, c.cache_key, c.model, c.prompt, c.response, c.tags,
-       c.prompt_tokens, c.completion_tokens, c.upstream_ms, c.created_at, c.expires_at,
-       NULL, c.ttl_left, false, n.out_distance, n.out_indexed
-FROM llm_cache_nearest(
-    $1, $4, $5, $6::vector[], $7::float8[], $8, $9, $10, $11, $12, $13
-) AS n
-CROSS JOIN LATERAL (
-    SELECT id, cache_key, model, prompt, response, tags, prompt_tokens, completion_tokens,
-           upstream_ms, created_at, expires_at,
-           extract(epoch FROM expires_at - now())::float8 AS ttl_left
-    FROM llm_cache WHERE namespace = $1 AND id = n.out_id
-    OFFSET 0
-) AS c
-WHERE NOT EXISTS (SELECT 1 FROM exact)
 """
 )
 
@@ -391,8 +334,6 @@ NAMED_QUERIES: Final[dict[str, LiteralString]] = {
     "get_exact_round": GET_EXACT_ROUND,
     "put": PUT,
     "put_round": PUT_ROUND,
-    "semantic_nearest_round": SEMANTIC_NEAREST_ROUND,
-    "exact_or_nearest": EXACT_OR_NEAREST,
     "purge_expired_batch": PURGE_EXPIRED_BATCH,
     "count_expired": COUNT_EXPIRED,
     "evict_least_recent_batch": EVICT_LEAST_RECENT_BATCH,

@@ -21,7 +21,7 @@ from llm_pgcache.config import asyncpg_dsn, pooler_of
 from llm_pgcache.entries import StoredEntry
 from llm_pgcache.errors import BackendError
 from llm_pgcache.invalidation import Change
-from llm_pgcache.postgres import index_sql, judgment_sql, sql
+from llm_pgcache.postgres import index_sql, judgment_sql, nearest_sql, sql
 from llm_pgcache.postgres.ann import IndexBuild, IndexSpec, NearestQuery, SearchSettings
 from llm_pgcache.postgres.driver import (
     Schema,
@@ -202,7 +202,7 @@ class PostgresStore:
                     q.namespace, q.scope_key, q.embedder, q.settings, [q]
                 )
                 exact = (q.namespace, q.exact_key, q.stale_grace)
-                calls.append((sql.EXACT_OR_NEAREST, (*exact, *arguments[1:]), [slot]))
+                calls.append((nearest_sql.EXACT_OR_NEAREST, (*exact, *arguments[1:]), [slot]))
             else:
                 key = (q.namespace, q.scope_key, q.embedder, q.settings)
                 groups.setdefault(key, []).append(slot)
@@ -210,7 +210,7 @@ class PostgresStore:
             arguments = _nearest_arguments(
                 namespace, scope_key, embedder, settings, [queries[slot] for slot in slots]
             )
-            calls.append((sql.SEMANTIC_NEAREST_ROUND, arguments, slots))
+            calls.append((nearest_sql.SEMANTIC_NEAREST_ROUND, arguments, slots))
         reads = self._db
         if all(self._reads(q.namespace) is not self._db for q in queries):
             reads = self._reads(queries[0].namespace)
