@@ -39,7 +39,6 @@ from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.pricing import DEFAULT_PRICES
 from llm_pgcache.semantic.batches import Vector
 from llm_pgcache.semantic.bound import DEFAULT_BOUND
-from llm_pgcache.semantic.embedders import checked_vector
 from llm_pgcache.semantic.guard import Guard, LookAlikeGuard
 from llm_pgcache.semantic.judges import Judge
 from llm_pgcache.semantic.search import (
@@ -47,6 +46,7 @@ from llm_pgcache.semantic.search import (
     SearchOptions,
     SemanticSearch,
 )
+from llm_pgcache.semantic.vectors import checked_vector
 from llm_pgcache.tiers.upper import UpperTiers
 from llm_pgcache.validation import check_rate, check_threshold, check_timeout, ttl_seconds
 

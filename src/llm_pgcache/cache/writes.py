@@ -15,7 +15,7 @@ from llm_pgcache.entries import CacheHit, StoredEntry
 from llm_pgcache.errors import BackendError, InvalidInputError
 from llm_pgcache.invalidation import Change
 from llm_pgcache.postgres.judgments import JUDGMENT_SOURCES, Judgment
-from llm_pgcache.semantic.embedders import check_vectors
+from llm_pgcache.semantic.vectors import check_vectors
 from llm_pgcache.validation import TTL, check_model, check_tags, check_timeout
 
 

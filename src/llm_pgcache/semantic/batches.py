@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from llm_pgcache.errors import InvalidEmbeddingError
 from llm_pgcache.rounds import Rounds
-from llm_pgcache.semantic.embedders import check_vector
+from llm_pgcache.semantic.vectors import check_vector
 
 Vector = npt.NDArray[np.float32]
 

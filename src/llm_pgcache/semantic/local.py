@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from llm_pgcache.errors import ConfigurationError, MissingExtraError
-
-Vectors = npt.NDArray[np.float32]
+from llm_pgcache.semantic.vectors import Vectors
 
 
 class SentenceTransformerEmbedder:

@@ -29,7 +29,8 @@ from llm_pgcache.postgres.reindex import probes_for
 from llm_pgcache.postgres.store import PostgresStore
 from llm_pgcache.rounds import Rounds
 from llm_pgcache.semantic.batches import EmbeddingBatches, Vector
-from llm_pgcache.semantic.embedders import Embedder, Vectors, check_values, shaped_vectors
+from llm_pgcache.semantic.embedders import Embedder
+from llm_pgcache.semantic.vectors import Vectors, check_values, shaped_vectors
 from llm_pgcache.validation import check_count, check_timeout
 
 # Without tuning data for the embedder in use, a conservative cut-off: cosine similarity

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from llm_pgcache.errors import InvalidInputError
-from llm_pgcache.semantic.embedders import Embedder, check_vectors
+from llm_pgcache.semantic.embedders import Embedder
+from llm_pgcache.semantic.vectors import check_vectors
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
